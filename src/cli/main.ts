@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// The `pulltab` command. Each subcommand prints its own --help; errors end in one line on
+// stderr and a non-zero exit status, never a stack trace.
+import { CliError } from './args.js';
+import { id, keygen } from './keys.js';
+import { listen } from './listen.js';
+import { send } from './send.js';
+import { serve } from './serve.js';
+
+const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = { serve, keygen, id, send, listen };
+
+const USAGE = `Usage: pulltab COMMAND [options]
+
+Commands:
+  serve     start a relay
+  keygen    create an identity (Ed25519 key pair)
+  id        print the public key of an identity
+  send      send a sealed message through a relay
+  listen    print messages received through a relay
+
+Run pulltab COMMAND --help for a command's options.
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(USAGE);
+    return name === undefined ? 2 : 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) throw new CliError(`unknown command ${JSON.stringify(name)}; run pulltab --help`, 2);
+  return command(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    if (err instanceof CliError) {
+      process.stderr.write(`pulltab: ${err.message}\n`);
+      process.exitCode = err.exitCode;
+    } else {
+      process.stderr.write(`pulltab: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

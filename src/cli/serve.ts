@@ -1,0 +1,73 @@
+// pulltab serve: start a relay with the embedded LMDB store.
+import { ConfigError, configFromEnv, readConfigFile, resolveConfig } from '../server/config.js';
+import { createLogger } from '../server/log.js';
+import { Relay } from '../server/relay.js';
+import { CliError, parseCommand, stringOption, type CommandSpec } from './args.js';
+
+const spec = {
+  name: 'serve',
+  usage: 'serve [--config FILE] [--host H] [--port P] [--data DIR]',
+  description: 'Starts the relay and prints its address (pulltab://KEY@HOST:PORT) on a line of its own.\n'
+    + 'Settings come from defaults, then the JSON config file, then PULLTAB_* environment variables,\n'
+    + 'then these flags; each overrides the one before. docs/OPERATIONS.md lists every setting.',
+  options: {
+    config: { type: 'string' },
+    host: { type: 'string' },
+    port: { type: 'string' },
+    data: { type: 'string' },
+  },
+  help: {
+    '--config FILE': 'JSON configuration file',
+    '--host H': 'address to listen on (default 0.0.0.0)',
+    '--port P': 'TCP port (default 2652)',
+    '--data DIR': 'data directory: relay identity and LMDB store (default ./data)',
+  },
+} satisfies CommandSpec<Record<string, { type: 'string' | 'boolean' }>>;
+
+export async function serve(argv: string[]): Promise<number> {
+  const parsed = parseCommand(spec, argv);
+  if (!parsed) return 0;
+  const { values } = parsed;
+  let config;
+  try {
+    config = resolveConfig([
+      { source: stringOption(values, 'config') ?? 'file', values: values.config ? readConfigFile(String(values.config)) : {} },
+      { source: 'env', values: configFromEnv(process.env) },
+      { source: 'flags', values: { host: values.host, port: values.port, dataDir: values.data } },
+    ]);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(err.message, 2);
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  let relay: Relay;
+  try {
+    relay = await Relay.start(config, { logger });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EADDRINUSE') throw new CliError(`cannot listen on ${config.host}:${config.port}: address already in use`);
+    if (e.code === 'EACCES') throw new CliError(`cannot listen on ${config.host}:${config.port}: permission denied`);
+    throw new CliError(`cannot start the relay: ${e.message}`);
+  }
+  process.stdout.write(relay.address + '\n');
+  if (config.host === '0.0.0.0' || config.host === '::') {
+    logger.info({ event: 'address_hint' }, `listening on all interfaces; remote clients use ${relay.addressFor('<this-host>')}`);
+  }
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) {
+        logger.warn({ event: 'forced_exit', signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      stopping = true;
+      logger.info({ event: 'shutdown', signal }, 'shutting down');
+      relay.close().then(() => resolve(0), (err: Error) => {
+        logger.error({ event: 'shutdown_failed', err: err.message }, 'shutdown failed');
+        resolve(1);
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}

@@ -1,0 +1,405 @@
+// RelayClient: the library native clients use. It connects (and reconnects with backoff and
+// jitter), seals what it sends and opens what it receives, hands messages over as events or an
+// async iterator, and acknowledges each message after handing it over.
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { decodeKey, encodeKey, Signer, type Identity } from '../crypto/keys.js';
+import { openMessage, sealMessage, SealError } from '../crypto/seal.js';
+import { parseRelayAddress, type RelayAddress } from '../protocol/address.js';
+import { Code, codeMessage, codeName, DeliverFlags, SendFlags, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
+import { encodeAck, encodeSend, type DeliverFields, type ResultFields } from '../protocol/frames.js';
+import { backoffDelay } from './backoff.js';
+import { Link, type LinkEnd } from './link.js';
+
+export interface RelayClientOptions {
+  /** The relay's address, pulltab://KEY@HOST:PORT, as the relay prints it. */
+  relay: string | RelayAddress;
+  identity: Identity;
+  /** Send and receive bodies as given, without sealing or opening (default false). */
+  raw?: boolean;
+  /** Reconnect after a lost connection (default true). When false, connect() fails on the first error. */
+  reconnect?: boolean;
+  /** First reconnection delay ceiling in ms (default 100); doubles per attempt up to backoffCapMs. */
+  backoffBaseMs?: number;
+  /** Largest reconnection delay ceiling in ms (default 30000). */
+  backoffCapMs?: number;
+  /** TCP connect plus handshake deadline in ms (default 10000). */
+  connectTimeoutMs?: number;
+  /** How long send() waits for a receipt, in ms (default 30000). */
+  receiptTimeoutMs?: number;
+  /** Acknowledge each message once handed over (default true). */
+  autoAck?: boolean;
+}
+
+export interface SendOptions {
+  /** Keep the message in the recipient's mailbox if it cannot be delivered now. */
+  store?: boolean;
+  /** A newer stored message with the same (recipient, sender, storage key) replaces the older one. 16 bytes, or a string hashed to 16 bytes. */
+  storageKey?: string | Uint8Array;
+  /** Seconds a stored message lives (0 or absent: the relay's default). */
+  ttlSeconds?: number;
+  /** Wait for the relay's RESULT and resolve with each recipient's outcome (default true). */
+  receipt?: boolean;
+}
+
+export interface RecipientOutcome {
+  recipient: string;
+  code: number;
+  codeName: string;
+}
+
+export interface SendResult {
+  /** True when every recipient's message was delivered or stored. */
+  ok: boolean;
+  code: number;
+  codeName: string;
+  message: string;
+  /** Per recipient, in the order given; empty when the relay refused the whole message or no receipt was asked for. */
+  outcomes: RecipientOutcome[];
+}
+
+export interface ReceivedMessage {
+  /** The sender's public key, as authenticated by the relay (and, when sealed, verified by signature). */
+  from: Uint8Array;
+  fromText: string;
+  body: Uint8Array;
+  /** The sealed message's id (absent in raw mode). */
+  messageId?: Uint8Array;
+  /** Every recipient the sender addressed (sealed mode only). */
+  recipients?: Uint8Array[];
+  storageKey: Uint8Array | null;
+  fromMailbox: boolean;
+  deliveryId: number;
+}
+
+export class NotConnectedError extends Error {
+  override name = 'NotConnectedError';
+}
+
+export class ConnectError extends Error {
+  override name = 'ConnectError';
+  constructor(message: string, readonly code: number) {
+    super(message);
+  }
+}
+
+interface PendingReceipt {
+  recipients: string[];
+  resolve(result: SendResult): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+const ITERATOR_HIGH_WATER = 1024;
+
+export declare interface RelayClient {
+  on(event: 'connected', listener: () => void): this;
+  on(event: 'disconnected', listener: (info: { code: number; reason: string; willRetry: boolean }) => void): this;
+  on(event: 'message', listener: (message: ReceivedMessage) => void): this;
+  on(event: 'queueEmpty', listener: () => void): this;
+  on(event: 'refused', listener: (seq: number, result: SendResult) => void): this;
+  on(event: 'invalid', listener: (error: Error, deliveryId: number) => void): this;
+  on(event: 'notice', listener: (code: number, reason: string) => void): this;
+  on(event: 'error', listener: (error: Error) => void): this;
+}
+
+export class RelayClient extends EventEmitter {
+  readonly identity: Identity;
+  readonly publicKey: string;
+  readonly #address: RelayAddress;
+  readonly #signer: Signer;
+  readonly #options: Required<Omit<RelayClientOptions, 'relay' | 'identity'>>;
+  #link: Link | null = null;
+  #opened = false;
+  #closed = false;
+  #attempt = 0;
+  #retryTimer: NodeJS.Timeout | null = null;
+  #seq = 0;
+  readonly #pending = new Map<number, PendingReceipt>();
+  #ackUpTo = 0;
+  #ackSent = 0;
+  #ackScheduled = false;
+  // Async-iterator plumbing: messages waiting for a consumer, and a consumer waiting for one.
+  #iterating = false;
+  readonly #queue: ReceivedMessage[] = [];
+  #waiter: ((result: IteratorResult<ReceivedMessage>) => void) | null = null;
+  #connectWaiter: { resolve(): void; reject(err: Error): void } | null = null;
+
+  constructor(options: RelayClientOptions) {
+    super();
+    this.#address = typeof options.relay === 'string' ? parseRelayAddress(options.relay) : options.relay;
+    this.identity = options.identity;
+    this.publicKey = encodeKey(options.identity.publicKey);
+    this.#signer = new Signer(options.identity);
+    this.#options = {
+      raw: options.raw ?? false,
+      reconnect: options.reconnect ?? true,
+      backoffBaseMs: options.backoffBaseMs ?? 100,
+      backoffCapMs: options.backoffCapMs ?? 30_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+      receiptTimeoutMs: options.receiptTimeoutMs ?? 30_000,
+      autoAck: options.autoAck ?? true,
+    };
+  }
+
+  get connected(): boolean {
+    return this.#link?.ready ?? false;
+  }
+
+  /**
+   * Connects and authenticates. With reconnect on (the default) it keeps trying until the
+   * relay answers; otherwise the first failure rejects. A client can be opened once.
+   */
+  connect(): Promise<void> {
+    if (this.#opened) return Promise.reject(new Error('this client is already open; create another RelayClient'));
+    this.#opened = true;
+    return new Promise<void>((resolve, reject) => {
+      this.#connectWaiter = { resolve, reject };
+      this.#dial();
+    });
+  }
+
+  #dial(): void {
+    this.#retryTimer = null;
+    if (this.#closed) return;
+    const link: Link = new Link(this.#address, this.#signer, {
+      onReady: () => {
+        this.#attempt = 0;
+        this.#ackUpTo = 0;
+        this.#ackSent = 0;
+        this.emit('connected');
+        this.#connectWaiter?.resolve();
+        this.#connectWaiter = null;
+      },
+      onDeliver: (fields) => this.#onDeliver(fields),
+      onResult: (fields) => this.#onResult(fields),
+      onQueueEmpty: () => this.emit('queueEmpty'),
+      onNotice: (code, reason) => this.emit('notice', code, reason),
+      onEnd: (end) => this.#onLinkEnd(link, end),
+    }, this.#options.connectTimeoutMs);
+    this.#link = link;
+  }
+
+  #onLinkEnd(link: Link, end: LinkEnd): void {
+    if (this.#link !== link) return;
+    this.#link = null;
+    for (const [seq, pending] of this.#pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new NotConnectedError(`connection lost before the relay answered message ${seq}: ${end.reason}`));
+    }
+    this.#pending.clear();
+    const willRetry = !this.#closed && !end.fatal && this.#options.reconnect;
+    if (this.#connectWaiter && !willRetry) {
+      this.#connectWaiter.reject(new ConnectError(end.reason, end.code));
+      this.#connectWaiter = null;
+    }
+    this.emit('disconnected', { code: end.code, reason: end.reason, willRetry });
+    if (end.fatal && !this.#closed && end.code !== Code.OK) this.#emitError(new ConnectError(end.reason, end.code));
+    if (!willRetry) {
+      this.#finishIterator();
+      return;
+    }
+    // GOING_AWAY and RELAY_FULL carry a hint; jitter on top spreads the herd.
+    const delay = Math.max(end.retryAfterMs, 0) + backoffDelay(this.#attempt++, {
+      baseMs: this.#options.backoffBaseMs, capMs: this.#options.backoffCapMs,
+    });
+    this.#retryTimer = setTimeout(() => this.#dial(), delay);
+  }
+
+  #emitError(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+
+  /**
+   * Sends body to each recipient (public keys as bytes or base58). Sealed for them unless the
+   * client is raw. With a receipt (the default) resolves with each recipient's outcome once the
+   * relay has delivered or stored (after commit) or refused it; without, resolves once written.
+   */
+  send(recipients: Array<Uint8Array | string>, body: Uint8Array | string, options: SendOptions = {}): Promise<SendResult> {
+    const link = this.#link;
+    if (!link || !link.ready) return Promise.reject(new NotConnectedError('not connected to the relay'));
+    const keys = recipients.map((r) => (typeof r === 'string' ? decodeKey(r) : r));
+    const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+    let wrapped: Uint8Array[];
+    let payload: Uint8Array;
+    if (this.#options.raw) {
+      wrapped = keys.map(() => EMPTY);
+      payload = bytes;
+    } else {
+      const sealed = sealMessage(this.identity, keys, bytes);
+      wrapped = sealed.recipients.map((r) => r.wrappedKey);
+      payload = sealed.body;
+    }
+    const seq = this.#seq = (this.#seq + 1) >>> 0;
+    const receipt = options.receipt ?? true;
+    const flags = (options.store ? SendFlags.STORE : 0) | (receipt ? SendFlags.RECEIPT : 0);
+    const frame = encodeSend({
+      seq, flags, ttlSeconds: options.ttlSeconds ?? 0, storageKey: storageKeyBytes(options.storageKey),
+      recipients: keys.map((key, i) => ({ key, wrappedKey: wrapped[i] })), body: payload,
+    });
+    const names = keys.map((k) => encodeKey(k));
+    if (!receipt) {
+      link.write(frame);
+      return Promise.resolve({ ok: true, code: Code.OK, codeName: 'OK', message: 'sent (no receipt asked for)', outcomes: [] });
+    }
+    return new Promise<SendResult>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(seq);
+        reject(new Error(`no answer from the relay for message ${seq} within ${this.#options.receiptTimeoutMs} ms`));
+      }, this.#options.receiptTimeoutMs);
+      this.#pending.set(seq, { recipients: names, resolve, reject, timer });
+      link.write(frame);
+    });
+  }
+
+  /** Sends a frame the caller encoded itself (benchmarks); false when not connected. */
+  sendEncoded(frame: Buffer): boolean {
+    const link = this.#link;
+    if (!link || !link.ready) return false;
+    link.write(frame);
+    return true;
+  }
+
+  #onResult(fields: ResultFields): void {
+    const pending = this.#pending.get(fields.seq);
+    const result = toSendResult(fields, pending?.recipients ?? []);
+    if (pending) {
+      this.#pending.delete(fields.seq);
+      clearTimeout(pending.timer);
+      pending.resolve(result);
+    } else {
+      this.emit('refused', fields.seq, result);
+    }
+  }
+
+  #onDeliver(fields: DeliverFields): void {
+    let message: ReceivedMessage;
+    const base = {
+      from: Buffer.from(fields.sender),
+      storageKey: fields.storageKey ? Buffer.from(fields.storageKey) : null,
+      fromMailbox: (fields.flags & DeliverFlags.FROM_MAILBOX) !== 0,
+      deliveryId: fields.deliveryId,
+    };
+    if (this.#options.raw) {
+      message = { ...base, fromText: encodeKey(base.from), body: Buffer.from(fields.body) };
+    } else {
+      try {
+        const opened = openMessage(this.identity, fields.sender, fields.wrappedKey, fields.body);
+        message = { ...base, fromText: encodeKey(base.from), body: opened.body, messageId: opened.messageId, recipients: opened.recipients };
+      } catch (err) {
+        // A message that cannot be opened is reported and acknowledged: redelivering it cannot help.
+        if (!(err instanceof SealError)) throw err;
+        this.emit('invalid', err, fields.deliveryId);
+        this.#handedOver(fields.deliveryId);
+        return;
+      }
+    }
+    if (this.#iterating) {
+      if (this.#waiter) {
+        const waiter = this.#waiter;
+        this.#waiter = null;
+        waiter({ value: message, done: false });
+        this.#handedOver(message.deliveryId);
+      } else {
+        this.#queue.push(message);
+        if (this.#queue.length >= ITERATOR_HIGH_WATER) this.#link?.socket.pause();
+      }
+      return;
+    }
+    this.emit('message', message);
+    this.#handedOver(message.deliveryId);
+  }
+
+  #handedOver(deliveryId: number): void {
+    if (!this.#options.autoAck) return;
+    this.ack(deliveryId);
+  }
+
+  /** Acknowledges every message up to and including deliveryId (cumulative; sent once per tick). */
+  ack(deliveryId: number): void {
+    if (deliveryId > this.#ackUpTo) this.#ackUpTo = deliveryId;
+    if (this.#ackScheduled) return;
+    this.#ackScheduled = true;
+    setImmediate(() => {
+      this.#ackScheduled = false;
+      if (this.#ackUpTo > this.#ackSent && this.#link?.ready) {
+        this.#ackSent = this.#ackUpTo;
+        this.#link.write(encodeAck(this.#ackUpTo));
+      }
+    });
+  }
+
+  /** Messages as an async iterator; each is acknowledged when the iterator hands it over. */
+  messages(): AsyncIterableIterator<ReceivedMessage> {
+    this.#iterating = true;
+    const client = this;
+    return {
+      [Symbol.asyncIterator]() { return this; },
+      next(): Promise<IteratorResult<ReceivedMessage>> {
+        const message = client.#queue.shift();
+        if (message) {
+          client.#handedOver(message.deliveryId);
+          if (client.#queue.length < ITERATOR_HIGH_WATER / 2) client.#link?.socket.resume();
+          return Promise.resolve({ value: message, done: false });
+        }
+        if (client.#closed) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => { client.#waiter = resolve; });
+      },
+      return(): Promise<IteratorResult<ReceivedMessage>> {
+        client.#iterating = false;
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+  }
+
+  #finishIterator(): void {
+    if (this.#waiter) {
+      const waiter = this.#waiter;
+      this.#waiter = null;
+      waiter({ value: undefined, done: true });
+    }
+  }
+
+  /** Closes the connection and stops reconnecting. Pending receipts are rejected. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    if (this.#connectWaiter) {
+      this.#connectWaiter.reject(new ConnectError('client closed', Code.OK));
+      this.#connectWaiter = null;
+    }
+    const link = this.#link;
+    if (link) {
+      // Flush a pending ack first so the relay does not redeliver what was handed over.
+      if (this.#ackUpTo > this.#ackSent && link.ready) {
+        this.#ackSent = this.#ackUpTo;
+        link.write(encodeAck(this.#ackUpTo));
+      }
+      await new Promise<void>((resolve) => process.nextTick(resolve));
+      link.close();
+    }
+    this.#finishIterator();
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** A storage key: 16 bytes as given, or the first 16 bytes of SHA-256 of a string. */
+export function storageKeyBytes(key: string | Uint8Array | undefined): Uint8Array | null {
+  if (key === undefined) return null;
+  if (typeof key === 'string') return createHash('sha256').update(key, 'utf8').digest().subarray(0, STORAGE_KEY_LENGTH);
+  if (key.length !== STORAGE_KEY_LENGTH) throw new RangeError(`a storage key is ${STORAGE_KEY_LENGTH} bytes or a string`);
+  return key;
+}
+
+function toSendResult(fields: ResultFields, recipients: string[]): SendResult {
+  const outcomes = fields.outcomes.map((code, i) => ({ recipient: recipients[i] ?? '', code, codeName: codeName(code) }));
+  return {
+    ok: fields.code === Code.OK,
+    code: fields.code,
+    codeName: codeName(fields.code),
+    message: codeMessage(fields.code),
+    outcomes,
+  };
+}

@@ -1,0 +1,203 @@
+// One client connection to a relay: TCP connect, the handshake (pinning the relay's key), then
+// frames in and out. RelayClient owns reconnection; a Link lives and dies with one socket.
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { Signer, verifySignature } from '../crypto/keys.js';
+import type { RelayAddress } from '../protocol/address.js';
+import {
+  Code, codeMessage, codeName, FrameType, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH,
+  PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+} from '../protocol/constants.js';
+import { encodeClose, encodeFrame, parseClose, parseDeliver, parseResult, type DeliverFields, type ResultFields } from '../protocol/frames.js';
+import {
+  chooseVersion, clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, relaySignedBytes, transcript,
+} from '../protocol/handshake.js';
+import { FrameReader } from '../protocol/reader.js';
+
+/** Why a link ended: a relay CLOSE or failed welcome (code), a local error, or the socket closing. */
+export interface LinkEnd {
+  code: number;
+  reason: string;
+  retryAfterMs: number;
+  /** True when retrying cannot help (bad key, refused authorization, replaced by a newer connection). */
+  fatal: boolean;
+}
+
+export interface LinkHandlers {
+  onReady(): void;
+  onDeliver(fields: DeliverFields): void;
+  onResult(fields: ResultFields): void;
+  onQueueEmpty(): void;
+  onNotice(code: number, reason: string): void;
+  onEnd(end: LinkEnd): void;
+}
+
+/** Largest frame a client accepts from a relay. */
+const MAX_INBOUND_FRAME = 64 * 1024 * 1024 + 64 * 1024;
+const FATAL_CODES = new Set<number>([Code.AUTH_FAILED, Code.NOT_AUTHORIZED, Code.UNSUPPORTED_VERSION, Code.REPLACED]);
+
+export class Link {
+  readonly socket: Socket;
+  readonly #signer: Signer;
+  readonly #address: RelayAddress;
+  readonly #handlers: LinkHandlers;
+  readonly #reader: FrameReader;
+  readonly #nonce = randomBytes(32);
+  #state: 'connecting' | 'handshake' | 'ready' | 'ended' = 'connecting';
+  #transcript: Buffer | null = null;
+  #end: LinkEnd | null = null;
+  #timer: NodeJS.Timeout | null;
+  #corked = false;
+
+  constructor(address: RelayAddress, signer: Signer, handlers: LinkHandlers, timeoutMs: number) {
+    this.#address = address;
+    this.#signer = signer;
+    this.#handlers = handlers;
+    this.#reader = new FrameReader({
+      maxLength: (type) => (this.#state === 'ready' ? (type === FrameType.DELIVER || !isKnown(type) ? MAX_INBOUND_FRAME : MAX_CONTROL_FRAME_LENGTH) : MAX_HANDSHAKE_FRAME_LENGTH),
+      skip: (type) => this.#state === 'ready' && !isKnown(type),
+      onFrame: (type, buf, start, end) => this.#onFrame(type, buf, start, end),
+      onError: (_kind, type, length) => this.fail(Code.FRAME_TOO_LARGE, `relay sent frame type 0x${type.toString(16)} of ${length} bytes`, false),
+    });
+    this.#timer = setTimeout(() => this.fail(Code.HANDSHAKE_TIMEOUT, `no answer from the relay at ${address.host}:${address.port} within ${timeoutMs} ms`, false), timeoutMs);
+    this.socket = connect({ host: address.host, port: address.port, noDelay: true });
+    this.socket.on('connect', () => { if (this.#state === 'connecting') this.#state = 'handshake'; });
+    this.socket.on('data', (chunk: Buffer) => this.#reader.push(chunk));
+    this.socket.on('error', (err: NodeJS.ErrnoException) => {
+      this.fail(0, describeSocketError(err, address), false);
+    });
+    this.socket.on('close', () => this.fail(0, this.#state === 'ready' ? 'connection closed by the relay' : `connection to ${address.host}:${address.port} closed during the handshake`, false));
+  }
+
+  get ready(): boolean {
+    return this.#state === 'ready';
+  }
+
+  /** Queues bytes; everything written in one tick leaves in one write. */
+  write(frame: Buffer): void {
+    if (this.#state === 'ended') return;
+    const socket = this.socket;
+    if (!this.#corked) {
+      this.#corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        socket.uncork();
+      });
+    }
+    socket.write(frame);
+  }
+
+  /** Ends the link with this reason (once); the socket is destroyed. */
+  fail(code: number, reason: string, fatal: boolean, retryAfterMs = 0): void {
+    if (this.#end) return;
+    this.#end = { code, reason, retryAfterMs, fatal };
+    this.#state = 'ended';
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#reader.stop();
+    this.socket.destroy();
+    this.#handlers.onEnd(this.#end);
+  }
+
+  /** Closes politely: tells the relay, then ends. */
+  close(): void {
+    if (this.#state === 'ready') this.socket.end(encodeClose(FrameType.CLOSE, { code: Code.OK, retryAfterMs: 0, reason: '' }));
+    this.fail(Code.OK, 'closed by the client', true);
+  }
+
+  #onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    if (this.#state === 'ready') {
+      switch (type) {
+        case FrameType.DELIVER: {
+          const fields = parseDeliver(buf, start, end);
+          if (fields === null) return this.fail(Code.MALFORMED_FRAME, 'relay sent a malformed DELIVER', false);
+          this.#handlers.onDeliver(fields);
+          return;
+        }
+        case FrameType.RESULT: {
+          const fields = parseResult(buf, start, end);
+          if (fields === null) return this.fail(Code.MALFORMED_FRAME, 'relay sent a malformed RESULT', false);
+          this.#handlers.onResult(fields);
+          return;
+        }
+        case FrameType.QUEUE_EMPTY:
+          this.#handlers.onQueueEmpty();
+          return;
+        case FrameType.PING:
+          this.write(encodeFrame(FrameType.PONG, buf.subarray(start, end)));
+          return;
+        case FrameType.NOTICE: {
+          const notice = parseClose(buf, start, end);
+          if (notice) this.#handlers.onNotice(notice.code, notice.reason);
+          return;
+        }
+        case FrameType.CLOSE:
+          return this.#onClose(buf, start, end);
+        default:
+          return; // PONG and frames a client does not act on
+      }
+    }
+    if (type === FrameType.CLOSE) return this.#onClose(buf, start, end);
+    if (type === FrameType.SERVER_HELLO && this.#transcript === null) return this.#onServerHello(buf, start, end);
+    if (type === FrameType.SERVER_WELCOME && this.#transcript !== null) return this.#onWelcome(buf, start, end);
+    this.fail(Code.UNEXPECTED_FRAME, `relay sent frame type 0x${type.toString(16)} during the handshake`, false);
+  }
+
+  #onServerHello(buf: Buffer, start: number, end: number): void {
+    const hello = parseServerHello(buf, start, end);
+    if (hello === null) return this.fail(Code.MALFORMED_FRAME, 'not a Pulltab relay (bad SERVER_HELLO)', true);
+    if (!timingSafeEqual(hello.relayKey, this.#address.relayKey)) {
+      return this.fail(Code.AUTH_FAILED, 'relay key does not match the key in the relay address', true);
+    }
+    const version = chooseVersion(hello.minVersion, hello.maxVersion, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
+    if (version === 0) return this.fail(Code.UNSUPPORTED_VERSION, `relay speaks protocol ${hello.minVersion}..${hello.maxVersion}, this client ${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION_MAX}`, true);
+    const t = transcript({
+      relayKey: hello.relayKey, relayNonce: hello.relayNonce,
+      clientKey: this.#signer.publicKey, clientNonce: this.#nonce, version,
+    });
+    this.#transcript = t;
+    const signature = this.#signer.sign(clientSignedBytes(t));
+    this.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(this.#signer.publicKey), clientNonce: this.#nonce, signature: Buffer.from(signature) }));
+  }
+
+  #onWelcome(buf: Buffer, start: number, end: number): void {
+    const welcome = parseServerWelcome(buf, start, end);
+    if (welcome === null) return this.fail(Code.MALFORMED_FRAME, 'relay sent a malformed SERVER_WELCOME', false);
+    // The relay proves it holds the pinned key by signing this very handshake.
+    if (!verifySignature(this.#address.relayKey, relaySignedBytes(this.#transcript!, welcome.status, welcome.retryAfterMs), welcome.signature)) {
+      return this.fail(Code.AUTH_FAILED, 'relay did not prove it holds the pinned key', true);
+    }
+    if (welcome.status !== Code.OK) {
+      return this.fail(welcome.status, `relay refused the connection: ${codeName(welcome.status)} (${codeMessage(welcome.status)})`, FATAL_CODES.has(welcome.status), welcome.retryAfterMs);
+    }
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#state = 'ready';
+    this.#handlers.onReady();
+  }
+
+  #onClose(buf: Buffer, start: number, end: number): void {
+    const close = parseClose(buf, start, end);
+    const code = close?.code ?? Code.MALFORMED_FRAME;
+    const reason = close ? `relay closed the connection: ${codeName(code)} (${close.reason || codeMessage(code)})` : 'relay sent a malformed CLOSE';
+    this.fail(code, reason, FATAL_CODES.has(code), close?.retryAfterMs ?? 0);
+  }
+}
+
+function isKnown(type: number): boolean {
+  return type >= FrameType.SERVER_HELLO && type <= FrameType.SERVER_WELCOME
+    || type >= FrameType.SEND && type <= FrameType.QUEUE_EMPTY
+    || type >= FrameType.PING && type <= FrameType.NOTICE;
+}
+
+function describeSocketError(err: NodeJS.ErrnoException, address: RelayAddress): string {
+  const where = `${address.host}:${address.port}`;
+  switch (err.code) {
+    case 'ECONNREFUSED': return `cannot connect to the relay at ${where}: connection refused`;
+    case 'ENOTFOUND': case 'EAI_AGAIN': return `cannot resolve relay host ${address.host}`;
+    case 'ETIMEDOUT': return `cannot connect to the relay at ${where}: timed out`;
+    case 'ECONNRESET': return `connection to the relay at ${where} was reset`;
+    case 'EPIPE': return `connection to the relay at ${where} was closed`;
+    default: return `connection to the relay at ${where} failed: ${err.code ?? err.message}`;
+  }
+}

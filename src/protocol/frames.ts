@@ -1,0 +1,285 @@
+// Encoders and decoders for every frame payload. Decoders are total: given any bytes they
+// return a value or null (malformed), and never throw. Decoders of hot-path frames work on
+// (buf, start, end) so nothing is copied or sliced until the router decides to.
+import {
+  ACK_LENGTH, Code, DELIVER_FIXED_LENGTH, FRAME_HEADER_LENGTH, FrameType, KEY_LENGTH, MAX_REASON_BYTES,
+  MAX_WRAPPED_KEY_LENGTH, PING_LENGTH, SEND_FIXED_LENGTH, SendFlags, STORAGE_KEY_LENGTH,
+} from './constants.js';
+
+const TWO_32 = 0x1_0000_0000;
+
+export function writeFrameHeader(target: Buffer, offset: number, type: number, length: number): number {
+  target[offset] = type;
+  target.writeUInt32BE(length, offset + 1);
+  return offset + FRAME_HEADER_LENGTH;
+}
+
+/** A whole frame in a new buffer: header and payload. */
+export function encodeFrame(type: number, payload: Uint8Array = EMPTY): Buffer {
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + payload.length);
+  writeFrameHeader(frame, 0, type, payload.length);
+  frame.set(payload, FRAME_HEADER_LENGTH);
+  return frame;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** u64 as two u32 halves: ids stay below 2^53, so a Number carries them exactly. */
+export function writeU64(target: Buffer, offset: number, value: number): void {
+  target.writeUInt32BE(Math.floor(value / TWO_32), offset);
+  target.writeUInt32BE(value % TWO_32, offset + 4);
+}
+
+export function readU64(buf: Buffer, offset: number): number {
+  return buf.readUInt32BE(offset) * TWO_32 + buf.readUInt32BE(offset + 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// SEND (client → relay)
+
+export interface SendRecipient {
+  key: Uint8Array;
+  wrappedKey: Uint8Array;
+}
+
+export interface SendFields {
+  seq: number;
+  flags: number;
+  ttlSeconds: number;
+  storageKey: Uint8Array | null;
+  recipients: SendRecipient[];
+  body: Uint8Array;
+}
+
+export function sendFrameLength(recipients: SendRecipient[], bodyLength: number): number {
+  let length = SEND_FIXED_LENGTH + bodyLength;
+  for (const r of recipients) length += KEY_LENGTH + 1 + r.wrappedKey.length;
+  return length;
+}
+
+/** Encodes a whole SEND frame (header included). */
+export function encodeSend(fields: SendFields): Buffer {
+  const { seq, ttlSeconds, storageKey, recipients, body } = fields;
+  if (recipients.length > 255) throw new RangeError('at most 255 recipients');
+  const payloadLength = sendFrameLength(recipients, body.length);
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + payloadLength);
+  let o = writeFrameHeader(frame, 0, FrameType.SEND, payloadLength);
+  let flags = fields.flags & ~SendFlags.HAS_STORAGE_KEY;
+  if (storageKey) flags |= SendFlags.HAS_STORAGE_KEY;
+  frame.writeUInt32BE(seq >>> 0, o); o += 4;
+  frame[o++] = flags;
+  frame.writeUInt32BE(ttlSeconds >>> 0, o); o += 4;
+  if (storageKey) {
+    if (storageKey.length !== STORAGE_KEY_LENGTH) throw new RangeError(`a storage key is ${STORAGE_KEY_LENGTH} bytes`);
+    frame.set(storageKey, o);
+  } else {
+    frame.fill(0, o, o + STORAGE_KEY_LENGTH);
+  }
+  o += STORAGE_KEY_LENGTH;
+  frame[o++] = recipients.length;
+  for (const r of recipients) {
+    if (r.key.length !== KEY_LENGTH) throw new RangeError(`a recipient key is ${KEY_LENGTH} bytes`);
+    if (r.wrappedKey.length > MAX_WRAPPED_KEY_LENGTH) throw new RangeError(`a wrapped key is at most ${MAX_WRAPPED_KEY_LENGTH} bytes`);
+    frame.set(r.key, o); o += KEY_LENGTH;
+    frame[o++] = r.wrappedKey.length;
+    frame.set(r.wrappedKey, o); o += r.wrappedKey.length;
+  }
+  frame.set(body, o);
+  return frame;
+}
+
+/**
+ * A SEND parsed in place: offsets into the received buffer. recipientOffsets[i] is where
+ * recipient i's key starts; its wrapped key length is the byte after the key.
+ */
+export interface SendView {
+  seq: number;
+  flags: number;
+  ttlSeconds: number;
+  /** Offset of the 16-byte storage key, or -1 when the message has none. */
+  storageKeyOffset: number;
+  recipientCount: number;
+  recipientOffsets: number[];
+  bodyStart: number;
+  bodyEnd: number;
+}
+
+/** Reads only the sequence number, so even a malformed SEND can be answered. -1 if too short. */
+export function peekSendSeq(buf: Buffer, start: number, end: number): number {
+  return end - start >= 4 ? buf.readUInt32BE(start) : -1;
+}
+
+/**
+ * Parses a SEND payload at buf[start, end). Returns null when the recipient list overruns
+ * the payload or the payload is shorter than the fixed part.
+ */
+export function parseSend(buf: Buffer, start: number, end: number, offsets: number[] = []): SendView | null {
+  if (end - start < SEND_FIXED_LENGTH) return null;
+  let o = start;
+  const seq = buf.readUInt32BE(o); o += 4;
+  const flags = buf[o++];
+  const ttlSeconds = buf.readUInt32BE(o); o += 4;
+  const storageKeyOffset = flags & SendFlags.HAS_STORAGE_KEY ? o : -1;
+  o += STORAGE_KEY_LENGTH;
+  const recipientCount = buf[o++];
+  offsets.length = 0;
+  for (let i = 0; i < recipientCount; i++) {
+    if (o + KEY_LENGTH + 1 > end) return null;
+    offsets.push(o);
+    o += KEY_LENGTH;
+    const wrappedLength = buf[o++];
+    o += wrappedLength;
+    if (o > end) return null;
+  }
+  return { seq, flags, ttlSeconds, storageKeyOffset, recipientCount, recipientOffsets: offsets, bodyStart: o, bodyEnd: end };
+}
+
+// ---------------------------------------------------------------------------------------
+// DELIVER (relay → client)
+
+/** Bytes of DELIVER header (frame header included) in front of the body. */
+export function deliverHeaderLength(wrappedKeyLength: number): number {
+  return FRAME_HEADER_LENGTH + DELIVER_FIXED_LENGTH + wrappedKeyLength;
+}
+
+/**
+ * Writes a DELIVER frame header and fixed fields into target at offset; the caller copies
+ * in the wrapped key (from wrappedKeyBuf[wStart, wEnd)) and then the body, or sends the
+ * body as a separate slice. Returns the offset after the wrapped key.
+ */
+export function writeDeliverHeader(
+  target: Buffer, offset: number, deliveryId: number, flags: number,
+  sender: Uint8Array, senderStart: number,
+  storageKey: Uint8Array | null, storageKeyStart: number,
+  wrappedKey: Uint8Array, wStart: number, wEnd: number,
+  bodyLength: number,
+): number {
+  const wrappedLength = wEnd - wStart;
+  let o = writeFrameHeader(target, offset, FrameType.DELIVER, DELIVER_FIXED_LENGTH + wrappedLength + bodyLength);
+  writeU64(target, o, deliveryId); o += 8;
+  target[o++] = flags;
+  target.set(sender.subarray(senderStart, senderStart + KEY_LENGTH), o); o += KEY_LENGTH;
+  if (storageKey) target.set(storageKey.subarray(storageKeyStart, storageKeyStart + STORAGE_KEY_LENGTH), o);
+  else target.fill(0, o, o + STORAGE_KEY_LENGTH);
+  o += STORAGE_KEY_LENGTH;
+  target[o++] = wrappedLength;
+  target.set(wrappedKey.subarray(wStart, wEnd), o);
+  return o + wrappedLength;
+}
+
+export interface DeliverFields {
+  deliveryId: number;
+  flags: number;
+  sender: Buffer;
+  storageKey: Buffer | null;
+  wrappedKey: Buffer;
+  body: Buffer;
+}
+
+/** Parses a DELIVER payload; the returned buffers are views into buf. */
+export function parseDeliver(buf: Buffer, start: number, end: number): DeliverFields | null {
+  if (end - start < DELIVER_FIXED_LENGTH) return null;
+  let o = start;
+  const deliveryId = readU64(buf, o); o += 8;
+  const flags = buf[o++];
+  const sender = buf.subarray(o, o + KEY_LENGTH); o += KEY_LENGTH;
+  const storageKey = flags & 0x04 ? buf.subarray(o, o + STORAGE_KEY_LENGTH) : null;
+  o += STORAGE_KEY_LENGTH;
+  const wrappedLength = buf[o++];
+  if (o + wrappedLength > end) return null;
+  const wrappedKey = buf.subarray(o, o + wrappedLength); o += wrappedLength;
+  return { deliveryId, flags, sender, storageKey, wrappedKey, body: buf.subarray(o, end) };
+}
+
+/** Encodes a whole DELIVER frame (tests and the mailbox drain use this; live routing writes in place). */
+export function encodeDeliver(fields: DeliverFields): Buffer {
+  const { deliveryId, flags, sender, storageKey, wrappedKey, body } = fields;
+  const frame = Buffer.allocUnsafe(deliverHeaderLength(wrappedKey.length) + body.length);
+  const o = writeDeliverHeader(frame, 0, deliveryId, flags | (storageKey ? 0x04 : 0), sender, 0, storageKey, 0, wrappedKey, 0, wrappedKey.length, body.length);
+  frame.set(body, o);
+  return frame;
+}
+
+// ---------------------------------------------------------------------------------------
+// RESULT (relay → client)
+
+export interface ResultFields {
+  seq: number;
+  code: number;
+  /** Per-recipient outcome codes, in the order of the SEND's recipient list; empty for a whole-message refusal. */
+  outcomes: number[];
+}
+
+export function encodeResult(fields: ResultFields): Buffer {
+  const n = fields.outcomes.length;
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + 7 + 2 * n);
+  let o = writeFrameHeader(frame, 0, FrameType.RESULT, 7 + 2 * n);
+  frame.writeUInt32BE(fields.seq >>> 0, o); o += 4;
+  frame.writeUInt16BE(fields.code, o); o += 2;
+  frame[o++] = n;
+  for (const outcome of fields.outcomes) { frame.writeUInt16BE(outcome, o); o += 2; }
+  return frame;
+}
+
+export function parseResult(buf: Buffer, start: number, end: number): ResultFields | null {
+  if (end - start < 7) return null;
+  const seq = buf.readUInt32BE(start);
+  const code = buf.readUInt16BE(start + 4);
+  const n = buf[start + 6];
+  if (end - start !== 7 + 2 * n) return null;
+  const outcomes: number[] = [];
+  for (let i = 0; i < n; i++) outcomes.push(buf.readUInt16BE(start + 7 + 2 * i));
+  return { seq, code, outcomes };
+}
+
+// ---------------------------------------------------------------------------------------
+// ACK, PING, PONG, QUEUE_EMPTY
+
+export function encodeAck(deliveryId: number): Buffer {
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + ACK_LENGTH);
+  writeFrameHeader(frame, 0, FrameType.ACK, ACK_LENGTH);
+  writeU64(frame, FRAME_HEADER_LENGTH, deliveryId);
+  return frame;
+}
+
+export function parseAck(buf: Buffer, start: number, end: number): number | null {
+  return end - start === ACK_LENGTH ? readU64(buf, start) : null;
+}
+
+export function encodePing(type: typeof FrameType.PING | typeof FrameType.PONG, data: Uint8Array): Buffer {
+  if (data.length !== PING_LENGTH) throw new RangeError(`ping data is ${PING_LENGTH} bytes`);
+  return encodeFrame(type, data);
+}
+
+export const QUEUE_EMPTY_FRAME = encodeFrame(FrameType.QUEUE_EMPTY);
+
+// ---------------------------------------------------------------------------------------
+// CLOSE and NOTICE (relay → client): code u16 | retryAfterMs u32 | reason UTF-8
+
+export interface CloseFields {
+  code: number;
+  retryAfterMs: number;
+  reason: string;
+}
+
+export function encodeClose(type: typeof FrameType.CLOSE | typeof FrameType.NOTICE, fields: CloseFields): Buffer {
+  let reason = Buffer.from(fields.reason, 'utf8');
+  if (reason.length > MAX_REASON_BYTES) reason = reason.subarray(0, MAX_REASON_BYTES);
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + 6 + reason.length);
+  let o = writeFrameHeader(frame, 0, type, 6 + reason.length);
+  frame.writeUInt16BE(fields.code, o); o += 2;
+  frame.writeUInt32BE(Math.max(0, Math.min(fields.retryAfterMs, 0xffffffff)) >>> 0, o); o += 4;
+  reason.copy(frame, o);
+  return frame;
+}
+
+export function parseClose(buf: Buffer, start: number, end: number): CloseFields | null {
+  if (end - start < 6 || end - start > 6 + MAX_REASON_BYTES) return null;
+  return {
+    code: buf.readUInt16BE(start),
+    retryAfterMs: buf.readUInt32BE(start + 2),
+    reason: buf.toString('utf8', start + 6, end),
+  };
+}
+
+export { Code };

@@ -1,0 +1,112 @@
+// Relay configuration: defaults, then a JSON file, then PULLTAB_* environment variables,
+// then command-line flags (each overrides the one before). Validated once at start; a bad
+// value stops the relay with a message naming the key.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+const MiB = 1024 * 1024;
+const DAY = 24 * 3600;
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])])
+  .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes');
+
+const configShape = z.object({
+  /** Address the relay listens on. */
+  host: z.string().min(1).default('0.0.0.0'),
+  port: int(0, 65535).default(2652),
+  /** Directory for the relay's identity and its LMDB store. */
+  dataDir: z.string().min(1).default('./data'),
+  /** Connections at once (authenticated or not); more get RELAY_FULL. */
+  maxConnections: int(1).default(10_000),
+  /** Connections still in the handshake at once; more get RELAY_FULL. */
+  maxHandshakes: int(1).default(1_000),
+  handshakeTimeoutMs: int(100).default(10_000),
+  /** Largest message body. */
+  maxPayloadBytes: int(1, 64 * MiB).default(MiB),
+  maxRecipients: int(1, 255).default(64),
+  /** Bytes queued to one connection before its messages spill to its mailbox or are refused. */
+  outboundBudgetBytes: int(64 * 1024).default(4 * MiB),
+  /** Messages written to a connection and not yet acknowledged, before the relay waits for acks. */
+  inflightWindow: int(1, 1_000_000).default(1024),
+  /** Seconds a stored message lives when the sender gives no TTL. */
+  defaultTtlSeconds: int(1).default(7 * DAY),
+  maxTtlSeconds: int(1).default(30 * DAY),
+  mailboxMaxCount: int(1).default(10_000),
+  mailboxMaxBytes: int(1).default(50 * MiB),
+  storeMaxBytes: int(1).default(10 * 1024 * MiB),
+  /** How often expired stored messages are swept. */
+  sweepIntervalMs: int(1000).default(60_000),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Log one line per delivery (sender and recipient keys, sizes); off by default. */
+  logDeliveries: bool.default(false),
+}).strict();
+
+export const configSchema = configShape.refine((c) => c.defaultTtlSeconds <= c.maxTtlSeconds, {
+  message: 'defaultTtlSeconds must not exceed maxTtlSeconds', path: ['defaultTtlSeconds'],
+});
+
+export type RelayConfig = z.infer<typeof configSchema>;
+export type RelayConfigInput = z.input<typeof configSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export const CONFIG_KEYS = Object.keys(configShape.shape) as (keyof RelayConfig)[];
+
+/** maxPayloadBytes → PULLTAB_MAX_PAYLOAD_BYTES */
+export function envName(key: string): string {
+  return 'PULLTAB_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
+}
+
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  try {
+    const parsed = JSON.parse(text);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+    return parsed as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not a JSON object: ${(err as Error).message}`);
+  }
+}
+
+export function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of CONFIG_KEYS) {
+    const value = env[envName(key)];
+    if (value !== undefined && value !== '') out[key] = value;
+  }
+  return out;
+}
+
+/** Merges the layers (later wins) and validates; throws ConfigError naming the first bad key. */
+export function resolveConfig(layers: Array<{ source: string; values: Record<string, unknown> }>): RelayConfig {
+  const merged: Record<string, unknown> = {};
+  const sourceOf: Record<string, string> = {};
+  for (const layer of layers) {
+    for (const [key, value] of Object.entries(layer.values)) {
+      if (value === undefined) continue;
+      merged[key] = value;
+      sourceOf[key] = layer.source;
+    }
+  }
+  const result = configSchema.safeParse(merged);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const key = issue.path.join('.') || (issue.code === 'unrecognized_keys' ? (issue as { keys?: string[] }).keys?.join(', ') : '') || '(config)';
+    const from = sourceOf[String(issue.path[0])];
+    const where = from ? ` (from ${from === 'env' ? envName(key) : from})` : '';
+    throw new ConfigError(`invalid configuration: ${key}${where}: ${issue.message}`);
+  }
+  return result.data;
+}
+
+export function defaultConfig(overrides: RelayConfigInput = {}): RelayConfig {
+  return resolveConfig([{ source: 'code', values: overrides as Record<string, unknown> }]);
+}

@@ -1,0 +1,224 @@
+// One accepted socket: drives the handshake, then hands each frame to the router.
+// socket → FrameReader → Connection (checks the frame may come now) → Router.
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { verifySignature, type Signer } from '../crypto/keys.js';
+import {
+  Code, codeMessage, FrameType, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH, maxSendFrameLength,
+  PING_LENGTH, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+} from '../protocol/constants.js';
+import { encodeClose, encodeFrame, parseAck } from '../protocol/frames.js';
+import {
+  clientSignedBytes, encodeServerHello, encodeServerWelcome, parseClientHello, relaySignedBytes, transcript,
+} from '../protocol/handshake.js';
+import { FrameReader } from '../protocol/reader.js';
+import type { RelayConfig } from './config.js';
+import type { Router } from './router.js';
+import { Session } from './session.js';
+import type { RelayStats } from './stats.js';
+
+export interface RelayContext {
+  readonly config: RelayConfig;
+  readonly signer: Signer;
+  readonly router: Router;
+  readonly stats: RelayStats;
+  readonly log: Logger;
+  /** Extra admission check after the key is proven (policies hook in here); OK to admit. */
+  admit(clientKey: Buffer): number;
+  connectionClosed(connection: Connection): void;
+  /** Called once per connection when it leaves the handshake, however it leaves it. */
+  handshakeFinished(): void;
+}
+
+/** Frame types a client may send after the handshake; anything else known is UNEXPECTED_FRAME. */
+const KNOWN_TYPES = new Set<number>(Object.values(FrameType));
+/** How long a closing connection may take to read our CLOSE before it is destroyed. */
+const CLOSE_LINGER_MS = 2000;
+
+export class Connection {
+  readonly socket: Socket;
+  readonly #ctx: RelayContext;
+  readonly #reader: FrameReader;
+  readonly #nonce = randomBytes(32);
+  #state: 'handshake' | 'active' | 'closing' | 'closed' = 'handshake';
+  #handshakeTimer: NodeJS.Timeout | null;
+  session: Session | null = null;
+
+  constructor(socket: Socket, ctx: RelayContext) {
+    this.socket = socket;
+    this.#ctx = ctx;
+    const sendMax = maxSendFrameLength(ctx.config);
+    this.#reader = new FrameReader({
+      maxLength: (type) => {
+        if (this.#state === 'handshake') return MAX_HANDSHAKE_FRAME_LENGTH;
+        if (type === FrameType.SEND || !KNOWN_TYPES.has(type)) return sendMax;
+        return MAX_CONTROL_FRAME_LENGTH;
+      },
+      // After the handshake, unknown types are skipped so newer clients can talk to this relay.
+      skip: (type) => this.#state !== 'handshake' && !KNOWN_TYPES.has(type),
+      onFrame: (type, buf, start, end) => this.#onFrame(type, buf, start, end),
+      onError: (_kind, type, length) => {
+        this.#ctx.stats.protocolErrors++;
+        this.close(Code.FRAME_TOO_LARGE, `frame type 0x${type.toString(16)} of ${length} bytes is longer than allowed`);
+      },
+    });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', () => { /* 'close' follows; socket errors are routine (resets) */ });
+    socket.on('close', () => this.#onClose());
+    socket.on('drain', () => {
+      if (this.session) this.#ctx.router.handleWritable(this.session);
+    });
+    this.#handshakeTimer = setTimeout(() => {
+      this.#ctx.stats.handshakesTimedOut++;
+      this.close(Code.HANDSHAKE_TIMEOUT, codeMessage(Code.HANDSHAKE_TIMEOUT));
+    }, ctx.config.handshakeTimeoutMs);
+    socket.write(encodeServerHello({
+      minVersion: PROTOCOL_VERSION_MIN, maxVersion: PROTOCOL_VERSION_MAX,
+      relayKey: Buffer.from(ctx.signer.publicKey), relayNonce: this.#nonce,
+    }));
+  }
+
+  get inHandshake(): boolean {
+    return this.#state === 'handshake';
+  }
+
+  #onData(chunk: Buffer): void {
+    try {
+      this.#reader.push(chunk);
+    } catch (err) {
+      // A bug must cost this connection only, never the relay.
+      this.#ctx.log.error({ event: 'connection_error', err: (err as Error).stack }, 'error handling a frame');
+      this.close(Code.MALFORMED_FRAME, 'internal error handling a frame');
+    }
+  }
+
+  #onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    if (this.#state === 'active') {
+      const session = this.session!;
+      switch (type) {
+        case FrameType.SEND:
+          if (this.#ctx.router.handleSend(session, buf, start, end) === 'close-malformed') {
+            this.#protocolError(Code.MALFORMED_FRAME, 'SEND shorter than its sequence number');
+          }
+          return;
+        case FrameType.ACK: {
+          const id = parseAck(buf, start, end);
+          if (id === null) return this.#protocolError(Code.MALFORMED_FRAME, 'ACK must be 8 bytes');
+          this.#ctx.router.handleAck(session, id);
+          return;
+        }
+        case FrameType.PING:
+          if (end - start !== PING_LENGTH) return this.#protocolError(Code.MALFORMED_FRAME, 'PING must be 8 bytes');
+          session.out.writeFrame(encodeFrame(FrameType.PONG, buf.subarray(start, end)));
+          return;
+        case FrameType.PONG:
+          return;
+        case FrameType.CLOSE:
+          this.close(Code.OK, 'closed by client', false);
+          return;
+        default:
+          return this.#protocolError(Code.UNEXPECTED_FRAME, `frame type 0x${type.toString(16)} is not sent by clients`);
+      }
+    }
+    if (this.#state === 'handshake') {
+      if (type !== FrameType.CLIENT_HELLO) {
+        return this.#protocolError(Code.UNEXPECTED_FRAME, `expected CLIENT_HELLO, got frame type 0x${type.toString(16)}`);
+      }
+      this.#onClientHello(buf, start, end);
+    }
+  }
+
+  #onClientHello(buf: Buffer, start: number, end: number): void {
+    const ctx = this.#ctx;
+    const hello = parseClientHello(buf, start, end);
+    if (hello === null) return this.#protocolError(Code.MALFORMED_FRAME, 'CLIENT_HELLO too short');
+    if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = null;
+    const t = transcript({
+      relayKey: ctx.signer.publicKey, relayNonce: this.#nonce,
+      clientKey: hello.clientKey, clientNonce: hello.clientNonce, version: hello.version,
+    });
+    // The same work on every path: verify, decide, sign, answer with the same frame shape.
+    const signatureOk = verifySignature(hello.clientKey, clientSignedBytes(t), hello.signature);
+    let status: number = Code.OK;
+    if (!signatureOk) status = Code.AUTH_FAILED;
+    else if (hello.version < PROTOCOL_VERSION_MIN || hello.version > PROTOCOL_VERSION_MAX) status = Code.UNSUPPORTED_VERSION;
+    else status = ctx.admit(hello.clientKey);
+    const signature = ctx.signer.sign(relaySignedBytes(t, status, 0));
+    const welcome = encodeServerWelcome({ status, version: hello.version, retryAfterMs: 0, signature: Buffer.from(signature) });
+    if (status !== Code.OK) {
+      ctx.stats.handshakesFailed++;
+      ctx.log.info({ event: 'auth_failed', code: status, reason: codeMessage(status) }, 'handshake refused');
+      this.socket.write(welcome);
+      this.#finish();
+      return;
+    }
+    this.#leaveHandshake();
+    const session = new Session(hello.clientKey, this.socket);
+    session.closeConnection = (code, reason, retryAfterMs) => this.close(code, reason, true, retryAfterMs);
+    this.session = session;
+    this.#state = 'active';
+    ctx.stats.handshakesOk++;
+    const previous = ctx.router.register(session);
+    if (previous) {
+      ctx.stats.replaced++;
+      previous.closeConnection(Code.REPLACED, codeMessage(Code.REPLACED));
+    }
+    // Registered before the welcome goes out, so the client can be reached once it is told it is in.
+    session.out.writeFrame(welcome);
+    ctx.log.debug({ event: 'session_started', key: session.keyText }, 'session started');
+    ctx.router.drain(session);
+  }
+
+  #protocolError(code: number, reason: string): void {
+    this.#ctx.stats.protocolErrors++;
+    this.close(code, reason);
+  }
+
+  /**
+   * Sends CLOSE (unless told not to), stops reading, and ends the socket; destroys it if the
+   * peer does not close its side in time.
+   */
+  close(code: number, reason: string, sendFrame = true, retryAfterMs = 0): void {
+    if (this.#state === 'closing' || this.#state === 'closed') return;
+    const frame = sendFrame ? encodeClose(FrameType.CLOSE, { code, retryAfterMs, reason }) : null;
+    if (this.session) {
+      this.session.closed = true;
+      if (frame) this.session.out.writeFrame(frame);
+      this.session.out.flushNow();
+    } else if (frame) {
+      this.socket.write(frame);
+    }
+    this.#finish();
+  }
+
+  #leaveHandshake(): void {
+    if (this.#state === 'handshake') this.#ctx.handshakeFinished();
+  }
+
+  #finish(): void {
+    this.#leaveHandshake();
+    this.#state = 'closing';
+    this.#reader.stop();
+    if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = null;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+  }
+
+  #onClose(): void {
+    if (this.#state === 'closed') return;
+    this.#leaveHandshake();
+    this.#state = 'closed';
+    this.#reader.stop();
+    if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer);
+    if (this.session) {
+      this.session.closed = true;
+      this.session.out.close();
+      this.#ctx.router.unregister(this.session);
+    }
+    this.#ctx.connectionClosed(this);
+  }
+}

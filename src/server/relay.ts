@@ -1,0 +1,151 @@
+// The relay: its identity, its listener, its store, and the connections it serves.
+import { mkdirSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { loadOrCreateIdentityFile, Signer, type Identity } from '../crypto/keys.js';
+import { formatRelayAddress } from '../protocol/address.js';
+import { Code, codeMessage, FrameType } from '../protocol/constants.js';
+import { encodeClose } from '../protocol/frames.js';
+import { openLmdbMailbox } from '../store/lmdb/mailbox.js';
+import type { MailboxStore } from '../store/mailbox.js';
+import { defaultConfig, type RelayConfig, type RelayConfigInput } from './config.js';
+import { Connection, type RelayContext } from './connection.js';
+import { createLogger } from './log.js';
+import { Router } from './router.js';
+import { RelayStats } from './stats.js';
+
+export interface RelayOptions {
+  logger?: Logger;
+}
+
+/** Hint sent with RELAY_FULL: how long a client should wait before trying again. */
+const RELAY_FULL_RETRY_MS = 5000;
+
+export class Relay {
+  readonly config: RelayConfig;
+  readonly identity: Identity;
+  readonly stats = new RelayStats();
+  readonly log: Logger;
+  readonly store: MailboxStore;
+  readonly router: Router;
+  readonly connections = new Set<Connection>();
+  readonly #server: Server;
+  readonly #context: RelayContext;
+  #sweepTimer: NodeJS.Timeout | null = null;
+  #port = 0;
+  #handshaking = 0;
+  #closed: Promise<void> | null = null;
+
+  private constructor(config: RelayConfig, options: RelayOptions) {
+    this.config = config;
+    this.log = options.logger ?? createLogger(config.logLevel);
+    mkdirSync(config.dataDir, { recursive: true });
+    this.identity = loadOrCreateIdentityFile(join(config.dataDir, 'relay-identity.json'));
+    this.store = openLmdbMailbox({
+      path: join(config.dataDir, 'mailbox'),
+      limits: {
+        maxCountPerRecipient: config.mailboxMaxCount,
+        maxBytesPerRecipient: config.mailboxMaxBytes,
+        maxTotalBytes: config.storeMaxBytes,
+        maxTtlSeconds: config.maxTtlSeconds,
+      },
+    });
+    this.router = new Router(this.store, config, this.log, this.stats);
+    const relay = this;
+    this.#context = {
+      config,
+      signer: new Signer(this.identity),
+      router: this.router,
+      stats: this.stats,
+      log: this.log,
+      admit: () => Code.OK,
+      connectionClosed: (connection) => relay.connections.delete(connection),
+      handshakeFinished: () => { relay.#handshaking--; },
+    };
+    this.#server = createServer({ noDelay: true }, (socket) => this.#accept(socket));
+    this.#server.on('error', (err) => this.log.error({ event: 'listener_error', err: err.message }, 'listener error'));
+  }
+
+  /** Opens the store, listens, and resolves once the relay accepts connections. */
+  static async start(input: RelayConfigInput = {}, options: RelayOptions = {}): Promise<Relay> {
+    const config = defaultConfig(input);
+    const relay = new Relay(config, options);
+    await relay.store.sweepExpired();
+    await new Promise<void>((resolve, reject) => {
+      relay.#server.once('error', reject);
+      relay.#server.listen(config.port, config.host, () => {
+        relay.#server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = relay.#server.address();
+    relay.#port = typeof address === 'object' && address ? address.port : config.port;
+    relay.#sweepTimer = setInterval(() => {
+      relay.store.sweepExpired().then((n) => {
+        if (n > 0) relay.log.info({ event: 'expired_swept', count: n }, 'expired messages removed');
+      }, (err: Error) => relay.log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
+    }, config.sweepIntervalMs);
+    relay.#sweepTimer.unref();
+    relay.log.info({ event: 'relay_started', address: relay.address, port: relay.#port }, 'relay started');
+    return relay;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  /** The address clients use: pulltab://KEY@HOST:PORT (a wildcard host is shown as loopback). */
+  get address(): string {
+    return this.addressFor(this.config.host === '0.0.0.0' ? '127.0.0.1' : this.config.host === '::' ? '::1' : this.config.host);
+  }
+
+  addressFor(host: string): string {
+    return formatRelayAddress({ relayKey: this.identity.publicKey, host, port: this.#port });
+  }
+
+  #accept(socket: Socket): void {
+    const stats = this.stats;
+    stats.connectionsAccepted++;
+    const handshaking = this.#handshaking;
+    if (this.connections.size >= this.config.maxConnections || this.#closed || handshaking >= this.config.maxHandshakes) {
+      stats.connectionsRefusedFull++;
+      const code = this.#closed ? Code.GOING_AWAY : Code.RELAY_FULL;
+      socket.on('error', () => {});
+      socket.end(encodeClose(FrameType.CLOSE, { code, retryAfterMs: RELAY_FULL_RETRY_MS, reason: codeMessage(code) }));
+      setTimeout(() => socket.destroy(), 2000).unref();
+      if (code === Code.RELAY_FULL) this.log.warn({ event: 'relay_full', connections: this.connections.size, handshaking }, 'relay full: connection refused');
+      return;
+    }
+    this.#handshaking++;
+    this.connections.add(new Connection(socket, this.#context));
+  }
+
+  /**
+   * Stops accepting, tells every client the relay is going away (with a retry hint), waits for
+   * connections to close (unacknowledged storable messages go back to mailboxes as they do),
+   * then closes the store.
+   */
+  close(options: { retryAfterMs?: number; graceMs?: number } = {}): Promise<void> {
+    if (this.#closed) return this.#closed;
+    const retryAfterMs = options.retryAfterMs ?? 1000;
+    const graceMs = options.graceMs ?? 5000;
+    this.#closed = (async () => {
+      if (this.#sweepTimer) clearInterval(this.#sweepTimer);
+      const listening = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+      for (const connection of this.connections) {
+        if (connection.session) connection.session.closeConnection(Code.GOING_AWAY, codeMessage(Code.GOING_AWAY), retryAfterMs);
+        else connection.close(Code.GOING_AWAY, codeMessage(Code.GOING_AWAY), true, retryAfterMs);
+      }
+      const deadline = Date.now() + graceMs;
+      while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      for (const connection of this.connections) connection.socket.destroy();
+      await listening;
+      // Let requeues started by closing sessions reach the store before it closes.
+      await new Promise((r) => setImmediate(r));
+      await this.store.close();
+      this.log.info({ event: 'relay_stopped' }, 'relay stopped');
+    })();
+    return this.#closed;
+  }
+}

@@ -1,0 +1,357 @@
+// The router decides where each message goes: to a connected session, to the recipient's
+// mailbox, or back to the sender as a refusal. Sessions only read, write and account.
+//
+// Ordering: messages from one sender to one recipient arrive in the order sent. While a
+// recipient's mailbox may hold entries (its backlog), storable messages join the mailbox
+// behind them and non-storable ones wait in memory (bounded by the outbound budget) until
+// the backlog is drained; then everything flows live again.
+import type { Logger } from 'pino';
+import { encodeKey } from '../crypto/keys.js';
+import {
+  Code, DeliverFlags, FRAME_HEADER_LENGTH, KEY_LENGTH, SendFlags, STORAGE_KEY_LENGTH,
+} from '../protocol/constants.js';
+import {
+  deliverHeaderLength, encodeResult, parseSend, peekSendSeq, QUEUE_EMPTY_FRAME, writeDeliverHeader, writeU64,
+} from '../protocol/frames.js';
+import type { EnqueueOutcome, MailboxEntry, MailboxStore, RefusalCode } from '../store/mailbox.js';
+import type { RelayConfig } from './config.js';
+import type { Session, UnackedLive } from './session.js';
+import type { RelayStats } from './stats.js';
+
+const REFUSAL_CODES: Record<RefusalCode, number> = {
+  QUOTA_COUNT: Code.QUOTA_COUNT,
+  QUOTA_BYTES: Code.QUOTA_BYTES,
+  STORE_FULL: Code.STORE_FULL,
+  TTL_TOO_LONG: Code.TTL_TOO_LONG,
+  STORE_ERROR: Code.STORE_ERROR,
+};
+
+const DRAIN_BATCH = 256;
+const PENDING = -1;
+
+export type SendVerdict = 'ok' | 'close-malformed';
+
+export class Router {
+  readonly sessions = new Map<string, Session>();
+  readonly #store: MailboxStore;
+  readonly #config: RelayConfig;
+  readonly #log: Logger;
+  readonly #stats: RelayStats;
+  /** Enqueues not yet committed, per recipient: the backlog is not drained until they land. */
+  readonly #pendingEnqueues = new Map<string, number>();
+  readonly #offsets: number[] = [];
+
+  constructor(store: MailboxStore, config: RelayConfig, log: Logger, stats: RelayStats) {
+    this.#store = store;
+    this.#config = config;
+    this.#log = log;
+    this.#stats = stats;
+  }
+
+  /** Makes session the live connection for its key; returns the one it replaces, if any. */
+  register(session: Session): Session | undefined {
+    const previous = this.sessions.get(session.keyId);
+    this.sessions.set(session.keyId, session);
+    return previous;
+  }
+
+  /** Called when a session's connection has closed. Unacknowledged storable messages go back to the mailbox. */
+  unregister(session: Session): void {
+    // A late close of a replaced connection must not evict its successor.
+    if (this.sessions.get(session.keyId) === session) this.sessions.delete(session.keyId);
+    this.#stats.droppedHeld += session.held.length;
+    session.held = [];
+    session.heldBytes = 0;
+    const now = Date.now();
+    for (const live of session.takeUnackedLive()) {
+      const ttlSeconds = Math.ceil((live.expiresAt - now) / 1000);
+      if (ttlSeconds <= 0) continue;
+      this.#enqueue(session.key, session.keyId, live.sender, live.storageKey, ttlSeconds, live.wrappedKey, live.body)
+        .then((outcome) => {
+          if (!outcome.ok) this.#stats.requeueFailed++;
+        });
+    }
+  }
+
+  /** Routes one SEND frame whose payload is buf[start, end). */
+  handleSend(sender: Session, buf: Buffer, start: number, end: number): SendVerdict {
+    const stats = this.#stats;
+    stats.messagesIn++;
+    sender.messagesIn++;
+    const view = parseSend(buf, start, end, this.#offsets);
+    if (view === null) {
+      const seq = peekSendSeq(buf, start, end);
+      if (seq < 0) return 'close-malformed';
+      this.#refuse(sender, seq, Code.MALFORMED_SEND);
+      return 'ok';
+    }
+    const { seq, flags, recipientCount: n, recipientOffsets, bodyStart, bodyEnd, storageKeyOffset } = view;
+    const config = this.#config;
+    if (n === 0) return this.#refuse(sender, seq, Code.NO_RECIPIENTS);
+    if (n > config.maxRecipients) return this.#refuse(sender, seq, Code.TOO_MANY_RECIPIENTS);
+    if (bodyEnd - bodyStart > config.maxPayloadBytes) return this.#refuse(sender, seq, Code.PAYLOAD_TOO_LARGE);
+    const storable = (flags & SendFlags.STORE) !== 0;
+    const wantReceipt = (flags & SendFlags.RECEIPT) !== 0;
+    const ttlSeconds = view.ttlSeconds === 0 ? config.defaultTtlSeconds : view.ttlSeconds;
+    if (storable && ttlSeconds > config.maxTtlSeconds) return this.#refuse(sender, seq, Code.TTL_TOO_LONG);
+
+    if (n === 1) {
+      // The common case, kept free of per-message arrays.
+      const o = recipientOffsets[0];
+      const keyId = buf.toString('latin1', o, o + KEY_LENGTH);
+      const outcome = this.#routeOne(sender, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, storable, ttlSeconds);
+      if (outcome === PENDING) {
+        this.#enqueueFor(sender, seq, wantReceipt, [0], [outcome], buf, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds);
+      } else if (wantReceipt || (outcome !== Code.DELIVERED)) {
+        this.#sendResult(sender, seq, [outcome]);
+      }
+      return 'ok';
+    }
+
+    const keyIds: string[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      const o = recipientOffsets[i];
+      keyIds[i] = buf.toString('latin1', o, o + KEY_LENGTH);
+    }
+    if (new Set(keyIds).size !== n) return this.#refuse(sender, seq, Code.DUPLICATE_RECIPIENT);
+    const offsets = recipientOffsets.slice();
+    const outcomes: number[] = new Array(n);
+    const toStore: number[] = [];
+    for (let i = 0; i < n; i++) {
+      outcomes[i] = this.#routeOne(sender, keyIds[i], buf, offsets[i], storageKeyOffset, bodyStart, bodyEnd, storable, ttlSeconds);
+      if (outcomes[i] === PENDING) toStore.push(i);
+    }
+    if (toStore.length > 0) {
+      this.#enqueueFor(sender, seq, wantReceipt, toStore, outcomes, buf, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds, offsets);
+    } else if (wantReceipt || outcomes.some((c) => c !== Code.DELIVERED)) {
+      this.#sendResult(sender, seq, outcomes);
+    }
+    return 'ok';
+  }
+
+  /** Delivers to one recipient now, or says PENDING when it must go to the mailbox. */
+  #routeOne(
+    sender: Session, keyId: string, buf: Buffer, recipientOffset: number, storageKeyOffset: number,
+    bodyStart: number, bodyEnd: number, storable: boolean, ttlSeconds: number,
+  ): number {
+    const target = this.sessions.get(keyId);
+    if (target === undefined) {
+      if (storable) return PENDING;
+      this.#stats.dropped.offline++;
+      return Code.RECIPIENT_OFFLINE;
+    }
+    const budget = this.#config.outboundBudgetBytes;
+    if (target.backlog) {
+      if (storable) return PENDING;
+      return this.#hold(target, sender, buf, recipientOffset, storageKeyOffset, bodyStart, bodyEnd);
+    }
+    if (target.out.pendingBytes >= budget || (storable && target.inflightCount >= this.#config.inflightWindow)) {
+      if (storable) {
+        // Spill: the connection is behind, so the mailbox takes this and what follows.
+        target.backlog = true;
+        this.#stats.spilled++;
+        return PENDING;
+      }
+      this.#stats.dropped.busy++;
+      return Code.RECIPIENT_BUSY;
+    }
+    const deliveryId = this.#writeDeliver(target, sender.key, buf, recipientOffset, storageKeyOffset, bodyStart, bodyEnd, 0);
+    if (storable) {
+      target.track(deliveryId, 0, {
+        sender: sender.key,
+        storageKey: storageKeyOffset >= 0 ? Buffer.from(buf.subarray(storageKeyOffset, storageKeyOffset + STORAGE_KEY_LENGTH)) : null,
+        wrappedKey: Buffer.from(buf.subarray(recipientOffset + KEY_LENGTH + 1, recipientOffset + KEY_LENGTH + 1 + buf[recipientOffset + KEY_LENGTH])),
+        body: buf.subarray(bodyStart, bodyEnd),
+        expiresAt: Date.now() + ttlSeconds * 1000,
+      });
+    }
+    if (this.#config.logDeliveries) this.#logDelivery(sender.keyText, target.keyText, bodyEnd - bodyStart, 'live');
+    return Code.DELIVERED;
+  }
+
+  /** Writes a DELIVER for a recipient entry of a SEND; returns its delivery id. */
+  #writeDeliver(
+    target: Session, senderKey: Buffer, buf: Buffer, recipientOffset: number, storageKeyOffset: number,
+    bodyStart: number, bodyEnd: number, extraFlags: number,
+  ): number {
+    const wStart = recipientOffset + KEY_LENGTH + 1;
+    const wEnd = wStart + buf[recipientOffset + KEY_LENGTH];
+    const deliveryId = target.nextDeliveryId++;
+    const flags = extraFlags | (storageKeyOffset >= 0 ? DeliverFlags.HAS_STORAGE_KEY : 0);
+    const [out, offset] = target.out.writeWithBody(deliverHeaderLength(wEnd - wStart), buf, bodyStart, bodyEnd);
+    writeDeliverHeader(out, offset, deliveryId, flags, senderKey, 0, storageKeyOffset >= 0 ? buf : null, storageKeyOffset, buf, wStart, wEnd, bodyEnd - bodyStart);
+    target.messagesOut++;
+    this.#stats.messagesOut++;
+    return deliveryId;
+  }
+
+  /** Keeps a non-storable message in memory until the recipient's backlog is drained. */
+  #hold(target: Session, sender: Session, buf: Buffer, recipientOffset: number, storageKeyOffset: number, bodyStart: number, bodyEnd: number): number {
+    const wStart = recipientOffset + KEY_LENGTH + 1;
+    const wEnd = wStart + buf[recipientOffset + KEY_LENGTH];
+    const length = deliverHeaderLength(wEnd - wStart) + bodyEnd - bodyStart;
+    if (target.heldBytes + target.out.pendingBytes + length > this.#config.outboundBudgetBytes) {
+      this.#stats.dropped.busy++;
+      return Code.RECIPIENT_BUSY;
+    }
+    const frame = Buffer.allocUnsafe(length);
+    const flags = storageKeyOffset >= 0 ? DeliverFlags.HAS_STORAGE_KEY : 0;
+    const o = writeDeliverHeader(frame, 0, 0, flags, sender.key, 0, storageKeyOffset >= 0 ? buf : null, storageKeyOffset, buf, wStart, wEnd, bodyEnd - bodyStart);
+    buf.copy(frame, o, bodyStart, bodyEnd);
+    target.held.push(frame);
+    target.heldBytes += length;
+    return Code.DELIVERED;
+  }
+
+  #enqueueFor(
+    sender: Session, seq: number, wantReceipt: boolean, indexes: number[], outcomes: number[],
+    buf: Buffer, storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
+    offsets: number[] = [this.#offsets[0]],
+  ): void {
+    const recipients = indexes.map((i) => {
+      const o = offsets[i];
+      const wStart = o + KEY_LENGTH + 1;
+      return { key: buf.subarray(o, o + KEY_LENGTH), wrappedKey: buf.subarray(wStart, wStart + buf[o + KEY_LENGTH]), keyId: buf.toString('latin1', o, o + KEY_LENGTH) };
+    });
+    for (const r of recipients) this.#pendingEnqueues.set(r.keyId, (this.#pendingEnqueues.get(r.keyId) ?? 0) + 1);
+    const storageKey = storageKeyOffset >= 0 ? buf.subarray(storageKeyOffset, storageKeyOffset + STORAGE_KEY_LENGTH) : null;
+    this.#store.enqueue({ sender: sender.key, storageKey, ttlSeconds, body: buf.subarray(bodyStart, bodyEnd), recipients })
+      .catch((): EnqueueOutcome[] => recipients.map(() => ({ ok: false, code: 'STORE_ERROR' })))
+      .then((results) => {
+        let refused = false;
+        results.forEach((result, j) => {
+          const i = indexes[j];
+          if (result.ok) {
+            outcomes[i] = Code.STORED;
+            this.#stats.stored++;
+            if (this.#config.logDeliveries) this.#logDelivery(sender.keyText, recipients[j].keyId, bodyEnd - bodyStart, 'stored');
+          } else {
+            outcomes[i] = REFUSAL_CODES[result.code] ?? Code.STORE_ERROR;
+            this.#stats.refusedStore++;
+            refused = true;
+          }
+        });
+        for (const r of recipients) this.#enqueueSettled(r.keyId);
+        if (!sender.closed && (wantReceipt || refused || outcomes.some((c) => c !== Code.DELIVERED && c !== Code.STORED))) {
+          this.#sendResult(sender, seq, outcomes);
+        }
+      });
+  }
+
+  #enqueue(key: Buffer, keyId: string, sender: Buffer, storageKey: Buffer | null, ttlSeconds: number, wrappedKey: Buffer, body: Buffer): Promise<EnqueueOutcome> {
+    this.#pendingEnqueues.set(keyId, (this.#pendingEnqueues.get(keyId) ?? 0) + 1);
+    return this.#store.enqueue({ sender, storageKey, ttlSeconds, body, recipients: [{ key, wrappedKey }] })
+      .then((r) => r[0], (): EnqueueOutcome => ({ ok: false, code: 'STORE_ERROR' }))
+      .finally(() => this.#enqueueSettled(keyId));
+  }
+
+  #enqueueSettled(keyId: string): void {
+    const left = (this.#pendingEnqueues.get(keyId) ?? 1) - 1;
+    if (left > 0) this.#pendingEnqueues.set(keyId, left);
+    else this.#pendingEnqueues.delete(keyId);
+    const target = this.sessions.get(keyId);
+    if (target !== undefined && target.backlog) this.drain(target);
+  }
+
+  /**
+   * Writes mailbox entries to a session while its window and budget allow; when the mailbox
+   * is empty and nothing is on its way into it, ends the backlog and releases held messages.
+   */
+  drain(session: Session): void {
+    if (session.closed || !session.backlog) return;
+    const window = this.#config.inflightWindow;
+    const budget = this.#config.outboundBudgetBytes;
+    while (session.inflightCount < window && session.out.pendingBytes < budget) {
+      let entries: MailboxEntry[];
+      try {
+        entries = this.#store.read(session.key, session.lastMailboxSeq, Math.min(DRAIN_BATCH, window - session.inflightCount));
+      } catch (err) {
+        this.#log.error({ event: 'mailbox_read_failed', err: (err as Error).message }, 'mailbox read failed');
+        return;
+      }
+      if (entries.length === 0) {
+        if (this.#pendingEnqueues.has(session.keyId)) return;
+        this.#endBacklog(session);
+        return;
+      }
+      for (const entry of entries) {
+        const deliveryId = this.#writeStored(session, entry);
+        session.track(deliveryId, entry.seq, null);
+        session.lastMailboxSeq = entry.seq;
+      }
+    }
+  }
+
+  #writeStored(session: Session, entry: MailboxEntry): number {
+    const body = asBuffer(entry.body);
+    const wrapped = entry.wrappedKey;
+    const deliveryId = session.nextDeliveryId++;
+    const flags = DeliverFlags.FROM_MAILBOX | (entry.storageKey ? DeliverFlags.HAS_STORAGE_KEY : 0);
+    const [out, offset] = session.out.writeWithBody(deliverHeaderLength(wrapped.length), body, 0, body.length);
+    writeDeliverHeader(out, offset, deliveryId, flags, entry.sender, 0, entry.storageKey, 0, wrapped, 0, wrapped.length, body.length);
+    session.messagesOut++;
+    this.#stats.messagesOut++;
+    this.#stats.deliveredFromMailbox++;
+    return deliveryId;
+  }
+
+  #endBacklog(session: Session): void {
+    session.backlog = false;
+    for (const frame of session.held) {
+      const deliveryId = session.nextDeliveryId++;
+      writeU64(frame, FRAME_HEADER_LENGTH, deliveryId);
+      session.out.writeFrame(frame);
+      session.messagesOut++;
+      this.#stats.messagesOut++;
+    }
+    session.held = [];
+    session.heldBytes = 0;
+    if (!session.queueEmptySent) {
+      session.queueEmptySent = true;
+      session.out.writeFrame(QUEUE_EMPTY_FRAME);
+    }
+  }
+
+  handleAck(session: Session, deliveryId: number): void {
+    const seqs = session.acknowledge(deliveryId);
+    if (seqs.length > 0) {
+      this.#store.ack(session.key, seqs).catch((err: Error) => {
+        this.#log.error({ event: 'mailbox_ack_failed', err: err.message }, 'mailbox ack failed');
+      });
+    }
+    if (session.backlog) this.drain(session);
+  }
+
+  /** The socket drained below its budget: a session behind on its backlog can take more. */
+  handleWritable(session: Session): void {
+    if (session.backlog) this.drain(session);
+  }
+
+  #refuse(sender: Session, seq: number, code: number): SendVerdict {
+    this.#stats.refused++;
+    sender.out.writeFrame(encodeResult({ seq, code, outcomes: [] }));
+    return 'ok';
+  }
+
+  #sendResult(sender: Session, seq: number, outcomes: number[]): void {
+    let code: number = Code.OK;
+    for (const c of outcomes) {
+      if (c !== Code.DELIVERED && c !== Code.STORED) { code = c; break; }
+    }
+    sender.out.writeFrame(encodeResult({ seq, code, outcomes }));
+  }
+
+  #logDelivery(from: string, to: string, bytes: number, how: 'live' | 'stored'): void {
+    // keyIds (latin1) are turned into base58 only when delivery logging is on.
+    const toText = to.length === KEY_LENGTH ? encodeKeyId(to) : to;
+    this.#log.info({ event: how === 'live' ? 'delivered' : 'stored', from, to: toText, bytes }, how);
+  }
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function encodeKeyId(keyId: string): string {
+  return encodeKey(Buffer.from(keyId, 'latin1'));
+}

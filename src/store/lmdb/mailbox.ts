@@ -1,0 +1,913 @@
+/**
+ * The LMDB mailbox store (lmdb-js 3, embedded). Layout of every sub-database: ./keys.ts.
+ *
+ * Write path (strfry's, anchors §2(c) 8): one writer. Every mutation is decided synchronously on the
+ * JS thread and turned into plain asynchronous `put`/`remove` calls; lmdb-js batches all writes
+ * issued in one event turn into ONE transaction that its write thread executes and commits (group
+ * commit). A caller's promise resolves when that transaction has committed (default sync settings:
+ * a commit survives kill -9; noSync is never used). Because all writes of one logical operation are
+ * issued in the same turn, each operation is atomic on disk: entries, the replacement index, the
+ * expiry index, body refcounts, per-recipient usage and the seq counter always agree after a crash.
+ *
+ * Decisions need state that includes writes not yet committed (quota of a burst of enqueues, a
+ * replacement of an entry enqueued a moment ago, two acks of a shared body in one turn). So:
+ *  - per-recipient usage and the totals live in memory, updated synchronously at enqueue/ack time;
+ *    they are loaded from the `usage` sub-database at open, and the changed records are written
+ *    once per transaction (lmdb-js `beforecommit`), in the same transaction as the entries.
+ *  - the seq counter lives in memory and is written the same way (`meta.seq`).
+ *  - three small overlays hold the effect of uncommitted writes on what decisions read back:
+ *    `pendingDeleted` (seqs whose deletion is not committed: read() and ack() skip them),
+ *    `indexOverlay` (replacement-index slots written or deleted, not yet committed) and
+ *    `bodyOverlay` (shared-body refcounts not yet committed). An operation drops what it put in an
+ *    overlay once its transaction has committed (and only if no later operation replaced it), when
+ *    LMDB itself answers the same.
+ * If a commit ever fails, the callers get STORE_ERROR / a rejection and the store repairs itself:
+ * it waits for every write in flight, then recomputes usage, refcounts and indexes from the entries.
+ */
+import { open, type Database, type RootDatabase } from 'lmdb';
+import {
+  DEFAULT_MAILBOX_LIMITS, KEY_BYTES, recipientShapeOk, requestShapeOk, resolveLimits, ttlMillis,
+  type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore,
+  type RefusalCode, type Usage,
+} from '../mailbox.js';
+import {
+  bytesId, encodeEntry, entryKey, ENTRY_KEY_BYTES, expiryKey, EXPIRY_KEY_BYTES, FLAG_SHARED_BODY,
+  FLAG_STORAGE_KEY, FORMAT_VERSION, HEADER_BYTES, idBytes, indexKey, INDEX_KEY_BYTES, MAX_U53, parseHeader,
+  readU32, readU64, RECIPIENT_BYTES, SENDER_BYTES, u32Value, u64Value, usageValue, writeU64, type EntryMeta,
+} from './keys.js';
+
+export interface LmdbMailboxOptions {
+  /** Directory of the LMDB environment (created if missing). */
+  path: string;
+  limits?: Partial<MailboxLimits>;
+  /** The store's clock, ms since the epoch. Tests inject one. */
+  now?: () => number;
+  /** Initial map size in bytes. lmdb-js grows the map by itself when it fills; a large value avoids remaps. */
+  mapSize?: number;
+  /** Period of the background expiry sweep in ms; 0 disables it. Default 60 s. A sweep always runs at open. */
+  sweepIntervalMs?: number;
+}
+
+export interface LmdbMailboxStats {
+  entries: number;
+  bytes: number;
+  recipients: number;
+  lastSeq: number;
+  /** Operations whose transaction has not committed yet. */
+  pendingOperations: number;
+  /** Commits that failed since open (each triggers a repair). */
+  commitFailures: number;
+  /** Entries read() had to skip because their shared body was missing (should stay 0). */
+  anomalies: number;
+  /** Size of the data file in bytes (LMDB last page used × page size). */
+  mapBytes: number;
+}
+
+export interface LmdbMailboxStore extends MailboxStore {
+  /** Resolves when the sweep run at open has committed. */
+  readonly ready: Promise<void>;
+  /** Resolves when every write issued so far has committed (or failed). */
+  idle(): Promise<void>;
+  /** Checks usage, refcounts and indexes against the entries; returns the problems found (none: []). */
+  verify(): Promise<string[]>;
+  /** Like verify(), then rewrites everything derived from the entries to agree with them. */
+  repair(): Promise<string[]>;
+  stats(): LmdbMailboxStats;
+}
+
+type Bin = Database<Buffer, Buffer>;
+
+/** A replacement-index slot: where (recipient, sender, storageKey) points and what that entry costs. seq 0 = deleted. */
+interface IndexSlot {
+  seq: number;
+  expiresAt: number;
+  cost: number;
+  bodyId: number;
+}
+
+/** A shared body's refcount as the uncommitted writes left it; 0 = deleted. */
+interface BodySlot {
+  refs: number;
+}
+
+/** What one logical operation put in the overlays, dropped after its commit. */
+interface Op {
+  deleted: number[] | null;
+  index: Array<[string, IndexSlot]> | null;
+  bodies: Array<[number, BodySlot]> | null;
+  writes: number;
+}
+
+interface Accepted {
+  key: Uint8Array;
+  rid: string;
+  wrappedKey: Uint8Array;
+  seq: number;
+  cost: number;
+  slot: IndexSlot | null;
+  idxKey: Buffer | null;
+  dead: boolean;
+}
+
+const EMPTY = Buffer.alloc(0);
+const SEQ_KEY = Buffer.from('seq');
+const FORMAT_KEY = Buffer.from('format');
+const CHUNK = 4096;
+const MAX_PROBLEMS = 200;
+
+const noop = (): void => {};
+
+function newOp(): Op {
+  return { deleted: null, index: null, bodies: null, writes: 0 };
+}
+
+function refuseAll(request: EnqueueRequest, code: RefusalCode): EnqueueOutcome[] {
+  const n = Array.isArray(request?.recipients) ? request.recipients.length : 0;
+  const out: EnqueueOutcome[] = new Array(n);
+  for (let i = 0; i < n; i++) out[i] = { ok: false, code };
+  return out;
+}
+
+function isKey(recipient: unknown): recipient is Uint8Array {
+  return recipient instanceof Uint8Array && recipient.length === KEY_BYTES;
+}
+
+class LmdbMailbox implements LmdbMailboxStore {
+  readonly ready: Promise<void>;
+
+  private readonly env: RootDatabase<Buffer, Buffer>;
+  private readonly entries: Bin;
+  private readonly bodies: Bin;
+  private readonly refs: Bin;
+  private readonly index: Bin;
+  private readonly expiry: Bin;
+  private readonly usageDb: Bin;
+  private readonly meta: Bin;
+  private readonly clock: () => number;
+  private currentLimits: MailboxLimits;
+
+  private readonly usageMap = new Map<string, Usage>();
+  private totalCount = 0;
+  private totalBytes = 0;
+  private lastSeq = 0;
+  private readonly dirtyUsage = new Set<string>();
+  private seqDirty = false;
+
+  private readonly pendingDeleted = new Set<number>();
+  private readonly indexOverlay = new Map<string, IndexSlot>();
+  private readonly bodyOverlay = new Map<number, BodySlot>();
+
+  private lastWrite: Promise<unknown> = Promise.resolve();
+  private inflight = 0;
+  private gate: Promise<void> | null = null;
+  private repairScheduled = false;
+  private closed = false;
+  private closing: Promise<void> | null = null;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private commitFailures = 0;
+  private anomalies = 0;
+
+  // Scratch key buffers: lmdb-js copies keys into its instruction buffer, so they can be reused.
+  private readonly kEntry = Buffer.allocUnsafe(ENTRY_KEY_BYTES);
+  private readonly kExpiry = Buffer.allocUnsafe(EXPIRY_KEY_BYTES);
+  private readonly kIndex = Buffer.allocUnsafe(INDEX_KEY_BYTES);
+  private readonly kBody = Buffer.allocUnsafe(8);
+
+  constructor(options: LmdbMailboxOptions) {
+    this.clock = options.now ?? Date.now;
+    this.currentLimits = resolveLimits(DEFAULT_MAILBOX_LIMITS, options.limits);
+    this.env = open<Buffer, Buffer>({
+      path: options.path,
+      maxDbs: 16,
+      keyEncoding: 'binary',
+      encoding: 'binary',
+      ...(options.mapSize !== undefined ? { mapSize: options.mapSize } : {}),
+    });
+    try {
+      const sub = (name: string): Bin => this.env.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
+      this.entries = sub('entries');
+      this.bodies = sub('bodies');
+      this.refs = sub('refs');
+      this.index = sub('index');
+      this.expiry = sub('expiry');
+      this.usageDb = sub('usage');
+      this.meta = sub('meta');
+
+      const format = this.meta.getBinary(FORMAT_KEY);
+      if (format === undefined) {
+        this.meta.putSync(FORMAT_KEY, u32Value(FORMAT_VERSION));
+      } else if (readU32(format, 0) !== FORMAT_VERSION) {
+        throw new Error(`mailbox store at ${options.path} has format ${readU32(format, 0)}, expected ${FORMAT_VERSION}`);
+      }
+      const seq = this.meta.getBinary(SEQ_KEY);
+      this.lastSeq = seq === undefined ? 0 : readU64(seq, 0);
+      for (const { key, value } of this.usageDb.getRange({})) {
+        const count = readU64(value, 0);
+        const bytes = readU64(value, 8);
+        this.usageMap.set(bytesId(key), { count, bytes });
+        this.totalCount += count;
+        this.totalBytes += bytes;
+      }
+    } catch (err) {
+      void this.env.close();
+      throw err;
+    }
+    // Usage records and the seq counter are written once per transaction, inside it.
+    this.env.on('beforecommit', () => this.flushDirty());
+
+    this.ready = this.sweepExpired().then(noop, noop);
+    const every = options.sweepIntervalMs ?? 60_000;
+    if (every > 0) {
+      this.sweepTimer = setInterval(() => {
+        if (!this.closed && !this.closing) this.sweepExpired().catch(noop);
+      }, every);
+      this.sweepTimer.unref();
+    }
+  }
+
+  // ---------------------------------------------------------------- write plumbing
+
+  private put(db: Bin, key: Buffer, value: Buffer, op: Op): void {
+    this.lastWrite = db.put(key, value);
+    op.writes++;
+  }
+
+  private remove(db: Bin, key: Buffer, op: Op): void {
+    this.lastWrite = db.remove(key);
+    op.writes++;
+  }
+
+  private flushDirty(): void {
+    if (this.closed) return;
+    let last: Promise<unknown> | null = null;
+    for (const rid of this.dirtyUsage) {
+      const u = this.usageMap.get(rid);
+      last = u === undefined ? this.usageDb.remove(idBytes(rid)) : this.usageDb.put(idBytes(rid), usageValue(u.count, u.bytes));
+    }
+    this.dirtyUsage.clear();
+    if (this.seqDirty) {
+      last = this.meta.put(SEQ_KEY, u64Value(this.lastSeq));
+      this.seqDirty = false;
+    }
+    // Same transaction (and promise) as the operations that dirtied them; failures reach those callers.
+    if (last) last.then(noop, noop);
+  }
+
+  /** Promise of the commit of everything `op` wrote; drops op's overlay entries once settled. */
+  private track(op: Op): Promise<void> {
+    const commit = this.lastWrite;
+    this.inflight++;
+    return commit.then(
+      () => {
+        this.inflight--;
+        this.settle(op);
+      },
+      (err: unknown) => {
+        this.inflight--;
+        this.settle(op);
+        this.noteFailure();
+        throw err;
+      },
+    );
+  }
+
+  private settle(op: Op): void {
+    if (op.deleted) for (const seq of op.deleted) this.pendingDeleted.delete(seq);
+    if (op.index) for (const [id, slot] of op.index) if (this.indexOverlay.get(id) === slot) this.indexOverlay.delete(id);
+    if (op.bodies) for (const [id, slot] of op.bodies) if (this.bodyOverlay.get(id) === slot) this.bodyOverlay.delete(id);
+  }
+
+  private noteFailure(): void {
+    this.commitFailures++;
+    if (this.repairScheduled || this.closed || this.closing) return;
+    this.repairScheduled = true;
+    setImmediate(() => {
+      this.repair().catch(noop).finally(() => {
+        this.repairScheduled = false;
+      });
+    });
+  }
+
+  /** Resolves when every write issued so far has committed (commits are in order). */
+  private settled(): Promise<void> {
+    return this.lastWrite.then(noop, noop);
+  }
+
+  /** Resolves when no operation is in flight; only for quiescent moments (close, verify, repair, tests). */
+  async idle(): Promise<void> {
+    while (this.inflight > 0) await this.settled();
+  }
+
+  // ---------------------------------------------------------------- accounting
+
+  private addUsage(rid: string, count: number, bytes: number): void {
+    const u = this.usageMap.get(rid);
+    const c = (u?.count ?? 0) + count;
+    const b = (u?.bytes ?? 0) + bytes;
+    if (c <= 0) this.usageMap.delete(rid);
+    else if (u) {
+      u.count = c;
+      u.bytes = b;
+    } else this.usageMap.set(rid, { count: c, bytes: b });
+    this.totalCount += count;
+    this.totalBytes += bytes;
+    this.dirtyUsage.add(rid);
+  }
+
+  // ---------------------------------------------------------------- lookups (overlay first, then LMDB)
+
+  private entryMeta(recipient: Uint8Array, seq: number): EntryMeta | undefined {
+    if (this.pendingDeleted.has(seq)) return undefined;
+    const value = this.entries.getBinaryFast(entryKey(recipient, seq, this.kEntry));
+    return value === undefined ? undefined : parseHeader(value);
+  }
+
+  /** The live slot of (recipient, sender, storageKey) whose key is in `key`, or undefined. */
+  private lookupIndex(id: string, key: Buffer, recipient: Uint8Array): IndexSlot | undefined {
+    const slot = this.indexOverlay.get(id);
+    if (slot !== undefined) return slot.seq === 0 ? undefined : slot;
+    const value = this.index.getBinaryFast(key);
+    if (value === undefined) return undefined;
+    const seq = readU64(value, 0);
+    const meta = this.entryMeta(recipient, seq);
+    if (meta === undefined) return undefined; // dangling: verify() reports it, repair() drops it
+    return { seq, expiresAt: meta.expiresAt, cost: meta.bodyLength + meta.wrappedKeyLength, bodyId: meta.bodyId };
+  }
+
+  private releaseBody(bodyId: number, op: Op): void {
+    const overlay = this.bodyOverlay.get(bodyId);
+    let refs: number;
+    if (overlay !== undefined) refs = overlay.refs;
+    else {
+      const value = this.refs.getBinaryFast(u64Into(this.kBody, bodyId));
+      refs = value === undefined ? 0 : readU32(value, 0);
+    }
+    const key = u64Into(this.kBody, bodyId);
+    let slot: BodySlot;
+    if (refs <= 1) {
+      this.remove(this.bodies, key, op);
+      this.remove(this.refs, key, op);
+      slot = { refs: 0 };
+    } else {
+      this.put(this.refs, key, u32Value(refs - 1), op);
+      slot = { refs: refs - 1 };
+    }
+    this.bodyOverlay.set(bodyId, slot);
+    (op.bodies ??= []).push([bodyId, slot]);
+  }
+
+  /**
+   * Deletes a stored entry: the entry, its expiry key, its share of a body, its usage. When
+   * `indexKeyBuf` is given (the entry had a storage key and is not being replaced) the index slot is
+   * deleted too if it still points at this entry.
+   */
+  private deleteEntry(recipient: Uint8Array, rid: string, seq: number, expiresAt: number, cost: number,
+    bodyId: number, indexKeyBuf: Buffer | null, op: Op): void {
+    this.remove(this.entries, entryKey(recipient, seq, this.kEntry), op);
+    this.remove(this.expiry, expiryKey(expiresAt, recipient, seq, this.kExpiry), op);
+    this.pendingDeleted.add(seq);
+    (op.deleted ??= []).push(seq);
+    if (bodyId !== 0) this.releaseBody(bodyId, op);
+    if (indexKeyBuf !== null) {
+      const id = bytesId(indexKeyBuf);
+      const current = this.indexOverlay.get(id);
+      let points: boolean;
+      if (current !== undefined) points = current.seq === seq;
+      else {
+        const value = this.index.getBinaryFast(indexKeyBuf);
+        points = value !== undefined && readU64(value, 0) === seq;
+      }
+      if (points) {
+        this.remove(this.index, indexKeyBuf, op);
+        const tomb: IndexSlot = { seq: 0, expiresAt: 0, cost: 0, bodyId: 0 };
+        this.indexOverlay.set(id, tomb);
+        (op.index ??= []).push([id, tomb]);
+      }
+    }
+    this.addUsage(rid, -1, -cost);
+  }
+
+  /** Deletes the committed entry (recipient, seq) if it exists and is not already being deleted. */
+  private deleteStored(recipient: Uint8Array, rid: string, seq: number, op: Op,
+    keep?: (meta: EntryMeta) => boolean): boolean {
+    if (this.pendingDeleted.has(seq)) return false;
+    const value = this.entries.getBinaryFast(entryKey(recipient, seq, this.kEntry));
+    if (value === undefined) return false;
+    const meta = parseHeader(value);
+    if (keep && keep(meta)) return false;
+    let idx: Buffer | null = null;
+    if (meta.flags & FLAG_STORAGE_KEY) {
+      // Copy sender and storage key out of the volatile buffer before any other read.
+      idx = this.kIndex;
+      idx.set(recipient, 0);
+      idx.set(value.subarray(24, 24 + SENDER_BYTES + 16), RECIPIENT_BYTES);
+    }
+    this.deleteEntry(recipient, rid, seq, meta.expiresAt, meta.bodyLength + meta.wrappedKeyLength, meta.bodyId, idx, op);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- MailboxStore
+
+  enqueue(request: EnqueueRequest): Promise<EnqueueOutcome[]> {
+    if (this.gate) return this.gate.then(() => this.enqueue(request));
+    if (this.closed || this.closing) return Promise.resolve(refuseAll(request, 'STORE_ERROR'));
+    let op: Op | null = null;
+    try {
+      op = newOp();
+      return this.enqueueNow(request, op);
+    } catch {
+      // Never throw out of enqueue. Writes issued before the throw may still commit: repair.
+      if (op && op.writes > 0) this.noteFailure();
+      return Promise.resolve(refuseAll(request, 'STORE_ERROR'));
+    }
+  }
+
+  private enqueueNow(request: EnqueueRequest, op: Op): Promise<EnqueueOutcome[]> {
+    if (!requestShapeOk(request)) return Promise.resolve(refuseAll(request, 'STORE_ERROR'));
+    const ttlMs = ttlMillis(request.ttlSeconds);
+    if (ttlMs === null) return Promise.resolve(refuseAll(request, 'STORE_ERROR'));
+    const limits = this.currentLimits;
+    if (request.ttlSeconds > limits.maxTtlSeconds) return Promise.resolve(refuseAll(request, 'TTL_TOO_LONG'));
+
+    const { sender, storageKey, body, recipients } = request;
+    const storedAt = this.clock();
+    const expiresAt = storedAt + ttlMs;
+    const outcomes: EnqueueOutcome[] = new Array(recipients.length);
+    const accepted: Accepted[] = [];
+    const firstSeqOfRequest = this.lastSeq + 1;
+
+    for (let i = 0; i < recipients.length; i++) {
+      const r = recipients[i]!;
+      if (!recipientShapeOk(r)) {
+        outcomes[i] = { ok: false, code: 'STORE_ERROR' };
+        continue;
+      }
+      const rid = bytesId(r.key);
+      const cost = body.length + r.wrappedKey.length;
+      let replaced: IndexSlot | undefined;
+      let idxKey: Buffer | null = null;
+      let idxId = '';
+      if (storageKey !== null) {
+        idxKey = indexKey(r.key, sender, storageKey);
+        idxId = bytesId(idxKey);
+        replaced = this.lookupIndex(idxId, idxKey, r.key);
+      }
+      const u = this.usageMap.get(rid);
+      const freedCount = replaced ? 1 : 0;
+      const freedBytes = replaced ? replaced.cost : 0;
+      if ((u?.count ?? 0) + 1 - freedCount > limits.maxCountPerRecipient) {
+        outcomes[i] = { ok: false, code: 'QUOTA_COUNT' };
+        continue;
+      }
+      if ((u?.bytes ?? 0) + cost - freedBytes > limits.maxBytesPerRecipient) {
+        outcomes[i] = { ok: false, code: 'QUOTA_BYTES' };
+        continue;
+      }
+      if (this.totalBytes + cost - freedBytes > limits.maxTotalBytes) {
+        outcomes[i] = { ok: false, code: 'STORE_FULL' };
+        continue;
+      }
+      if (replaced) {
+        // The replacement takes a NEW seq and the old entry is deleted. Keeping the old seq would let
+        // an ack of the old, already delivered version delete the undelivered replacement
+        // (the original relay's weakness 15).
+        if (replaced.seq >= firstSeqOfRequest) {
+          // Listed twice in this request: the earlier entry was never written.
+          const earlier = accepted.find((a) => a.seq === replaced!.seq)!;
+          earlier.dead = true;
+          this.addUsage(rid, -1, -earlier.cost);
+        } else {
+          this.deleteEntry(r.key, rid, replaced.seq, replaced.expiresAt, replaced.cost, replaced.bodyId, null, op);
+        }
+      }
+      const seq = ++this.lastSeq;
+      this.seqDirty = true;
+      this.addUsage(rid, 1, cost);
+      let slot: IndexSlot | null = null;
+      if (idxKey !== null) {
+        slot = { seq, expiresAt, cost, bodyId: 0 };
+        this.indexOverlay.set(idxId, slot);
+        (op.index ??= []).push([idxId, slot]);
+      }
+      accepted.push({ key: r.key, rid, wrappedKey: r.wrappedKey, seq, cost, slot, idxKey, dead: false });
+      outcomes[i] = { ok: true, seq };
+    }
+
+    let live = 0;
+    let first: Accepted | null = null;
+    for (const a of accepted) {
+      if (!a.dead) {
+        live++;
+        first ??= a;
+      }
+    }
+    if (live === 0) {
+      if (op.writes === 0) return Promise.resolve(outcomes);
+    } else {
+      // One body stored once: inline in the entry when one entry holds it, else in `bodies` with a refcount.
+      let bodyId = 0;
+      if (live > 1) {
+        bodyId = first!.seq;
+        const bkey = u64Into(this.kBody, bodyId);
+        this.put(this.bodies, bkey, Buffer.from(body), op);
+        this.put(this.refs, bkey, u32Value(live), op);
+        const bslot: BodySlot = { refs: live };
+        this.bodyOverlay.set(bodyId, bslot);
+        (op.bodies ??= []).push([bodyId, bslot]);
+      }
+      for (const a of accepted) {
+        if (a.dead) continue;
+        this.put(this.entries, entryKey(a.key, a.seq, this.kEntry),
+          encodeEntry(sender, storageKey, a.wrappedKey, body, storedAt, expiresAt, bodyId), op);
+        this.put(this.expiry, expiryKey(expiresAt, a.key, a.seq, this.kExpiry), EMPTY, op);
+        if (a.idxKey !== null) {
+          this.put(this.index, a.idxKey, u64Value(a.seq), op);
+          a.slot!.bodyId = bodyId;
+        }
+      }
+    }
+    return this.track(op).then(
+      () => outcomes,
+      () => outcomes.map((o): EnqueueOutcome => (o.ok ? { ok: false, code: 'STORE_ERROR' } : o)),
+    );
+  }
+
+  read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[] {
+    if (this.closed) throw new Error('mailbox store is closed');
+    const out: MailboxEntry[] = [];
+    if (!isKey(recipient) || !(limit >= 1)) return out;
+    const from = Math.max(0, Math.floor(afterSeq)) + 1;
+    if (!(from < MAX_U53)) return out;
+    const now = this.clock();
+    const checkDeleted = this.pendingDeleted.size > 0;
+    for (const { key, value } of this.entries.getRange({ start: entryKey(recipient, from), end: entryKey(recipient, MAX_U53) })) {
+      const seq = readU64(key, RECIPIENT_BYTES);
+      if (checkDeleted && this.pendingDeleted.has(seq)) continue;
+      const expiresAt = readU64(value, 16);
+      if (expiresAt <= now) continue;
+      const flags = value[1]!;
+      const wkEnd = HEADER_BYTES + value[2]!;
+      let body: Uint8Array;
+      if (flags & FLAG_SHARED_BODY) {
+        const shared = this.bodies.getBinary(u64Into(this.kBody, readU64(value, 72)));
+        if (shared === undefined) {
+          this.anomalies++;
+          continue;
+        }
+        body = shared;
+      } else {
+        body = value.subarray(wkEnd, wkEnd + readU32(value, 4));
+      }
+      out.push({
+        seq,
+        sender: value.subarray(24, 56),
+        storageKey: flags & FLAG_STORAGE_KEY ? value.subarray(56, 72) : null,
+        wrappedKey: value.subarray(HEADER_BYTES, wkEnd),
+        body,
+        storedAt: readU64(value, 8),
+        expiresAt,
+      });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  ack(recipient: Uint8Array, seqs: number[]): Promise<void> {
+    if (this.gate) return this.gate.then(() => this.ack(recipient, seqs));
+    if (this.closed || this.closing) return Promise.reject(new Error('mailbox store is closed'));
+    if (!isKey(recipient)) return Promise.resolve();
+    const rid = bytesId(recipient);
+    const op = newOp();
+    try {
+      for (const seq of seqs) {
+        if (!Number.isSafeInteger(seq) || seq <= 0) continue;
+        this.deleteStored(recipient, rid, seq, op);
+      }
+    } catch (err) {
+      if (op.writes > 0) this.noteFailure();
+      return Promise.reject(err);
+    }
+    // Nothing to delete (unknown, or already being deleted): still resolve after earlier deletions commit.
+    if (op.writes === 0) return this.settled();
+    return this.track(op);
+  }
+
+  usage(recipient: Uint8Array): Usage {
+    const u = isKey(recipient) ? this.usageMap.get(bytesId(recipient)) : undefined;
+    return { count: u?.count ?? 0, bytes: u?.bytes ?? 0 };
+  }
+
+  totals(): Usage & { recipients: number } {
+    return { count: this.totalCount, bytes: this.totalBytes, recipients: this.usageMap.size };
+  }
+
+  top(n: number): Array<{ recipient: Uint8Array } & Usage> {
+    const all = [...this.usageMap];
+    all.sort((a, b) => b[1].bytes - a[1].bytes || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    return all.slice(0, Math.max(0, n)).map(([rid, u]) => ({ recipient: idBytes(rid), count: u.count, bytes: u.bytes }));
+  }
+
+  /**
+   * Runs `visit` over keys of `db` in [start, end) in chunks, each chunk's deletions in one
+   * transaction awaited before the next scan (so a scan never meets its own uncommitted deletions).
+   */
+  private async chunked(db: Bin, start: Buffer | undefined, end: Buffer | undefined,
+    visit: (key: Buffer, op: Op) => boolean): Promise<number> {
+    let removed = 0;
+    let from = start;
+    for (;;) {
+      if (this.gate) await this.gate;
+      if (this.closed) return removed;
+      const op = newOp();
+      let seen = 0;
+      let lastKey: Buffer | undefined;
+      try {
+        const range = { limit: CHUNK, ...(from ? { start: from } : {}), ...(end ? { end } : {}) };
+        for (const key of db.getKeys(range)) {
+          seen++;
+          lastKey = key;
+          if (visit(key, op)) removed++;
+        }
+      } catch (err) {
+        if (op.writes > 0) this.noteFailure();
+        throw err;
+      }
+      if (op.writes > 0) await this.track(op);
+      if (seen < CHUNK || lastKey === undefined) return removed;
+      from = nextKey(lastKey);
+    }
+  }
+
+  async removeRecipient(recipient: Uint8Array): Promise<number> {
+    if (this.closed || this.closing) throw new Error('mailbox store is closed');
+    if (!isKey(recipient)) return 0;
+    await this.settled();
+    const rid = bytesId(recipient);
+    return this.chunked(this.entries, entryKey(recipient, 0), entryKey(recipient, MAX_U53), (key, op) =>
+      this.deleteStored(recipient, rid, readU64(key, RECIPIENT_BYTES), op));
+  }
+
+  async removeOlderThan(ageMs: number, now: number = this.clock()): Promise<number> {
+    if (this.closed || this.closing) throw new Error('mailbox store is closed');
+    await this.settled();
+    const cutoff = now - ageMs;
+    return this.chunked(this.entries, undefined, undefined, (key, op) => {
+      const recipient = key.subarray(0, RECIPIENT_BYTES);
+      return this.deleteStored(recipient, bytesId(recipient), readU64(key, RECIPIENT_BYTES), op,
+        (meta) => !(meta.storedAt < cutoff));
+    });
+  }
+
+  async sweepExpired(now: number = this.clock()): Promise<number> {
+    if (this.closed || this.closing) throw new Error('mailbox store is closed');
+    await this.settled();
+    // Expiry keys sort by expiresAt first: everything with expiresAt <= now is below this 8-byte bound.
+    const end = u64Value(Math.min(Math.floor(now) + 1, MAX_U53));
+    return this.chunked(this.expiry, undefined, end, (key, op) => {
+      const expiresAt = readU64(key, 0);
+      const recipient = key.subarray(8, 8 + RECIPIENT_BYTES);
+      const seq = readU64(key, 8 + RECIPIENT_BYTES);
+      if (this.pendingDeleted.has(seq)) return false;
+      const deleted = this.deleteStored(recipient, bytesId(recipient), seq, op, (meta) => meta.expiresAt !== expiresAt);
+      if (!deleted && !this.pendingDeleted.has(seq)) this.remove(this.expiry, key, op); // stray expiry key
+      return deleted;
+    });
+  }
+
+  setLimits(limits: Partial<MailboxLimits>): void {
+    this.currentLimits = resolveLimits(this.currentLimits, limits);
+  }
+
+  limits(): MailboxLimits {
+    return { ...this.currentLimits };
+  }
+
+  bodyCount(): number {
+    // Shared bodies have a record each; every other entry carries its own body inline.
+    let n = this.bodies.getKeysCount({});
+    for (const key of this.entries.getKeys({})) {
+      const seq = readU64(key, RECIPIENT_BYTES);
+      if (this.pendingDeleted.has(seq)) continue;
+      const value = this.entries.getBinaryFast(key);
+      if (value !== undefined && !(value[1]! & FLAG_SHARED_BODY)) n++;
+    }
+    return n;
+  }
+
+  stats(): LmdbMailboxStats {
+    let mapBytes = 0;
+    try {
+      const s = this.env.getStats() as { lastPageNumber?: number; pageSize?: number };
+      mapBytes = (s.lastPageNumber ?? 0) * (s.pageSize ?? 0);
+    } catch {
+      mapBytes = 0;
+    }
+    return {
+      entries: this.totalCount,
+      bytes: this.totalBytes,
+      recipients: this.usageMap.size,
+      lastSeq: this.lastSeq,
+      pendingOperations: this.inflight,
+      commitFailures: this.commitFailures,
+      anomalies: this.anomalies,
+      mapBytes,
+    };
+  }
+
+  // ---------------------------------------------------------------- consistency
+
+  private recompute(): { problems: string[]; fix: (op: Op) => void } {
+    const problems: string[] = [];
+    const problem = (s: string): void => {
+      if (problems.length < MAX_PROBLEMS) problems.push(s);
+    };
+    const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex').slice(0, 16);
+    const usage = new Map<string, Usage>();
+    const refCount = new Map<number, number>();
+    const indexWant = new Map<string, number>();
+    const expiryWant = new Set<string>();
+    let maxSeq = 0;
+    for (const { key, value } of this.entries.getRange({})) {
+      const rid = bytesId(key, 0, RECIPIENT_BYTES);
+      const seq = readU64(key, RECIPIENT_BYTES);
+      maxSeq = Math.max(maxSeq, seq);
+      const meta = parseHeader(value);
+      const u = usage.get(rid) ?? { count: 0, bytes: 0 };
+      u.count++;
+      u.bytes += meta.bodyLength + meta.wrappedKeyLength;
+      usage.set(rid, u);
+      if (meta.flags & FLAG_SHARED_BODY) refCount.set(meta.bodyId, (refCount.get(meta.bodyId) ?? 0) + 1);
+      else if (value.length !== HEADER_BYTES + meta.wrappedKeyLength + meta.bodyLength) problem(`entry ${hex(key)}/${seq}: inline body length mismatch`);
+      if (meta.flags & FLAG_STORAGE_KEY) {
+        const id = bytesId(key, 0, RECIPIENT_BYTES) + bytesId(value, 24, 72);
+        const had = indexWant.get(id);
+        if (had !== undefined) problem(`entries ${had} and ${seq} share recipient, sender and storage key`);
+        indexWant.set(id, Math.max(had ?? 0, seq));
+      }
+      expiryWant.add(bytesId(expiryKey(meta.expiresAt, key.subarray(0, RECIPIENT_BYTES), seq)));
+    }
+    const storedSeq = this.meta.getBinary(SEQ_KEY);
+    if (maxSeq > (storedSeq ? readU64(storedSeq, 0) : 0)) problem(`seq counter below the highest stored seq ${maxSeq}`);
+
+    const fixes: Array<(op: Op) => void> = [];
+    // usage records and the in-memory counters
+    const usageStored = new Map<string, Usage>();
+    for (const { key, value } of this.usageDb.getRange({})) usageStored.set(bytesId(key), { count: readU64(value, 0), bytes: readU64(value, 8) });
+    for (const [rid, want] of usage) {
+      const got = usageStored.get(rid);
+      if (!got || got.count !== want.count || got.bytes !== want.bytes) {
+        problem(`usage record of ${hex(idBytes(rid))}: ${JSON.stringify(got ?? null)}, entries say ${JSON.stringify(want)}`);
+        fixes.push((op) => this.put(this.usageDb, idBytes(rid), usageValue(want.count, want.bytes), op));
+      }
+      const mem = this.usageMap.get(rid);
+      if (!mem || mem.count !== want.count || mem.bytes !== want.bytes) problem(`in-memory usage of ${hex(idBytes(rid))} disagrees with the entries`);
+    }
+    for (const rid of usageStored.keys()) {
+      if (!usage.has(rid)) {
+        problem(`usage record of ${hex(idBytes(rid))} without entries`);
+        fixes.push((op) => this.remove(this.usageDb, idBytes(rid), op));
+      }
+    }
+    for (const rid of this.usageMap.keys()) if (!usage.has(rid)) problem(`in-memory usage of ${hex(idBytes(rid))} without entries`);
+    let count = 0;
+    let bytes = 0;
+    for (const u of usage.values()) {
+      count += u.count;
+      bytes += u.bytes;
+    }
+    if (count !== this.totalCount || bytes !== this.totalBytes) problem(`totals ${this.totalCount}/${this.totalBytes}, entries say ${count}/${bytes}`);
+
+    // shared bodies and their refcounts
+    for (const { key, value } of this.refs.getRange({})) {
+      const id = readU64(key, 0);
+      const want = refCount.get(id) ?? 0;
+      const got = readU32(value, 0);
+      if (want === 0) {
+        problem(`refcount of body ${id} without entries`);
+        fixes.push((op) => this.remove(this.refs, u64Value(id), op));
+      } else if (got !== want) {
+        problem(`refcount of body ${id} is ${got}, entries say ${want}`);
+        fixes.push((op) => this.put(this.refs, u64Value(id), u32Value(want), op));
+      }
+    }
+    for (const [id, want] of refCount) {
+      if (this.refs.getBinary(u64Value(id)) === undefined) {
+        problem(`body ${id} has no refcount`);
+        fixes.push((op) => this.put(this.refs, u64Value(id), u32Value(want), op));
+      }
+      if (this.bodies.getBinary(u64Value(id)) === undefined) problem(`body ${id} is missing (its entries cannot be delivered)`);
+    }
+    for (const key of this.bodies.getKeys({})) {
+      const id = readU64(key, 0);
+      if (!refCount.has(id)) {
+        problem(`body ${id} is not referenced`);
+        fixes.push((op) => this.remove(this.bodies, u64Value(id), op));
+      }
+    }
+
+    // replacement index
+    for (const { key, value } of this.index.getRange({})) {
+      const id = bytesId(key);
+      const want = indexWant.get(id);
+      const got = readU64(value, 0);
+      if (want === undefined) {
+        problem(`index slot for seq ${got} without its entry`);
+        fixes.push((op) => this.remove(this.index, idBytes(id), op));
+      } else if (want !== got) {
+        problem(`index slot points at ${got}, newest entry is ${want}`);
+        fixes.push((op) => this.put(this.index, idBytes(id), u64Value(want), op));
+      }
+    }
+    for (const [id, want] of indexWant) {
+      if (this.index.getBinary(idBytes(id)) === undefined) {
+        problem(`entry ${want} has a storage key but no index slot`);
+        fixes.push((op) => this.put(this.index, idBytes(id), u64Value(want), op));
+      }
+    }
+
+    // expiry index
+    for (const key of this.expiry.getKeys({})) {
+      const id = bytesId(key);
+      if (!expiryWant.delete(id)) {
+        problem(`expiry key without its entry (seq ${readU64(key, 40)})`);
+        fixes.push((op) => this.remove(this.expiry, idBytes(id), op));
+      }
+    }
+    for (const id of expiryWant) {
+      problem(`entry ${readU64(idBytes(id), 40)} has no expiry key`);
+      fixes.push((op) => this.put(this.expiry, idBytes(id), EMPTY, op));
+    }
+
+    return {
+      problems,
+      fix: (op) => {
+        for (const f of fixes) f(op);
+        this.usageMap.clear();
+        for (const [rid, u] of usage) this.usageMap.set(rid, u);
+        this.totalCount = count;
+        this.totalBytes = bytes;
+        this.dirtyUsage.clear();
+        if (maxSeq > this.lastSeq) this.lastSeq = maxSeq;
+        this.seqDirty = true;
+        this.put(this.meta, SEQ_KEY, u64Value(this.lastSeq), op);
+      },
+    };
+  }
+
+  async verify(): Promise<string[]> {
+    if (this.closed) throw new Error('mailbox store is closed');
+    await this.idle();
+    while (this.inflight > 0) await this.idle();
+    return this.recompute().problems;
+  }
+
+  async repair(): Promise<string[]> {
+    if (this.closed) throw new Error('mailbox store is closed');
+    while (this.gate) await this.gate;
+    let release = noop;
+    this.gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    try {
+      await this.idle();
+      this.pendingDeleted.clear();
+      this.indexOverlay.clear();
+      this.bodyOverlay.clear();
+      const { problems, fix } = this.recompute();
+      const op = newOp();
+      fix(op);
+      await this.track(op);
+      return problems;
+    } finally {
+      this.gate = null;
+      release();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.closing) return this.closing;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.closing = (async () => {
+      while (this.gate) await this.gate;
+      await this.idle();
+      this.closed = true;
+      await this.env.close();
+    })();
+    return this.closing;
+  }
+}
+
+function u64Into(out: Buffer, value: number): Buffer {
+  writeU64(out, 0, value);
+  return out;
+}
+
+/** The smallest key greater than `key`: key followed by a zero byte. */
+function nextKey(key: Buffer): Buffer {
+  return Buffer.concat([key, Buffer.from([0])]);
+}
+
+export function openLmdbMailbox(options: LmdbMailboxOptions): LmdbMailboxStore {
+  return new LmdbMailbox(options);
+}

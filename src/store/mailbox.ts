@@ -1,0 +1,187 @@
+/**
+ * Mailboxes: durable storage of sealed messages for offline recipients, behind an interface that an
+ * engine other than LMDB (PostgreSQL for scale-out) can implement without touching the server.
+ *
+ * Engine-neutral: nothing here imports an engine. Implementations:
+ *   - src/store/lmdb/mailbox.ts   the embedded default (openLmdbMailbox)
+ *   - src/store/memory-mailbox.ts an obviously-correct in-memory model, the reference for property tests
+ *
+ * Semantics every implementation follows (the property test holds them to the model):
+ *
+ * Sequence numbers. One relay-wide counter; each ACCEPTED (recipient, message) pair takes the next
+ * value (refused recipients take none). Never reused, also after a restart or a crash.
+ *
+ * Accounting. An entry costs `body.length + wrappedKey.length` bytes for its recipient's quota, even
+ * when the body is shared with other recipients and stored once. Relay-wide bytes (`totals().bytes`,
+ * checked against maxTotalBytes) are the sum of the recipients' bytes: a logical figure that
+ * over-counts a fanned-out body but is exact, cheap, and never under-counts what is stored.
+ *
+ * Quotas are checked per recipient, in this order, counting the entry being replaced (if any) as
+ * freed, and accept a message that makes usage exactly equal to the limit:
+ *   count + 1 - replaced         > maxCountPerRecipient   -> QUOTA_COUNT
+ *   bytes + cost - replacedBytes > maxBytesPerRecipient   -> QUOTA_BYTES
+ *   total + cost - replacedBytes > maxTotalBytes          -> STORE_FULL
+ * ttlSeconds > maxTtlSeconds refuses every recipient with TTL_TOO_LONG. A request that breaks the
+ * documented shapes (key lengths, wrappedKey over 255 bytes, ttl not a positive finite number) is
+ * refused with STORE_ERROR rather than thrown: the server validates frames before it gets here.
+ *
+ * Storage-key replacement. A message with a storage key replaces the stored entry with the same
+ * (recipient, sender, storageKey). The replacement takes a NEW seq (it moves to the end of the queue)
+ * and the old entry is deleted. It must not keep the old seq: the recipient may already hold the old
+ * version and its acknowledgement, by seq, would then delete the undelivered replacement (the original
+ * relay's weakness 15). The same storage key from another sender is a separate entry. Recipients are
+ * processed in order, so a recipient listed twice with a storage key keeps only the second entry.
+ *
+ * Time. storedAt is the store's clock at enqueue; expiresAt = storedAt + round(ttlSeconds * 1000).
+ * An entry is expired when now >= expiresAt: read() skips it, sweepExpired() deletes it. Until it is
+ * swept it still counts against quotas. removeOlderThan(ageMs, now) deletes entries with
+ * storedAt < now - ageMs.
+ *
+ * Visibility. read() shows committed entries only: an entry becomes readable once its enqueue
+ * promise could have resolved ok; an acknowledged entry disappears from read() at once. ack()
+ * deletes the recipient's entries with those seqs, expired or not; a seq that names no such stored
+ * entry (unknown, another recipient's, already acked, enqueue not yet committed) is ignored.
+ */
+
+export type RefusalCode = 'QUOTA_COUNT' | 'QUOTA_BYTES' | 'STORE_FULL' | 'TTL_TOO_LONG' | 'STORE_ERROR';
+
+export const KEY_BYTES = 32;
+export const STORAGE_KEY_BYTES = 16;
+export const MAX_WRAPPED_KEY_BYTES = 255;
+
+export interface EnqueueRequest {
+  /** 32 bytes: the authenticated sender. */
+  sender: Uint8Array;
+  /** 16 bytes, or null for a message that never replaces another. */
+  storageKey: Uint8Array | null;
+  /** > 0; the caller has already applied the default; checked against maxTtlSeconds. */
+  ttlSeconds: number;
+  /** Opaque sealed body shared by all recipients: stored once. */
+  body: Uint8Array;
+  /** Per recipient: its 32-byte key and the message key wrapped for it (0..255 bytes). */
+  recipients: { key: Uint8Array; wrappedKey: Uint8Array }[];
+}
+
+export type EnqueueOutcome = { ok: true; seq: number } | { ok: false; code: RefusalCode };
+
+/**
+ * A stored message as one recipient sees it. The byte fields may be views into one buffer the store
+ * allocated for this read (no further copies): treat them as read-only.
+ */
+export interface MailboxEntry {
+  seq: number;
+  sender: Uint8Array;
+  storageKey: Uint8Array | null;
+  wrappedKey: Uint8Array;
+  body: Uint8Array;
+  /** ms since the epoch, on the store's clock */
+  storedAt: number;
+  /** ms since the epoch, on the store's clock */
+  expiresAt: number;
+}
+
+/** bytes = sum over entries of (body length + wrappedKey length). */
+export interface Usage {
+  count: number;
+  bytes: number;
+}
+
+export interface MailboxLimits {
+  maxCountPerRecipient: number;
+  maxBytesPerRecipient: number;
+  maxTotalBytes: number;
+  maxTtlSeconds: number;
+}
+
+export const DEFAULT_MAILBOX_LIMITS: Readonly<MailboxLimits> = Object.freeze({
+  maxCountPerRecipient: 10_000,
+  maxBytesPerRecipient: 50 * 1024 * 1024,
+  maxTotalBytes: 10 * 1024 * 1024 * 1024,
+  maxTtlSeconds: 30 * 24 * 3600,
+});
+
+export interface MailboxStore {
+  /** One outcome per recipient, in order; resolves only after the commit that makes ok outcomes durable. Never rejects. */
+  enqueue(request: EnqueueRequest): Promise<EnqueueOutcome[]>;
+  /** Entries of `recipient` with seq > afterSeq, in seq order, at most `limit`, never expired ones. Synchronous. */
+  read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[];
+  /** Deletes exactly these entries of recipient (acknowledged). Unknown seqs are ignored. Resolves after commit. */
+  ack(recipient: Uint8Array, seqs: number[]): Promise<void>;
+  usage(recipient: Uint8Array): Usage;
+  totals(): Usage & { recipients: number };
+  /** The n recipients with the most bytes (ties: lower key first), for the admin `usage --top N`. */
+  top(n: number): Array<{ recipient: Uint8Array } & Usage>;
+  /** Admin: delete a user's mailbox; returns the number of entries removed. */
+  removeRecipient(recipient: Uint8Array): Promise<number>;
+  /** Admin: delete entries with storedAt < now - ageMs; returns the number removed. */
+  removeOlderThan(ageMs: number, now?: number): Promise<number>;
+  /** Deletes entries with expiresAt <= now (background and at start); returns the number removed. */
+  sweepExpired(now?: number): Promise<number>;
+  setLimits(limits: Partial<MailboxLimits>): void;
+  limits(): MailboxLimits;
+  /** Distinct bodies held (a body shared by several entries counts once). For tests and stats. */
+  bodyCount(): number;
+  close(): Promise<void>;
+}
+
+/** Limits merged over the defaults, each checked to be a non-negative finite number. */
+export function resolveLimits(base: MailboxLimits, patch: Partial<MailboxLimits> | undefined): MailboxLimits {
+  const out: MailboxLimits = { ...base };
+  if (patch) {
+    for (const name of Object.keys(DEFAULT_MAILBOX_LIMITS) as (keyof MailboxLimits)[]) {
+      const value = patch[name];
+      if (value === undefined) continue;
+      if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+        throw new RangeError(`mailbox limit ${name} must be a non-negative finite number, got ${String(value)}`);
+      }
+      out[name] = value;
+    }
+  }
+  return out;
+}
+
+/** Entry cost for quotas: body length + wrapped key length (documented above). */
+export function entryCost(bodyLength: number, wrappedKeyLength: number): number {
+  return bodyLength + wrappedKeyLength;
+}
+
+/** TTL in ms, or null if ttlSeconds is not a positive finite number. */
+export function ttlMillis(ttlSeconds: number): number | null {
+  if (typeof ttlSeconds !== 'number' || !Number.isFinite(ttlSeconds) || ttlSeconds <= 0) return null;
+  const ms = Math.round(ttlSeconds * 1000);
+  return ms > 0 ? ms : null;
+}
+
+/** Shape checks shared by the implementations: does the request-wide part conform? */
+export function requestShapeOk(request: EnqueueRequest): boolean {
+  return (
+    request.sender instanceof Uint8Array &&
+    request.sender.length === KEY_BYTES &&
+    (request.storageKey === null ||
+      (request.storageKey instanceof Uint8Array && request.storageKey.length === STORAGE_KEY_BYTES)) &&
+    request.body instanceof Uint8Array &&
+    Array.isArray(request.recipients)
+  );
+}
+
+/** Shape check for one recipient of a request. */
+export function recipientShapeOk(recipient: { key: Uint8Array; wrappedKey: Uint8Array }): boolean {
+  return (
+    recipient !== null &&
+    typeof recipient === 'object' &&
+    recipient.key instanceof Uint8Array &&
+    recipient.key.length === KEY_BYTES &&
+    recipient.wrappedKey instanceof Uint8Array &&
+    recipient.wrappedKey.length <= MAX_WRAPPED_KEY_BYTES
+  );
+}
+
+/** Bytewise comparison, for deterministic tie-breaks. */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const d = a[i]! - b[i]!;
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
+}

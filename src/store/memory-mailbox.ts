@@ -1,0 +1,178 @@
+/**
+ * The in-memory reference model of MailboxStore: plain arrays, linear scans, no cleverness. It is the
+ * oracle the property test compares the LMDB store against, so it favours being obviously correct
+ * over being fast. Everything is applied at once; promises resolve immediately.
+ */
+import {
+  compareBytes, DEFAULT_MAILBOX_LIMITS, entryCost, recipientShapeOk, requestShapeOk, resolveLimits, ttlMillis,
+  type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore, type Usage,
+} from './mailbox.js';
+
+interface Body {
+  bytes: Uint8Array;
+}
+
+interface ModelEntry {
+  recipient: Uint8Array;
+  seq: number;
+  sender: Uint8Array;
+  storageKey: Uint8Array | null;
+  wrappedKey: Uint8Array;
+  body: Body;
+  storedAt: number;
+  expiresAt: number;
+}
+
+function sameBytes(a: Uint8Array | null, b: Uint8Array | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.length === b.length && compareBytes(a, b) === 0;
+}
+
+export class MemoryMailbox implements MailboxStore {
+  private entries: ModelEntry[] = [];
+  private lastSeq: number;
+  private currentLimits: MailboxLimits;
+  private readonly clock: () => number;
+
+  constructor(options: { limits?: Partial<MailboxLimits>; now?: () => number; firstSeq?: number } = {}) {
+    this.currentLimits = resolveLimits(DEFAULT_MAILBOX_LIMITS, options.limits);
+    this.clock = options.now ?? Date.now;
+    this.lastSeq = (options.firstSeq ?? 1) - 1;
+  }
+
+  private usageOf(recipient: Uint8Array): Usage {
+    let count = 0;
+    let bytes = 0;
+    for (const e of this.entries) {
+      if (sameBytes(e.recipient, recipient)) {
+        count++;
+        bytes += entryCost(e.body.bytes.length, e.wrappedKey.length);
+      }
+    }
+    return { count, bytes };
+  }
+
+  async enqueue(request: EnqueueRequest): Promise<EnqueueOutcome[]> {
+    const recipients = Array.isArray(request.recipients) ? request.recipients : [];
+    if (!requestShapeOk(request)) return recipients.map(() => ({ ok: false, code: 'STORE_ERROR' }));
+    const ttlMs = ttlMillis(request.ttlSeconds);
+    if (ttlMs === null) return recipients.map(() => ({ ok: false, code: 'STORE_ERROR' }));
+    if (request.ttlSeconds > this.currentLimits.maxTtlSeconds) {
+      return recipients.map(() => ({ ok: false, code: 'TTL_TOO_LONG' }));
+    }
+    const now = this.clock();
+    const body: Body = { bytes: Uint8Array.from(request.body) };
+    const outcomes: EnqueueOutcome[] = [];
+    for (const r of recipients) {
+      if (!recipientShapeOk(r)) {
+        outcomes.push({ ok: false, code: 'STORE_ERROR' });
+        continue;
+      }
+      const replaced = request.storageKey === null ? undefined : this.entries.find((e) =>
+        sameBytes(e.recipient, r.key) && sameBytes(e.sender, request.sender) && sameBytes(e.storageKey, request.storageKey));
+      const freedCount = replaced ? 1 : 0;
+      const freedBytes = replaced ? entryCost(replaced.body.bytes.length, replaced.wrappedKey.length) : 0;
+      const cost = entryCost(request.body.length, r.wrappedKey.length);
+      const usage = this.usageOf(r.key);
+      const total = this.totals();
+      if (usage.count + 1 - freedCount > this.currentLimits.maxCountPerRecipient) {
+        outcomes.push({ ok: false, code: 'QUOTA_COUNT' });
+      } else if (usage.bytes + cost - freedBytes > this.currentLimits.maxBytesPerRecipient) {
+        outcomes.push({ ok: false, code: 'QUOTA_BYTES' });
+      } else if (total.bytes + cost - freedBytes > this.currentLimits.maxTotalBytes) {
+        outcomes.push({ ok: false, code: 'STORE_FULL' });
+      } else {
+        if (replaced) this.entries = this.entries.filter((e) => e !== replaced);
+        const seq = ++this.lastSeq;
+        this.entries.push({
+          recipient: Uint8Array.from(r.key),
+          seq,
+          sender: Uint8Array.from(request.sender),
+          storageKey: request.storageKey === null ? null : Uint8Array.from(request.storageKey),
+          wrappedKey: Uint8Array.from(r.wrappedKey),
+          body,
+          storedAt: now,
+          expiresAt: now + ttlMs,
+        });
+        outcomes.push({ ok: true, seq });
+      }
+    }
+    return outcomes;
+  }
+
+  read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[] {
+    const now = this.clock();
+    return this.entries
+      .filter((e) => sameBytes(e.recipient, recipient) && e.seq > afterSeq && e.expiresAt > now)
+      .sort((a, b) => a.seq - b.seq)
+      .slice(0, Math.max(0, limit))
+      .map((e) => ({
+        seq: e.seq,
+        sender: Uint8Array.from(e.sender),
+        storageKey: e.storageKey === null ? null : Uint8Array.from(e.storageKey),
+        wrappedKey: Uint8Array.from(e.wrappedKey),
+        body: Uint8Array.from(e.body.bytes),
+        storedAt: e.storedAt,
+        expiresAt: e.expiresAt,
+      }));
+  }
+
+  async ack(recipient: Uint8Array, seqs: number[]): Promise<void> {
+    this.entries = this.entries.filter((e) => !(sameBytes(e.recipient, recipient) && seqs.includes(e.seq)));
+  }
+
+  usage(recipient: Uint8Array): Usage {
+    return this.usageOf(recipient);
+  }
+
+  totals(): Usage & { recipients: number } {
+    let bytes = 0;
+    const recipients = new Set<string>();
+    for (const e of this.entries) {
+      bytes += entryCost(e.body.bytes.length, e.wrappedKey.length);
+      recipients.add(Buffer.from(e.recipient).toString('hex'));
+    }
+    return { count: this.entries.length, bytes, recipients: recipients.size };
+  }
+
+  top(n: number): Array<{ recipient: Uint8Array } & Usage> {
+    const keys = new Map<string, Uint8Array>();
+    for (const e of this.entries) keys.set(Buffer.from(e.recipient).toString('hex'), e.recipient);
+    return [...keys.values()]
+      .map((recipient) => ({ recipient: Uint8Array.from(recipient), ...this.usageOf(recipient) }))
+      .sort((a, b) => b.bytes - a.bytes || compareBytes(a.recipient, b.recipient))
+      .slice(0, Math.max(0, n));
+  }
+
+  async removeRecipient(recipient: Uint8Array): Promise<number> {
+    const before = this.entries.length;
+    this.entries = this.entries.filter((e) => !sameBytes(e.recipient, recipient));
+    return before - this.entries.length;
+  }
+
+  async removeOlderThan(ageMs: number, now: number = this.clock()): Promise<number> {
+    const before = this.entries.length;
+    this.entries = this.entries.filter((e) => !(e.storedAt < now - ageMs));
+    return before - this.entries.length;
+  }
+
+  async sweepExpired(now: number = this.clock()): Promise<number> {
+    const before = this.entries.length;
+    this.entries = this.entries.filter((e) => !(e.expiresAt <= now));
+    return before - this.entries.length;
+  }
+
+  setLimits(limits: Partial<MailboxLimits>): void {
+    this.currentLimits = resolveLimits(this.currentLimits, limits);
+  }
+
+  limits(): MailboxLimits {
+    return { ...this.currentLimits };
+  }
+
+  bodyCount(): number {
+    return new Set(this.entries.map((e) => e.body)).size;
+  }
+
+  async close(): Promise<void> {}
+}

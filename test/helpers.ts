@@ -1,0 +1,157 @@
+// Shared test fixtures: a relay on loopback with its data in a temporary directory, clients,
+// and a raw protocol peer for sending frames a well-behaved client never would.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { RelayClient, type ReceivedMessage, type RelayClientOptions } from '../src/client/client.js';
+import { generateIdentity, Signer, type Identity } from '../src/crypto/keys.js';
+import { FrameType, PROTOCOL_VERSION_MAX } from '../src/protocol/constants.js';
+import { clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript, type ServerWelcome } from '../src/protocol/handshake.js';
+import { FrameReader } from '../src/protocol/reader.js';
+import type { RelayConfigInput } from '../src/server/config.js';
+import { Relay } from '../src/server/relay.js';
+
+export const silentLogger = pino({ level: 'silent' });
+
+export function tempDir(prefix = 'pulltab-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export async function startRelay(overrides: RelayConfigInput = {}, dataDir = tempDir()): Promise<Relay> {
+  return Relay.start({ host: '127.0.0.1', port: 0, dataDir, ...overrides }, { logger: silentLogger });
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export async function connectClient(relay: Relay | string, options: Partial<RelayClientOptions> = {}): Promise<RelayClient> {
+  const client = new RelayClient({
+    relay: typeof relay === 'string' ? relay : relay.address,
+    identity: options.identity ?? generateIdentity(),
+    backoffBaseMs: 20,
+    backoffCapMs: 200,
+    ...options,
+  });
+  await client.connect();
+  return client;
+}
+
+/** Resolves with the next n messages a client receives (events), or rejects after timeoutMs. */
+export function nextMessages(client: RelayClient, n: number, timeoutMs = 5000): Promise<ReceivedMessage[]> {
+  return new Promise((resolve, reject) => {
+    const got: ReceivedMessage[] = [];
+    const timer = setTimeout(() => {
+      client.off('message', onMessage);
+      reject(new Error(`timed out with ${got.length} of ${n} messages`));
+    }, timeoutMs);
+    const onMessage = (m: ReceivedMessage) => {
+      got.push(m);
+      if (got.length === n) {
+        clearTimeout(timer);
+        client.off('message', onMessage);
+        resolve(got);
+      }
+    };
+    client.on('message', onMessage);
+  });
+}
+
+export function once<T = unknown>(emitter: { once(event: string, fn: (...args: any[]) => void): unknown }, event: string, timeoutMs = 5000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), timeoutMs);
+    emitter.once(event, (value: T) => {
+      clearTimeout(timer);
+      resolve(value);
+    });
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export interface RawFrame {
+  type: number;
+  payload: Buffer;
+}
+
+/** A protocol peer that speaks frames by hand. */
+export class RawPeer {
+  readonly socket: Socket;
+  readonly frames: RawFrame[] = [];
+  closed = false;
+  #waiters: Array<() => void> = [];
+  readonly #reader = new FrameReader({
+    maxLength: () => 64 * 1024 * 1024,
+    onFrame: (type, buf, start, end) => {
+      this.frames.push({ type, payload: Buffer.from(buf.subarray(start, end)) });
+      this.#wake();
+    },
+    onError: () => {},
+  });
+
+  constructor(port: number) {
+    this.socket = connect({ host: '127.0.0.1', port });
+    this.socket.on('data', (chunk: Buffer) => this.#reader.push(chunk));
+    this.socket.on('error', () => {});
+    this.socket.on('close', () => {
+      this.closed = true;
+      this.#wake();
+    });
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** The next frame (in arrival order), or null once the relay has closed the connection. */
+  async next(timeoutMs = 5000): Promise<RawFrame | null> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.frames.length === 0) {
+      if (this.closed) return null;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('timed out waiting for a frame');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#waiters.push(() => { clearTimeout(timer); resolve(); });
+      });
+    }
+    return this.frames.shift()!;
+  }
+
+  /** Waits until the relay closes the connection. */
+  async waitClosed(timeoutMs = 5000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed && Date.now() < deadline) await sleep(10);
+    return this.closed;
+  }
+
+  write(bytes: Buffer): void {
+    this.socket.write(bytes);
+  }
+
+  /** Runs the client side of the handshake; returns the welcome. */
+  async handshake(identity: Identity = generateIdentity(), options: { corruptSignature?: boolean; version?: number } = {}): Promise<ServerWelcome> {
+    const helloFrame = await this.next();
+    if (!helloFrame || helloFrame.type !== FrameType.SERVER_HELLO) throw new Error('expected SERVER_HELLO');
+    const hello = parseServerHello(helloFrame.payload, 0, helloFrame.payload.length)!;
+    const clientNonce = Buffer.alloc(32, 9);
+    const version = options.version ?? PROTOCOL_VERSION_MAX;
+    const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: identity.publicKey, clientNonce, version });
+    const signature = Buffer.from(new Signer(identity).sign(clientSignedBytes(t)));
+    if (options.corruptSignature) signature[10] ^= 0x40;
+    this.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(identity.publicKey), clientNonce, signature }));
+    const welcomeFrame = await this.next();
+    if (!welcomeFrame || welcomeFrame.type !== FrameType.SERVER_WELCOME) throw new Error(`expected SERVER_WELCOME, got ${welcomeFrame?.type}`);
+    return parseServerWelcome(welcomeFrame.payload, 0, welcomeFrame.payload.length)!;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
