@@ -1,6 +1,8 @@
 // Shared test fixtures: a relay on loopback with its data in a temporary directory, clients,
 // and a raw protocol peer for sending frames a well-behaved client never would.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -154,4 +156,73 @@ export class RawPeer {
   close(): void {
     this.socket.destroy();
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// The relay and the CLI as separate processes (built into dist/ by `npm test`).
+
+
+export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+
+export interface SpawnedRelay {
+  proc: ChildProcess;
+  address: string;
+  port: number;
+  /** Everything the relay wrote to stdout and stderr so far. */
+  output(): string;
+}
+
+/** Starts `pulltab serve` in a child process and resolves with the address it prints. */
+export function spawnRelay(dataDir: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<SpawnedRelay> {
+  const proc = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--data', dataDir, ...args], {
+    env: { ...process.env, PULLTAB_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`relay did not start: ${out}`)), 15_000);
+    const check = () => {
+      const line = out.split('\n').find((l) => l.startsWith('pulltab://'));
+      if (line) {
+        clearTimeout(timer);
+        proc.stdout!.off('data', check);
+        resolve({ proc, address: line.trim(), port: Number(line.trim().split(':').pop()), output: () => out });
+      }
+    };
+    proc.stdout!.on('data', check);
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`relay exited with ${code}: ${out}`)); });
+  });
+}
+
+export function killRelay(relay: SpawnedRelay, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  return new Promise((resolve) => {
+    if (relay.proc.exitCode !== null || relay.proc.signalCode !== null) return resolve();
+    relay.proc.once('exit', () => resolve());
+    relay.proc.kill(signal);
+  });
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the pulltab command to completion (bounded by timeoutMs). */
+export function runCli(args: string[], options: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+  proc.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  proc.stdin.end(options.input ?? '');
+  const timer = setTimeout(() => proc.kill('SIGKILL'), options.timeoutMs ?? 20_000);
+  return new Promise((resolve) => {
+    proc.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }

@@ -39,8 +39,9 @@
  *
  * Visibility. read() shows committed entries only: an entry becomes readable once its enqueue
  * promise could have resolved ok; an acknowledged entry disappears from read() at once. ack()
- * deletes the recipient's entries with those seqs, expired or not; a seq that names no such stored
- * entry (unknown, another recipient's, already acked, enqueue not yet committed) is ignored.
+ * deletes the recipient's entries with those seqs, expired or not, committed or not (an accepted
+ * entry exists from the moment enqueue() returns); a seq that names no such entry (unknown, another
+ * recipient's, already acked or replaced) is ignored.
  */
 
 export type RefusalCode = 'QUOTA_COUNT' | 'QUOTA_BYTES' | 'STORE_FULL' | 'TTL_TOO_LONG' | 'STORE_ERROR';

@@ -16,6 +16,7 @@
  *    once per transaction (lmdb-js `beforecommit`), in the same transaction as the entries.
  *  - the seq counter lives in memory and is written the same way (`meta.seq`).
  *  - three small overlays hold the effect of uncommitted writes on what decisions read back:
+ *    `pendingNew` (accepted entries not committed yet: ack() can delete them, read() does not show them),
  *    `pendingDeleted` (seqs whose deletion is not committed: read() and ack() skip them),
  *    `indexOverlay` (replacement-index slots written or deleted, not yet committed) and
  *    `bodyOverlay` (shared-body refcounts not yet committed). An operation drops what it put in an
@@ -90,8 +91,19 @@ interface BodySlot {
   refs: number;
 }
 
+/** An accepted entry whose transaction has not committed yet (ack can delete it before it is readable). */
+interface PendingEntry {
+  rid: string;
+  expiresAt: number;
+  storedAt: number;
+  cost: number;
+  bodyId: number;
+  idxKey: Buffer | null;
+}
+
 /** What one logical operation put in the overlays, dropped after its commit. */
 interface Op {
+  added: number[] | null;
   deleted: number[] | null;
   index: Array<[string, IndexSlot]> | null;
   bodies: Array<[number, BodySlot]> | null;
@@ -118,7 +130,7 @@ const MAX_PROBLEMS = 200;
 const noop = (): void => {};
 
 function newOp(): Op {
-  return { deleted: null, index: null, bodies: null, writes: 0 };
+  return { added: null, deleted: null, index: null, bodies: null, writes: 0 };
 }
 
 function refuseAll(request: EnqueueRequest, code: RefusalCode): EnqueueOutcome[] {
@@ -153,6 +165,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly dirtyUsage = new Set<string>();
   private seqDirty = false;
 
+  private readonly pendingNew = new Map<number, PendingEntry>();
   private readonly pendingDeleted = new Set<number>();
   private readonly indexOverlay = new Map<string, IndexSlot>();
   private readonly bodyOverlay = new Map<number, BodySlot>();
@@ -272,6 +285,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   }
 
   private settle(op: Op): void {
+    if (op.added) for (const seq of op.added) this.pendingNew.delete(seq);
     if (op.deleted) for (const seq of op.deleted) this.pendingDeleted.delete(seq);
     if (op.index) for (const [id, slot] of op.index) if (this.indexOverlay.get(id) === slot) this.indexOverlay.delete(id);
     if (op.bodies) for (const [id, slot] of op.bodies) if (this.bodyOverlay.get(id) === slot) this.bodyOverlay.delete(id);
@@ -391,6 +405,14 @@ class LmdbMailbox implements LmdbMailboxStore {
   private deleteStored(recipient: Uint8Array, rid: string, seq: number, op: Op,
     keep?: (meta: EntryMeta) => boolean): boolean {
     if (this.pendingDeleted.has(seq)) return false;
+    const fresh = this.pendingNew.get(seq);
+    if (fresh !== undefined) {
+      if (fresh.rid !== rid) return false;
+      if (keep && keep({ flags: 0, wrappedKeyLength: 0, bodyLength: fresh.cost, storedAt: fresh.storedAt, expiresAt: fresh.expiresAt, bodyId: fresh.bodyId })) return false;
+      this.pendingNew.delete(seq);
+      this.deleteEntry(recipient, rid, seq, fresh.expiresAt, fresh.cost, fresh.bodyId, fresh.idxKey, op);
+      return true;
+    }
     const value = this.entries.getBinaryFast(entryKey(recipient, seq, this.kEntry));
     if (value === undefined) return false;
     const meta = parseHeader(value);
@@ -524,6 +546,8 @@ class LmdbMailbox implements LmdbMailboxStore {
           this.put(this.index, a.idxKey, u64Value(a.seq), op);
           a.slot!.bodyId = bodyId;
         }
+        this.pendingNew.set(a.seq, { rid: a.rid, expiresAt, storedAt, cost: a.cost, bodyId, idxKey: a.idxKey });
+        (op.added ??= []).push(a.seq);
       }
     }
     return this.track(op).then(
@@ -784,10 +808,10 @@ class LmdbMailbox implements LmdbMailboxStore {
       const got = readU32(value, 0);
       if (want === 0) {
         problem(`refcount of body ${id} without entries`);
-        fixes.push((op) => this.remove(this.refs, u64Value(id), op));
+        fixes.push((op) => this.remove(this.refs, key, op));
       } else if (got !== want) {
         problem(`refcount of body ${id} is ${got}, entries say ${want}`);
-        fixes.push((op) => this.put(this.refs, u64Value(id), u32Value(want), op));
+        fixes.push((op) => this.put(this.refs, key, u32Value(want), op));
       }
     }
     for (const [id, want] of refCount) {
@@ -801,7 +825,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       const id = readU64(key, 0);
       if (!refCount.has(id)) {
         problem(`body ${id} is not referenced`);
-        fixes.push((op) => this.remove(this.bodies, u64Value(id), op));
+        fixes.push((op) => this.remove(this.bodies, key, op));
       }
     }
 
@@ -870,6 +894,7 @@ class LmdbMailbox implements LmdbMailboxStore {
     });
     try {
       await this.idle();
+      this.pendingNew.clear();
       this.pendingDeleted.clear();
       this.indexOverlay.clear();
       this.bodyOverlay.clear();
