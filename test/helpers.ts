@@ -226,3 +226,28 @@ export function runCli(args: string[], options: { input?: string; timeoutMs?: nu
     });
   });
 }
+
+/** A client whose messages are collected from the moment it connects (listener attached first). */
+export async function connectCollecting(relay: Relay | string, options: Partial<RelayClientOptions> = {}): Promise<{ client: RelayClient; messages: ReceivedMessage[] }> {
+  const client = new RelayClient({
+    relay: typeof relay === 'string' ? relay : relay.address,
+    identity: options.identity ?? generateIdentity(),
+    backoffBaseMs: 20,
+    backoffCapMs: 200,
+    ...options,
+  });
+  const messages: ReceivedMessage[] = [];
+  client.on('message', (m) => messages.push(m));
+  await client.connect();
+  return { client, messages };
+}
+
+/** Waits until list holds at least n items (bounded by timeoutMs). */
+export async function waitForCount<T>(list: T[], n: number, timeoutMs = 5000): Promise<T[]> {
+  const deadline = Date.now() + timeoutMs;
+  while (list.length < n) {
+    if (Date.now() > deadline) throw new Error(`timed out with ${list.length} of ${n}`);
+    await sleep(10);
+  }
+  return list;
+}

@@ -99,6 +99,7 @@ function plain(entries: MailboxEntry[]): unknown[] {
 function observe(store: MailboxStore): unknown {
   return {
     totals: store.totals(),
+    lastSeq: store.lastSeq(),
     top: store.top(3).map((u) => ({ ...u, recipient: Buffer.from(u.recipient).toString('hex') })),
     bodies: store.bodyCount(),
     limits: store.limits(),

@@ -14,8 +14,7 @@ export const PUBLIC_KEY_LENGTH = 32;
 export const SECRET_KEY_LENGTH = 32;
 export const SIGNATURE_LENGTH = 64;
 
-// DER prefixes that turn a raw 32-byte Ed25519 key into SPKI / PKCS#8 for node:crypto.
-const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+// DER prefix that turns a raw 32-byte Ed25519 seed into PKCS#8 for node:crypto.
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 
 /** An Ed25519 identity: the 32-byte seed and its 32-byte public key. */
@@ -123,11 +122,26 @@ export class Signer {
 export function verifySignature(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
   if (publicKey.length !== PUBLIC_KEY_LENGTH || signature.length !== SIGNATURE_LENGTH) return false;
   try {
-    const key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' });
-    return nodeVerify(null, message, key, signature);
+    return nodeVerify(null, message, publicKeyObject(publicKey), signature);
   } catch {
     return false;
   }
+}
+
+// Building a KeyObject costs about as much as a verification; JWK import is the cheapest
+// form, and a small cache serves clients that verify the same senders again and again.
+const publicKeyCache = new Map<string, KeyObject>();
+const PUBLIC_KEY_CACHE_SIZE = 1024;
+
+function publicKeyObject(publicKey: Uint8Array): KeyObject {
+  const id = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.length).toString('base64url');
+  let key = publicKeyCache.get(id);
+  if (key === undefined) {
+    key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: id }, format: 'jwk' });
+    if (publicKeyCache.size >= PUBLIC_KEY_CACHE_SIZE) publicKeyCache.delete(publicKeyCache.keys().next().value!);
+    publicKeyCache.set(id, key);
+  }
+  return key;
 }
 
 /** Reference signing and verification with @noble/curves, used by tests to cross-check node:crypto. */

@@ -158,13 +158,23 @@ export function writeDeliverHeader(
   let o = writeFrameHeader(target, offset, FrameType.DELIVER, DELIVER_FIXED_LENGTH + wrappedLength + bodyLength);
   writeU64(target, o, deliveryId); o += 8;
   target[o++] = flags;
-  target.set(sender.subarray(senderStart, senderStart + KEY_LENGTH), o); o += KEY_LENGTH;
-  if (storageKey) target.set(storageKey.subarray(storageKeyStart, storageKeyStart + STORAGE_KEY_LENGTH), o);
-  else target.fill(0, o, o + STORAGE_KEY_LENGTH);
+  copyBytes(sender, senderStart, senderStart + KEY_LENGTH, target, o); o += KEY_LENGTH;
+  if (storageKey) {
+    copyBytes(storageKey, storageKeyStart, storageKeyStart + STORAGE_KEY_LENGTH, target, o);
+  } else {
+    // Four word writes: cheaper than fill() for 16 bytes on the per-message path.
+    target.writeUInt32BE(0, o); target.writeUInt32BE(0, o + 4); target.writeUInt32BE(0, o + 8); target.writeUInt32BE(0, o + 12);
+  }
   o += STORAGE_KEY_LENGTH;
   target[o++] = wrappedLength;
-  target.set(wrappedKey.subarray(wStart, wEnd), o);
+  if (wrappedLength > 0) copyBytes(wrappedKey, wStart, wEnd, target, o);
   return o + wrappedLength;
+}
+
+/** Copies source[start, end) into target at offset without making a view when source is a Buffer. */
+function copyBytes(source: Uint8Array, start: number, end: number, target: Buffer, offset: number): void {
+  if (Buffer.isBuffer(source)) source.copy(target, offset, start, end);
+  else target.set(source.subarray(start, end), offset);
 }
 
 export interface DeliverFields {

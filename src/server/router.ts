@@ -15,7 +15,7 @@ import {
 } from '../protocol/frames.js';
 import type { EnqueueOutcome, MailboxEntry, MailboxStore, RefusalCode } from '../store/mailbox.js';
 import type { RelayConfig } from './config.js';
-import type { Session, UnackedLive } from './session.js';
+import type { HeldMarker, Session, UnackedLive } from './session.js';
 import type { RelayStats } from './stats.js';
 
 const REFUSAL_CODES: Record<RefusalCode, number> = {
@@ -40,6 +40,8 @@ export class Router {
   /** Enqueues not yet committed, per recipient: the backlog is not drained until they land. */
   readonly #pendingEnqueues = new Map<string, number>();
   readonly #offsets: number[] = [];
+  /** Markers made while routing the current SEND, by recipient, for #enqueueFor to resolve. */
+  readonly #markers = new Map<string, HeldMarker>();
 
   constructor(store: MailboxStore, config: RelayConfig, log: Logger, stats: RelayStats) {
     this.#store = store;
@@ -59,7 +61,7 @@ export class Router {
   unregister(session: Session): void {
     // A late close of a replaced connection must not evict its successor.
     if (this.sessions.get(session.keyId) === session) this.sessions.delete(session.keyId);
-    this.#stats.droppedHeld += session.held.length;
+    for (const item of session.held) if (Buffer.isBuffer(item)) this.#stats.droppedHeld++;
     session.held = [];
     session.heldBytes = 0;
     const now = Date.now();
@@ -142,7 +144,12 @@ export class Router {
     }
     const budget = this.#config.outboundBudgetBytes;
     if (target.backlog) {
-      if (storable) return PENDING;
+      if (storable) {
+        const marker: HeldMarker = { seq: 0 };
+        target.held.push(marker);
+        this.#markers.set(keyId, marker);
+        return PENDING;
+      }
       return this.#hold(target, sender, buf, recipientOffset, storageKeyOffset, bodyStart, bodyEnd);
     }
     if (target.out.pendingBytes >= budget || (storable && target.inflightCount >= this.#config.inflightWindow)) {
@@ -194,6 +201,11 @@ export class Router {
       this.#stats.dropped.busy++;
       return Code.RECIPIENT_BUSY;
     }
+    // The first held message waits for every entry already in the mailbox (all have seqs up to lastSeq).
+    if (target.held.length === 0) {
+      const lastSeq = this.#store.lastSeq();
+      if (lastSeq > 0) target.held.push({ seq: lastSeq });
+    }
     const frame = Buffer.allocUnsafe(length);
     const flags = storageKeyOffset >= 0 ? DeliverFlags.HAS_STORAGE_KEY : 0;
     const o = writeDeliverHeader(frame, 0, 0, flags, sender.key, 0, storageKeyOffset >= 0 ? buf : null, storageKeyOffset, buf, wStart, wEnd, bodyEnd - bodyStart);
@@ -213,6 +225,8 @@ export class Router {
       const wStart = o + KEY_LENGTH + 1;
       return { key: buf.subarray(o, o + KEY_LENGTH), wrappedKey: buf.subarray(wStart, wStart + buf[o + KEY_LENGTH]), keyId: buf.toString('latin1', o, o + KEY_LENGTH) };
     });
+    const markers = recipients.map((r) => this.#markers.get(r.keyId));
+    this.#markers.clear();
     for (const r of recipients) this.#pendingEnqueues.set(r.keyId, (this.#pendingEnqueues.get(r.keyId) ?? 0) + 1);
     const storageKey = storageKeyOffset >= 0 ? buf.subarray(storageKeyOffset, storageKeyOffset + STORAGE_KEY_LENGTH) : null;
     this.#store.enqueue({ sender: sender.key, storageKey, ttlSeconds, body: buf.subarray(bodyStart, bodyEnd), recipients })
@@ -221,6 +235,8 @@ export class Router {
         let refused = false;
         results.forEach((result, j) => {
           const i = indexes[j];
+          const marker = markers[j];
+          if (marker) marker.seq = result.ok ? result.seq : -1;
           if (result.ok) {
             outcomes[i] = Code.STORED;
             this.#stats.stored++;
@@ -275,9 +291,12 @@ export class Router {
         return;
       }
       for (const entry of entries) {
+        // Held messages that came before this entry go first.
+        if (session.held.length > 0) this.#releaseHeld(session, entry.seq - 1);
         const deliveryId = this.#writeStored(session, entry);
         session.track(deliveryId, entry.seq, null);
         session.lastMailboxSeq = entry.seq;
+        if (session.held.length > 0) this.#releaseHeld(session, entry.seq);
       }
     }
   }
@@ -295,15 +314,32 @@ export class Router {
     return deliveryId;
   }
 
+  /**
+   * Sends held frames from the front of the held list up to the first stored message that has
+   * not been delivered yet (a marker whose seq is still ahead of upToSeq).
+   */
+  #releaseHeld(session: Session, upToSeq: number): void {
+    const held = session.held;
+    let i = 0;
+    for (; i < held.length; i++) {
+      const item = held[i];
+      if (Buffer.isBuffer(item)) {
+        const deliveryId = session.nextDeliveryId++;
+        writeU64(item, FRAME_HEADER_LENGTH, deliveryId);
+        session.out.writeFrame(item);
+        session.heldBytes -= item.length;
+        session.messagesOut++;
+        this.#stats.messagesOut++;
+      } else if (item.seq === 0 || item.seq > upToSeq) {
+        break;
+      }
+    }
+    if (i > 0) held.splice(0, i);
+  }
+
   #endBacklog(session: Session): void {
     session.backlog = false;
-    for (const frame of session.held) {
-      const deliveryId = session.nextDeliveryId++;
-      writeU64(frame, FRAME_HEADER_LENGTH, deliveryId);
-      session.out.writeFrame(frame);
-      session.messagesOut++;
-      this.#stats.messagesOut++;
-    }
+    this.#releaseHeld(session, Number.MAX_SAFE_INTEGER);
     session.held = [];
     session.heldBytes = 0;
     if (!session.queueEmptySent) {

@@ -13,6 +13,11 @@ export interface UnackedLive {
   expiresAt: number;
 }
 
+/** A storable message's place among held ones: its mailbox seq once committed (0 before, -1 if refused). */
+export interface HeldMarker {
+  seq: number;
+}
+
 /** One delivery the session waits to see acknowledged: a mailbox entry (seq) or a live storable message. */
 interface Inflight {
   deliveryId: number;
@@ -35,8 +40,12 @@ export class Session {
   lastMailboxSeq = 0;
   queueEmptySent = false;
   closed = false;
-  /** Non-storable messages that arrived while the backlog drained: DELIVER frames with their id still to fill in. */
-  held: Buffer[] = [];
+  /**
+   * What arrived while the backlog drained, in arrival order: non-storable messages as DELIVER
+   * frames (id still to fill in), and for each storable one a marker of its mailbox entry, so
+   * a held frame goes out only after the stored messages that came before it.
+   */
+  held: Array<Buffer | HeldMarker> = [];
   heldBytes = 0;
   /** Sends CLOSE with this code and closes the connection (set by the connection). */
   closeConnection: (code: number, reason: string, retryAfterMs?: number) => void = () => {};

@@ -108,6 +108,8 @@ export interface MailboxStore {
   read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[];
   /** Deletes exactly these entries of recipient (acknowledged). Unknown seqs are ignored. Resolves after commit. */
   ack(recipient: Uint8Array, seqs: number[]): Promise<void>;
+  /** The highest seq assigned so far: every entry, committed or not, has seq <= lastSeq(). 0 before the first. */
+  lastSeq(): number;
   usage(recipient: Uint8Array): Usage;
   totals(): Usage & { recipients: number };
   /** The n recipients with the most bytes (ties: lower key first), for the admin `usage --top N`. */

@@ -30,14 +30,14 @@ function sameBytes(a: Uint8Array | null, b: Uint8Array | null): boolean {
 
 export class MemoryMailbox implements MailboxStore {
   private entries: ModelEntry[] = [];
-  private lastSeq: number;
+  private lastSeq_: number;
   private currentLimits: MailboxLimits;
   private readonly clock: () => number;
 
   constructor(options: { limits?: Partial<MailboxLimits>; now?: () => number; firstSeq?: number } = {}) {
     this.currentLimits = resolveLimits(DEFAULT_MAILBOX_LIMITS, options.limits);
     this.clock = options.now ?? Date.now;
-    this.lastSeq = (options.firstSeq ?? 1) - 1;
+    this.lastSeq_ = (options.firstSeq ?? 1) - 1;
   }
 
   private usageOf(recipient: Uint8Array): Usage {
@@ -83,7 +83,7 @@ export class MemoryMailbox implements MailboxStore {
         outcomes.push({ ok: false, code: 'STORE_FULL' });
       } else {
         if (replaced) this.entries = this.entries.filter((e) => e !== replaced);
-        const seq = ++this.lastSeq;
+        const seq = ++this.lastSeq_;
         this.entries.push({
           recipient: Uint8Array.from(r.key),
           seq,
@@ -119,6 +119,10 @@ export class MemoryMailbox implements MailboxStore {
 
   async ack(recipient: Uint8Array, seqs: number[]): Promise<void> {
     this.entries = this.entries.filter((e) => !(sameBytes(e.recipient, recipient) && seqs.includes(e.seq)));
+  }
+
+  lastSeq(): number {
+    return this.lastSeq_;
   }
 
   usage(recipient: Uint8Array): Usage {

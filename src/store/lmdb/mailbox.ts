@@ -45,6 +45,11 @@ export interface LmdbMailboxOptions {
   now?: () => number;
   /** Initial map size in bytes. lmdb-js grows the map by itself when it fills; a large value avoids remaps. */
   mapSize?: number;
+  /**
+   * LMDB page size for a NEW environment (an existing one keeps its own). Default 8192: measured ~10%
+   * less CPU per 1 KiB message than 4096 (fewer splits; 1 KiB entries fit 7 to a page, not 3).
+   */
+  pageSize?: number;
   /** Period of the background expiry sweep in ms; 0 disables it. Default 60 s. A sweep always runs at open. */
   sweepIntervalMs?: number;
 }
@@ -101,13 +106,25 @@ interface PendingEntry {
   idxKey: Buffer | null;
 }
 
-/** What one logical operation put in the overlays, dropped after its commit. */
+/** One logical operation in progress: how many writes it issued. */
 interface Op {
-  added: number[] | null;
-  deleted: number[] | null;
-  index: Array<[string, IndexSlot]> | null;
-  bodies: Array<[number, BodySlot]> | null;
   writes: number;
+}
+
+/** Overlay entries registered by operations, dropped once the transaction that carries them commits. */
+interface Regs {
+  added: number[];
+  deleted: number[];
+  index: Array<[string, IndexSlot]>;
+  bodies: Array<[number, BodySlot]>;
+}
+
+/** The operations whose writes went into one lmdb-js batch (one transaction, one commit promise). */
+interface Batch extends Regs {
+  commit: Promise<unknown>;
+  /** true once committed, false if the commit failed. */
+  done: Promise<boolean>;
+  ops: number;
 }
 
 interface Accepted {
@@ -130,7 +147,15 @@ const MAX_PROBLEMS = 200;
 const noop = (): void => {};
 
 function newOp(): Op {
-  return { added: null, deleted: null, index: null, bodies: null, writes: 0 };
+  return { writes: 0 };
+}
+
+function newRegs(): Regs {
+  return { added: [], deleted: [], index: [], bodies: [] };
+}
+
+function commitFailed(ok: boolean): void {
+  if (!ok) throw new Error('mailbox store: the commit failed (the store repairs itself; retry)');
 }
 
 function refuseAll(request: EnqueueRequest, code: RefusalCode): EnqueueOutcome[] {
@@ -161,7 +186,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly usageMap = new Map<string, Usage>();
   private totalCount = 0;
   private totalBytes = 0;
-  private lastSeq = 0;
+  private seqCounter = 0;
   private readonly dirtyUsage = new Set<string>();
   private seqDirty = false;
 
@@ -171,6 +196,8 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly bodyOverlay = new Map<number, BodySlot>();
 
   private lastWrite: Promise<unknown> = Promise.resolve();
+  private open: Regs = newRegs();
+  private batch: Batch | null = null;
   private inflight = 0;
   private gate: Promise<void> | null = null;
   private repairScheduled = false;
@@ -194,6 +221,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       maxDbs: 16,
       keyEncoding: 'binary',
       encoding: 'binary',
+      pageSize: options.pageSize ?? 8192,
       ...(options.mapSize !== undefined ? { mapSize: options.mapSize } : {}),
     });
     try {
@@ -213,7 +241,7 @@ class LmdbMailbox implements LmdbMailboxStore {
         throw new Error(`mailbox store at ${options.path} has format ${readU32(format, 0)}, expected ${FORMAT_VERSION}`);
       }
       const seq = this.meta.getBinary(SEQ_KEY);
-      this.lastSeq = seq === undefined ? 0 : readU64(seq, 0);
+      this.seqCounter = seq === undefined ? 0 : readU64(seq, 0);
       for (const { key, value } of this.usageDb.getRange({})) {
         const count = readU64(value, 0);
         const bytes = readU64(value, 8);
@@ -259,36 +287,66 @@ class LmdbMailbox implements LmdbMailboxStore {
     }
     this.dirtyUsage.clear();
     if (this.seqDirty) {
-      last = this.meta.put(SEQ_KEY, u64Value(this.lastSeq));
+      last = this.meta.put(SEQ_KEY, u64Value(this.seqCounter));
       this.seqDirty = false;
     }
     // Same transaction (and promise) as the operations that dirtied them; failures reach those callers.
     if (last) last.then(noop, noop);
   }
 
-  /** Promise of the commit of everything `op` wrote; drops op's overlay entries once settled. */
-  private track(op: Op): Promise<void> {
+  /**
+   * Attaches the overlay entries registered since the last call to the batch (transaction) that
+   * carries the operation's writes, and returns that batch's outcome: true once committed, false if
+   * the commit failed. All writes issued in one event turn share one commit promise, so one handler
+   * per batch settles every operation in it.
+   */
+  private bind(): Promise<boolean> {
     const commit = this.lastWrite;
+    let b = this.batch;
+    if (b === null || b.commit !== commit) {
+      const nb: Batch = { ...newRegs(), commit, done: Promise.resolve(true), ops: 0 };
+      nb.done = commit.then(
+        () => {
+          this.settle(nb);
+          return true;
+        },
+        () => {
+          this.settle(nb);
+          this.noteFailure();
+          return false;
+        },
+      );
+      this.batch = b = nb;
+    }
+    b.ops++;
     this.inflight++;
-    return commit.then(
-      () => {
-        this.inflight--;
-        this.settle(op);
-      },
-      (err: unknown) => {
-        this.inflight--;
-        this.settle(op);
-        this.noteFailure();
-        throw err;
-      },
-    );
+    const o = this.open;
+    if (o.added.length) {
+      for (const x of o.added) b.added.push(x);
+      o.added.length = 0;
+    }
+    if (o.deleted.length) {
+      for (const x of o.deleted) b.deleted.push(x);
+      o.deleted.length = 0;
+    }
+    if (o.index.length) {
+      for (const x of o.index) b.index.push(x);
+      o.index.length = 0;
+    }
+    if (o.bodies.length) {
+      for (const x of o.bodies) b.bodies.push(x);
+      o.bodies.length = 0;
+    }
+    return b.done;
   }
 
-  private settle(op: Op): void {
-    if (op.added) for (const seq of op.added) this.pendingNew.delete(seq);
-    if (op.deleted) for (const seq of op.deleted) this.pendingDeleted.delete(seq);
-    if (op.index) for (const [id, slot] of op.index) if (this.indexOverlay.get(id) === slot) this.indexOverlay.delete(id);
-    if (op.bodies) for (const [id, slot] of op.bodies) if (this.bodyOverlay.get(id) === slot) this.bodyOverlay.delete(id);
+  private settle(b: Batch): void {
+    this.inflight -= b.ops;
+    if (this.batch === b) this.batch = null;
+    for (const seq of b.added) this.pendingNew.delete(seq);
+    for (const seq of b.deleted) this.pendingDeleted.delete(seq);
+    for (const [id, slot] of b.index) if (this.indexOverlay.get(id) === slot) this.indexOverlay.delete(id);
+    for (const [id, slot] of b.bodies) if (this.bodyOverlay.get(id) === slot) this.bodyOverlay.delete(id);
   }
 
   private noteFailure(): void {
@@ -367,7 +425,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       slot = { refs: refs - 1 };
     }
     this.bodyOverlay.set(bodyId, slot);
-    (op.bodies ??= []).push([bodyId, slot]);
+    this.open.bodies.push([bodyId, slot]);
   }
 
   /**
@@ -379,8 +437,9 @@ class LmdbMailbox implements LmdbMailboxStore {
     bodyId: number, indexKeyBuf: Buffer | null, op: Op): void {
     this.remove(this.entries, entryKey(recipient, seq, this.kEntry), op);
     this.remove(this.expiry, expiryKey(expiresAt, recipient, seq, this.kExpiry), op);
+    this.pendingNew.delete(seq);
     this.pendingDeleted.add(seq);
-    (op.deleted ??= []).push(seq);
+    this.open.deleted.push(seq);
     if (bodyId !== 0) this.releaseBody(bodyId, op);
     if (indexKeyBuf !== null) {
       const id = bytesId(indexKeyBuf);
@@ -395,7 +454,7 @@ class LmdbMailbox implements LmdbMailboxStore {
         this.remove(this.index, indexKeyBuf, op);
         const tomb: IndexSlot = { seq: 0, expiresAt: 0, cost: 0, bodyId: 0 };
         this.indexOverlay.set(id, tomb);
-        (op.index ??= []).push([id, tomb]);
+        this.open.index.push([id, tomb]);
       }
     }
     this.addUsage(rid, -1, -cost);
@@ -409,7 +468,6 @@ class LmdbMailbox implements LmdbMailboxStore {
     if (fresh !== undefined) {
       if (fresh.rid !== rid) return false;
       if (keep && keep({ flags: 0, wrappedKeyLength: 0, bodyLength: fresh.cost, storedAt: fresh.storedAt, expiresAt: fresh.expiresAt, bodyId: fresh.bodyId })) return false;
-      this.pendingNew.delete(seq);
       this.deleteEntry(recipient, rid, seq, fresh.expiresAt, fresh.cost, fresh.bodyId, fresh.idxKey, op);
       return true;
     }
@@ -456,7 +514,7 @@ class LmdbMailbox implements LmdbMailboxStore {
     const expiresAt = storedAt + ttlMs;
     const outcomes: EnqueueOutcome[] = new Array(recipients.length);
     const accepted: Accepted[] = [];
-    const firstSeqOfRequest = this.lastSeq + 1;
+    const firstSeqOfRequest = this.seqCounter + 1;
 
     for (let i = 0; i < recipients.length; i++) {
       const r = recipients[i]!;
@@ -502,14 +560,14 @@ class LmdbMailbox implements LmdbMailboxStore {
           this.deleteEntry(r.key, rid, replaced.seq, replaced.expiresAt, replaced.cost, replaced.bodyId, null, op);
         }
       }
-      const seq = ++this.lastSeq;
+      const seq = ++this.seqCounter;
       this.seqDirty = true;
       this.addUsage(rid, 1, cost);
       let slot: IndexSlot | null = null;
       if (idxKey !== null) {
         slot = { seq, expiresAt, cost, bodyId: 0 };
         this.indexOverlay.set(idxId, slot);
-        (op.index ??= []).push([idxId, slot]);
+        this.open.index.push([idxId, slot]);
       }
       accepted.push({ key: r.key, rid, wrappedKey: r.wrappedKey, seq, cost, slot, idxKey, dead: false });
       outcomes[i] = { ok: true, seq };
@@ -535,7 +593,7 @@ class LmdbMailbox implements LmdbMailboxStore {
         this.put(this.refs, bkey, u32Value(live), op);
         const bslot: BodySlot = { refs: live };
         this.bodyOverlay.set(bodyId, bslot);
-        (op.bodies ??= []).push([bodyId, bslot]);
+        this.open.bodies.push([bodyId, bslot]);
       }
       for (const a of accepted) {
         if (a.dead) continue;
@@ -547,13 +605,10 @@ class LmdbMailbox implements LmdbMailboxStore {
           a.slot!.bodyId = bodyId;
         }
         this.pendingNew.set(a.seq, { rid: a.rid, expiresAt, storedAt, cost: a.cost, bodyId, idxKey: a.idxKey });
-        (op.added ??= []).push(a.seq);
+        this.open.added.push(a.seq);
       }
     }
-    return this.track(op).then(
-      () => outcomes,
-      () => outcomes.map((o): EnqueueOutcome => (o.ok ? { ok: false, code: 'STORE_ERROR' } : o)),
-    );
+    return this.bind().then((ok) => (ok ? outcomes : outcomes.map((o): EnqueueOutcome => (o.ok ? { ok: false, code: 'STORE_ERROR' } : o))));
   }
 
   read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[] {
@@ -613,7 +668,11 @@ class LmdbMailbox implements LmdbMailboxStore {
     }
     // Nothing to delete (unknown, or already being deleted): still resolve after earlier deletions commit.
     if (op.writes === 0) return this.settled();
-    return this.track(op);
+    return this.bind().then(commitFailed);
+  }
+
+  lastSeq(): number {
+    return this.seqCounter;
   }
 
   usage(recipient: Uint8Array): Usage {
@@ -656,7 +715,7 @@ class LmdbMailbox implements LmdbMailboxStore {
         if (op.writes > 0) this.noteFailure();
         throw err;
       }
-      if (op.writes > 0) await this.track(op);
+      if (op.writes > 0) commitFailed(await this.bind());
       if (seen < CHUNK || lastKey === undefined) return removed;
       from = nextKey(lastKey);
     }
@@ -730,7 +789,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       entries: this.totalCount,
       bytes: this.totalBytes,
       recipients: this.usageMap.size,
-      lastSeq: this.lastSeq,
+      lastSeq: this.seqCounter,
       pendingOperations: this.inflight,
       commitFailures: this.commitFailures,
       anomalies: this.anomalies,
@@ -871,9 +930,9 @@ class LmdbMailbox implements LmdbMailboxStore {
         this.totalCount = count;
         this.totalBytes = bytes;
         this.dirtyUsage.clear();
-        if (maxSeq > this.lastSeq) this.lastSeq = maxSeq;
+        if (maxSeq > this.seqCounter) this.seqCounter = maxSeq;
         this.seqDirty = true;
-        this.put(this.meta, SEQ_KEY, u64Value(this.lastSeq), op);
+        this.put(this.meta, SEQ_KEY, u64Value(this.seqCounter), op);
       },
     };
   }
@@ -901,7 +960,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       const { problems, fix } = this.recompute();
       const op = newOp();
       fix(op);
-      await this.track(op);
+      commitFailed(await this.bind());
       return problems;
     } finally {
       this.gate = null;

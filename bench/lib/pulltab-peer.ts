@@ -1,0 +1,93 @@
+// A raw Pulltab protocol peer for the load generator: a socket, the client side of the
+// handshake (as test/helpers.ts RawPeer does it), then every frame handed to onFrame.
+// It signs CLIENT_HELLO but does not verify the relay's signature on SERVER_WELCOME: the
+// harness measures the relay, and the handshake load it creates must stay cheap.
+import { connect, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { Signer } from '../../src/crypto/keys.js';
+import { Code, FrameType, PROTOCOL_VERSION_MAX } from '../../src/protocol/constants.js';
+import { clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript } from '../../src/protocol/handshake.js';
+import { FrameReader } from '../../src/protocol/reader.js';
+
+export type FrameFn = (type: number, buf: Buffer, start: number, end: number) => void;
+
+export interface PeerOptions {
+  port: number;
+  signer: Signer;
+  /** Called for each frame after the welcome. */
+  onFrame?: FrameFn;
+  /** Called after all frames of one received chunk were handled. */
+  onChunkEnd?: () => void;
+  timeoutMs?: number;
+}
+
+export class PulltabPeer {
+  readonly socket: Socket;
+  #state: 'hello' | 'welcome' | 'active' | 'closed' = 'hello';
+  #onFrame: FrameFn | undefined;
+  #onChunkEnd: (() => void) | undefined;
+  #resolve!: () => void;
+  #reject!: (err: Error) => void;
+  readonly ready: Promise<void>;
+  readonly #signer: Signer;
+  readonly #reader: FrameReader;
+
+  constructor(opts: PeerOptions) {
+    this.#signer = opts.signer;
+    this.#onFrame = opts.onFrame;
+    this.#onChunkEnd = opts.onChunkEnd;
+    this.ready = new Promise((resolve, reject) => { this.#resolve = resolve; this.#reject = reject; });
+    this.#reader = new FrameReader({
+      maxLength: () => 64 * 1024 * 1024,
+      onFrame: (type, buf, start, end) => this.#frame(type, buf, start, end),
+      onError: () => this.#fail(new Error('frame too large')),
+    });
+    this.socket = connect({ host: '127.0.0.1', port: opts.port, noDelay: true });
+    this.socket.on('data', (chunk: Buffer) => {
+      this.#reader.push(chunk);
+      if (this.#state === 'active' && this.#onChunkEnd) this.#onChunkEnd();
+    });
+    this.socket.on('error', (err) => this.#fail(err));
+    this.socket.on('close', () => {
+      if (this.#state !== 'active') this.#fail(new Error('closed during handshake'));
+      this.#state = 'closed';
+    });
+    const timeout = setTimeout(() => this.#fail(new Error('handshake timed out')), opts.timeoutMs ?? 30_000);
+    this.ready.then(() => clearTimeout(timeout), () => clearTimeout(timeout));
+  }
+
+  set onFrame(fn: FrameFn) { this.#onFrame = fn; }
+  set onChunkEnd(fn: () => void) { this.#onChunkEnd = fn; }
+
+  #fail(err: Error): void {
+    if (this.#state === 'hello' || this.#state === 'welcome') {
+      this.#state = 'closed';
+      this.#reject(err);
+      this.socket.destroy();
+    }
+  }
+
+  #frame(type: number, buf: Buffer, start: number, end: number): void {
+    if (this.#state === 'active') {
+      this.#onFrame?.(type, buf, start, end);
+      return;
+    }
+    if (this.#state === 'hello') {
+      const hello = type === FrameType.SERVER_HELLO ? parseServerHello(buf, start, end) : null;
+      if (!hello) return this.#fail(new Error(`expected SERVER_HELLO, got type 0x${type.toString(16)}`));
+      const clientNonce = randomBytes(32);
+      const version = PROTOCOL_VERSION_MAX;
+      const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: this.#signer.publicKey, clientNonce, version });
+      const signature = Buffer.from(this.#signer.sign(clientSignedBytes(t)));
+      this.#state = 'welcome';
+      this.socket.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(this.#signer.publicKey), clientNonce, signature }));
+      return;
+    }
+    if (this.#state === 'welcome') {
+      const welcome = type === FrameType.SERVER_WELCOME ? parseServerWelcome(buf, start, end) : null;
+      if (!welcome || welcome.status !== Code.OK) return this.#fail(new Error(`handshake refused (type 0x${type.toString(16)}, status ${welcome?.status})`));
+      this.#state = 'active';
+      this.#resolve();
+    }
+  }
+}

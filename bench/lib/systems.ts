@@ -1,0 +1,183 @@
+// The systems under test, each in a process of its own: the Pulltab relay (from dist/), the
+// bare node:net pipe, and nats-server. Plus /proc readings of a process's CPU and memory.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { parseRelayAddress } from '../../src/protocol/address.js';
+
+export interface RunningSystem {
+  name: string;
+  pid: number;
+  port: number;
+  /** Pulltab only: the relay's public key. */
+  relayKey?: Uint8Array;
+  /** Lines the process wrote to stderr or, for the relay, its warn/error logs. */
+  log: string[];
+  stop(): Promise<void>;
+}
+
+const CLK_TCK = (() => {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number(r.stdout?.trim());
+  return Number.isFinite(n) && n > 0 ? n : 100;
+})();
+
+/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat. */
+export function procCpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // After "pid (comm) ": state is field 3, utime 14, stime 15 → indexes 11, 12 here.
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+/** A VmXXX field of /proc/<pid>/status, in bytes. */
+export function procStatusBytes(pid: number, field: 'VmHWM' | 'VmRSS'): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Reads the first stdout line of a child, with a timeout. */
+function firstLine(child: ChildProcess, what: string, timeoutMs = 20_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    let got = false;
+    const timer = setTimeout(() => reject(new Error(`${what} printed nothing in ${timeoutMs} ms`)), timeoutMs);
+    rl.once('line', (line) => {
+      got = true;
+      clearTimeout(timer);
+      resolve(line.trim());
+      // Keep draining stdout so the child never blocks on a full pipe.
+      child.stdout!.on('data', () => {});
+    });
+    child.once('exit', (code) => {
+      if (!got) {
+        clearTimeout(timer);
+        reject(new Error(`${what} exited (${code}) before printing its address`));
+      }
+    });
+  });
+}
+
+function stopChild(child: ChildProcess, graceMs = 10_000): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+function collectLines(stream: NodeJS.ReadableStream | null, log: string[], filter: (line: string) => boolean = () => true): void {
+  if (!stream) return;
+  createInterface({ input: stream }).on('line', (line) => {
+    if (log.length < 200 && filter(line)) log.push(line);
+  });
+}
+
+export interface RelayStartOptions {
+  root: string;
+  profileDir?: string;
+  env?: Record<string, string>;
+}
+
+/**
+ * Starts `node dist/cli/main.js serve` on loopback with a fresh data directory. It runs
+ * under `sh -c 'ulimit -n ...; exec node ...'` so its file limit can be raised; exec keeps
+ * the pid the node process's pid.
+ */
+export async function startRelay(opts: RelayStartOptions): Promise<RunningSystem> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'pulltab-bench-'));
+  const nodeArgs = [...(opts.profileDir ? ['--cpu-prof', '--cpu-prof-dir', opts.profileDir] : []), join(opts.root, 'dist/cli/main.js'), 'serve', '--host', '127.0.0.1', '--port', '0', '--data', dataDir];
+  const quoted = [process.execPath, ...nodeArgs].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const child = spawn('sh', ['-c', `ulimit -n 65536 2>/dev/null || true; exec ${quoted}`], {
+    cwd: opts.root,
+    env: {
+      ...process.env,
+      PULLTAB_LOG_LEVEL: 'warn',
+      PULLTAB_MAX_CONNECTIONS: '20000',
+      PULLTAB_MAX_HANDSHAKES: '5000',
+      // The store scenario fills one mailbox well past the default quotas.
+      PULLTAB_MAILBOX_MAX_COUNT: '10000000',
+      PULLTAB_MAILBOX_MAX_BYTES: String(8 * 1024 * 1024 * 1024),
+      ...opts.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log: string[] = [];
+  collectLines(child.stderr, log);
+  const line = await firstLine(child, 'relay');
+  // Logs (JSON lines at warn and above) follow the address on stdout.
+  collectLines(child.stdout, log);
+  const address = parseRelayAddress(line);
+  return {
+    name: 'pulltab',
+    pid: child.pid!,
+    port: address.port,
+    relayKey: address.relayKey,
+    log,
+    stop: async () => {
+      await stopChild(child);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function startPipe(root: string): Promise<RunningSystem> {
+  const child = spawn(process.execPath, [join(root, 'dist/bench/bench/lib/pipe-server.js')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log: string[] = [];
+  collectLines(child.stderr, log);
+  const port = Number(await firstLine(child, 'pipe'));
+  return { name: 'pipe', pid: child.pid!, port, log, stop: () => stopChild(child) };
+}
+
+export function natsServerPath(): string | null {
+  const r = spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' });
+  return r.status === 0 && r.stdout.trim() ? r.stdout.trim() : null;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startNats(bin: string): Promise<RunningSystem> {
+  const port = await freePort();
+  const child = spawn(bin, ['-a', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log: string[] = [];
+  collectLines(child.stdout, log, (l) => /\[(ERR|WRN|FTL)\]/.test(l));
+  collectLines(child.stderr, log, (l) => /\[(ERR|WRN|FTL)\]/.test(l));
+  // Wait until it accepts connections.
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true); });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) break;
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error('nats-server did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { name: 'nats', pid: child.pid!, port, log, stop: () => stopChild(child) };
+}

@@ -1,0 +1,661 @@
+// The Pulltab benchmark harness. See bench/README.md.
+//
+//   npm run bench                        every scenario (builds first)
+//   npm run bench -- --quick             a short version (under 3 minutes on 2 cores)
+//   npm run bench -- --scenario NAME     one scenario (repeat or comma-separate for several)
+//   npm run bench -- --profile           also write relay CPU profiles to bench/results/profiles/
+//
+// Each system under test runs in a process of its own, started fresh for each record: the
+// relay (`node dist/cli/main.js serve`), a bare node:net pipe, and nats-server when it is on
+// PATH. The load generator is this process: senders and receivers in separate worker threads.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { generateIdentity, Signer, type Identity } from '../src/crypto/keys.js';
+import { Code, FrameType } from '../src/protocol/constants.js';
+import { encodeAck, encodeSend, parseDeliver, parseResult } from '../src/protocol/frames.js';
+import { PulltabPeer } from './lib/pulltab-peer.js';
+import { formatSummary, summarizeProfile } from './lib/profile-summary.js';
+import {
+  evaluateTargets, markdownTable, sizeLabel, targetsMarkdown, targetsText, textTable, throughputSvg, type BenchRecord,
+} from './lib/report.js';
+import { Slot, sharedCounters, type SystemName, type WorkerConfig, type WorkerResult } from './lib/shared.js';
+import {
+  natsServerPath, procCpuSeconds, procStatusBytes, startNats, startPipe, startRelay, type RunningSystem,
+} from './lib/systems.js';
+
+// dist/bench/bench/run.js → the repository root is three levels up.
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '../../..');
+const RESULTS = join(ROOT, 'bench/results');
+const PROFILES = join(RESULTS, 'profiles');
+
+// ---------------------------------------------------------------------------------------
+// Options
+
+const argv = process.argv.slice(2);
+const QUICK = argv.includes('--quick');
+const PROFILE = argv.includes('--profile');
+const wanted = new Set<string>();
+for (let i = 0; i < argv.length; i++) {
+  if (argv[i] === '--scenario' && argv[i + 1]) wanted.add(argv[++i]!);
+  else if (argv[i]!.startsWith('--scenario=')) for (const s of argv[i]!.slice(11).split(',')) wanted.add(s);
+}
+for (const w of [...wanted]) if (w.includes(',')) { wanted.delete(w); for (const s of w.split(',')) wanted.add(s); }
+
+const T = QUICK
+  ? { warmMs: 500, measureMs: 1500, latWarmMs: 500, latMeasureMs: 2000, handshakeMs: 2500, storeMs: 2000, idleN: 10_000 }
+  : { warmMs: 1000, measureMs: 5000, latWarmMs: 1000, latMeasureMs: 5000, handshakeMs: 5000, storeMs: 5000, idleN: 10_000 };
+const SIZES = [64, 1024, 16 * 1024, 64 * 1024];
+const RATES = [10_000, 20_000, 50_000];
+
+const SCENARIOS = ['one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'seal'] as const;
+if (argv.includes('--help') || argv.includes('-h')) {
+  process.stdout.write(`usage: npm run bench -- [--quick] [--scenario NAME]... [--profile]\nscenarios: ${SCENARIOS.join(', ')}\n`);
+  process.exit(0);
+}
+for (const w of wanted) {
+  if (!(SCENARIOS as readonly string[]).includes(w)) {
+    process.stderr.write(`bench: unknown scenario ${JSON.stringify(w)}; one of ${SCENARIOS.join(', ')}\n`);
+    process.exit(2);
+  }
+}
+const runs = (name: string): boolean => wanted.size === 0 || wanted.has(name);
+
+const NATS = natsServerPath();
+const SYSTEMS: SystemName[] = ['pulltab', 'pipe', 'nats'];
+
+// ---------------------------------------------------------------------------------------
+// Progress on stderr: one line per run, redrawn in place on a terminal.
+
+const TTY = process.stderr.isTTY === true;
+class Progress {
+  #label = '';
+  #start = 0;
+  #totalMs = 1;
+  #timer: NodeJS.Timeout | null = null;
+  #status: () => string = () => '';
+  begin(label: string, totalMs: number, status: () => string = () => ''): void {
+    this.#label = label;
+    this.#start = Date.now();
+    this.#totalMs = totalMs;
+    this.#status = status;
+    if (TTY) {
+      this.#draw();
+      this.#timer = setInterval(() => this.#draw(), 200);
+    } else {
+      process.stderr.write(`[bench] ${label} ...\n`);
+    }
+  }
+  #draw(): void {
+    const frac = Math.min(1, (Date.now() - this.#start) / this.#totalMs);
+    const width = 24;
+    const filled = Math.round(frac * width);
+    const line = `[bench] ${this.#label.padEnd(40)} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(Math.round(frac * 100)).padStart(3)}% ${this.#status()}`;
+    process.stderr.write(`\r${line.slice(0, (process.stderr.columns ?? 160) - 1)}\x1b[K`);
+  }
+  end(result: string): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    if (TTY) process.stderr.write(`\r\x1b[K`);
+    process.stderr.write(`[bench] ${this.#label.padEnd(40)} ${result}\n`);
+  }
+}
+const progress = new Progress();
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+const MiB = 1024 * 1024;
+const fmtRate = (n: number | null) => (n == null ? '-' : Math.round(n).toLocaleString('en-US'));
+
+/** pid → label of the run, to name relay CPU profiles. */
+const profiledRuns: Array<{ pid: number; label: string }> = [];
+
+async function startSystem(system: SystemName, label: string): Promise<RunningSystem> {
+  if (system === 'pulltab') {
+    const s = await startRelay({ root: ROOT, profileDir: PROFILE ? PROFILES : undefined });
+    if (PROFILE) profiledRuns.push({ pid: s.pid, label });
+    return s;
+  }
+  if (system === 'pipe') return startPipe(ROOT);
+  return startNats(NATS!);
+}
+
+interface Meter {
+  t: number;
+  cpu: number;
+  lg: NodeJS.CpuUsage;
+}
+
+function meter(pid: number): Meter {
+  return { t: performance.now(), cpu: procCpuSeconds(pid), lg: process.cpuUsage() };
+}
+
+function usage(a: Meter, b: Meter): { sec: number; serverPct: number; loadgenPct: number } {
+  const sec = (b.t - a.t) / 1000;
+  return {
+    sec,
+    serverPct: ((b.cpu - a.cpu) / sec) * 100,
+    loadgenPct: ((b.lg.user - a.lg.user + b.lg.system - a.lg.system) / 1e6 / sec) * 100,
+  };
+}
+
+function skipped(scenario: string, system: string, messageBytes: number, reason: string, variant?: string): BenchRecord {
+  return { scenario, system, messageBytes, variant, skipped: reason, msgsPerSec: null, MBps: null, latencyUs: null, relayCpuPct: null, relayPeakRssMiB: null, loadgenCpuPct: null, durationSec: null, messages: null };
+}
+
+function startWorker(config: WorkerConfig): { worker: Worker; ready: Promise<void>; sent: Promise<WorkerResult>; done: Promise<WorkerResult> } {
+  const worker = new Worker(join(HERE, 'lib/loadgen-worker.js'), { workerData: config });
+  let onError!: (err: Error) => void;
+  const failed = new Promise<never>((_, reject) => { onError = reject; });
+  failed.catch(() => {});
+  const waitFor = (type: string) => {
+    const p = Promise.race([failed, new Promise<any>((resolve) => {
+      worker.on('message', (m: { type: string; result?: WorkerResult }) => { if (m.type === type) resolve(m.result); });
+    })]);
+    p.catch(() => {}); // rejections surface where the promise is awaited
+    return p;
+  };
+  worker.on('message', (m: { type: string; message?: string }) => { if (m.type === 'error') onError(new Error(`${config.role} worker: ${m.message}`)); });
+  worker.on('error', onError);
+  worker.on('exit', (code) => onError(new Error(`${config.role} worker exited (${code})`)));
+  return { worker, ready: waitFor('ready'), sent: waitFor('sent'), done: waitFor('done') };
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Message flows: 1:1, N pairs, fan-out, open-loop latency
+
+interface FlowSpec {
+  scenario: string;
+  senders: number;
+  fanout: number;
+  bodyBytes: number;
+  mode: 'throughput' | 'latency';
+  rate?: number;
+  variant?: string;
+}
+
+async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord> {
+  const label = `${spec.scenario} ${sizeLabel(spec.bodyBytes)}${spec.variant ? ' ' + spec.variant : ''} ${system}`;
+  if (system === 'nats' && !NATS) return skipped(spec.scenario, system, spec.bodyBytes, 'nats-server not on PATH', spec.variant);
+  const warmMs = spec.mode === 'latency' ? T.latWarmMs : T.warmMs;
+  const measureMs = spec.mode === 'latency' ? T.latMeasureMs : T.measureMs;
+  const P = spec.senders;
+  const R = P * spec.fanout;
+  const sab = sharedCounters(P, R);
+  const i32 = new Int32Array(sab);
+  const received = () => { let s = 0; for (let j = 0; j < R; j++) s += Atomics.load(i32, Slot.FIRST + P + j); return s; };
+  const sentTotal = () => { let s = 0; for (let i = 0; i < P; i++) s += Atomics.load(i32, Slot.FIRST + i); return s; };
+  const server = await startSystem(system, label.replace(/[^a-zA-Z0-9.-]+/g, '_'));
+  let workers: Array<ReturnType<typeof startWorker>> = [];
+  try {
+    const base: Omit<WorkerConfig, 'role'> = {
+      system, port: server.port, sab, senders: P, fanout: spec.fanout, bodyBytes: spec.bodyBytes, mode: spec.mode,
+      rate: spec.rate ?? 0,
+      // Bytes in flight per sender: well under the relay's 4 MiB outbound budget per recipient.
+      windowBytes: P >= 50 ? 256 * 1024 : 2 * MiB,
+      maxMessages: 2_000_000_000,
+      maxSeconds: (warmMs + measureMs) / 1000 + 5,
+    };
+    if (system === 'pulltab') {
+      const senders = Array.from({ length: P }, () => generateIdentity());
+      const receivers = Array.from({ length: R }, () => generateIdentity());
+      base.senderSecrets = senders.map((s) => hex(s.secretKey));
+      base.receiverSecrets = receivers.map((r) => hex(r.secretKey));
+      base.receiverKeys = receivers.map((r) => hex(r.publicKey));
+    }
+    const rx = startWorker({ ...base, role: 'receiver' });
+    workers.push(rx);
+    await withTimeout(rx.ready, 30_000, 'receivers connecting');
+    const tx = startWorker({ ...base, role: 'sender' });
+    workers.push(tx);
+    await withTimeout(tx.ready, 30_000, 'senders connecting');
+
+    let lastCount = 0;
+    let lastT = performance.now();
+    let liveRate = 0;
+    progress.begin(label, warmMs + measureMs, () => {
+      const now = performance.now();
+      const c = received();
+      if (now - lastT > 150) {
+        liveRate = ((c - lastCount) / (now - lastT)) * 1000;
+        lastCount = c;
+        lastT = now;
+      }
+      return `${fmtRate(liveRate)} msgs/s`;
+    });
+    Atomics.store(i32, Slot.CONTROL, 1);
+    Atomics.notify(i32, Slot.CONTROL);
+    await sleep(warmMs);
+    const m1 = meter(server.pid);
+    const r1 = received();
+    Atomics.store(i32, Slot.RECORDING, 1);
+    await sleep(measureMs);
+    const r2 = received();
+    const m2 = meter(server.pid);
+    Atomics.store(i32, Slot.RECORDING, 0);
+    Atomics.store(i32, Slot.CONTROL, 2);
+    Atomics.notify(i32, Slot.CONTROL);
+    const senderResult = await withTimeout(tx.sent, 15_000, 'senders stopping');
+    // Let what is in flight arrive (bounded).
+    const expected = (senderResult.sent ?? sentTotal()) * spec.fanout;
+    const drainDeadline = Date.now() + 5000;
+    while (received() < expected && Date.now() < drainDeadline) await sleep(20);
+    const peakRss = procStatusBytes(server.pid, 'VmHWM');
+    tx.worker.postMessage({ type: 'finish' });
+    rx.worker.postMessage({ type: 'finish' });
+    const rxResult = await withTimeout(rx.done, 10_000, 'receivers finishing');
+    await withTimeout(tx.done, 10_000, 'senders finishing');
+    const u = usage(m1, m2);
+    const msgs = r2 - r1;
+    const msgsPerSec = msgs / u.sec;
+    const refused = Atomics.load(i32, Slot.DROPS);
+    const lost = Math.max(0, expected - received());
+    const skippedByOpenLoop = Atomics.load(i32, Slot.SKIPPED);
+    const notes: string[] = [];
+    if (skippedByOpenLoop > 0) notes.push(`offered rate not sustained: ${skippedByOpenLoop.toLocaleString('en-US')} sends skipped`);
+    if (u.loadgenPct > 180) notes.push('load generator near saturation');
+    if (server.log.length > 0) notes.push(`server logged ${server.log.length} warning line(s)`);
+    const record: BenchRecord = {
+      scenario: spec.scenario, system, messageBytes: spec.bodyBytes, variant: spec.variant,
+      msgsPerSec, MBps: (msgsPerSec * spec.bodyBytes) / 1e6,
+      latencyUs: rxResult.latencyUs,
+      relayCpuPct: u.serverPct, relayPeakRssMiB: peakRss / MiB, loadgenCpuPct: u.loadgenPct,
+      durationSec: u.sec, messages: msgs, dropped: refused + lost,
+      extra: { senders: P, recipientsPerSender: spec.fanout, offeredRate: spec.rate ?? null, refused, lostInFlight: lost },
+      note: notes.join('; ') || undefined,
+    };
+    if (server.log.length > 0) record.extra!['serverLog'] = server.log.slice(0, 3).join(' | ').slice(0, 500);
+    const lat = record.latencyUs ? `, p50/p99/p99.9 ${record.latencyUs.p50}/${record.latencyUs.p99}/${record.latencyUs.p999} µs` : '';
+    progress.end(`${fmtRate(msgsPerSec)} msgs/s, ${record.MBps!.toFixed(1)} MB/s${lat}, server CPU ${u.serverPct.toFixed(0)}%, loadgen CPU ${u.loadgenPct.toFixed(0)}%`);
+    return record;
+  } finally {
+    for (const w of workers) await w.worker.terminate().catch(() => {});
+    workers = [];
+    await server.stop();
+  }
+}
+
+async function safeFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord> {
+  try {
+    return await runFlow(system, spec);
+  } catch (err) {
+    progress.end(`failed: ${(err as Error).message}`);
+    return skipped(spec.scenario, system, spec.bodyBytes, `failed: ${(err as Error).message.split('\n')[0]}`, spec.variant);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Handshakes per second and idle connections (Pulltab only)
+
+async function connectMany(port: number, signers: Signer[], concurrency: number, opts: { untilMs?: number; keep: boolean; onDone?: () => void }): Promise<{ peers: PulltabPeer[]; ok: number; failed: number; firstError?: string }> {
+  const peers: PulltabPeer[] = [];
+  let next = 0;
+  let ok = 0;
+  let failed = 0;
+  let firstError: string | undefined;
+  const deadline = opts.untilMs ?? Infinity;
+  const lane = async (): Promise<void> => {
+    for (;;) {
+      if (Date.now() > deadline) return;
+      const idx = opts.keep ? next++ : next++ % signers.length;
+      if (opts.keep && idx >= signers.length) return;
+      const peer = new PulltabPeer({ port, signer: signers[idx]!, timeoutMs: 30_000 });
+      try {
+        await peer.ready;
+        ok++;
+        opts.onDone?.();
+        if (opts.keep) peers.push(peer);
+        else peer.socket.destroy();
+      } catch (err) {
+        failed++;
+        firstError ??= (err as Error).message;
+        peer.socket.destroy();
+        if (failed > 1000) return;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  return { peers, ok, failed, firstError };
+}
+
+async function runHandshakes(): Promise<BenchRecord> {
+  const concurrency = 200;
+  const server = await startSystem('pulltab', 'handshakes');
+  try {
+    // One identity per lane: a lane's next connection replaces nothing still open.
+    const signers = Array.from({ length: concurrency }, () => new Signer(generateIdentity()));
+    let done = 0;
+    const warmMs = 500;
+    progress.begin(`handshakes (${concurrency} concurrent) pulltab`, warmMs + T.handshakeMs, () => `${done.toLocaleString('en-US')} done`);
+    const start = Date.now();
+    let m1: ReturnType<typeof meter> | null = null;
+    let d1 = 0;
+    const warm = setTimeout(() => { m1 = meter(server.pid); d1 = done; }, warmMs);
+    const result = await connectMany(server.port, signers, concurrency, { untilMs: start + warmMs + T.handshakeMs, keep: false, onDone: () => { done++; } });
+    clearTimeout(warm);
+    const m2 = meter(server.pid);
+    const u = usage(m1 ?? m2, m2);
+    const rate = (done - d1) / u.sec;
+    const record: BenchRecord = {
+      scenario: 'handshakes', system: 'pulltab', messageBytes: 0, variant: `${concurrency} concurrent`,
+      msgsPerSec: rate, MBps: null, latencyUs: null, relayCpuPct: u.serverPct,
+      relayPeakRssMiB: procStatusBytes(server.pid, 'VmHWM') / MiB, loadgenCpuPct: u.loadgenPct, durationSec: u.sec, messages: done - d1,
+      dropped: result.failed,
+      extra: { handshakesPerSec: rate, failed: result.failed, firstError: result.firstError ?? null },
+      note: 'msgs/s column = completed handshakes/s (connect, SERVER_HELLO, signed CLIENT_HELLO, SERVER_WELCOME OK)',
+    };
+    progress.end(`${fmtRate(rate)} handshakes/s, server CPU ${u.serverPct.toFixed(0)}%, loadgen CPU ${u.loadgenPct.toFixed(0)}%${result.failed ? `, ${result.failed} failed (${result.firstError})` : ''}`);
+    return record;
+  } finally {
+    await server.stop();
+  }
+}
+
+async function runIdle(): Promise<BenchRecord> {
+  const N = T.idleN;
+  const server = await startSystem('pulltab', 'idle-connections');
+  let peers: PulltabPeer[] = [];
+  try {
+    progress.begin(`idle connections (${N.toLocaleString('en-US')}) pulltab`, 12_000, () => `${peers.length.toLocaleString('en-US')} open`);
+    // Warm the relay (JIT, first allocations) with a few hundred handshakes, then let it settle.
+    const warmSigners = Array.from({ length: 200 }, () => new Signer(generateIdentity()));
+    const warm = await connectMany(server.port, warmSigners, 50, { keep: true });
+    for (const p of warm.peers) p.socket.destroy();
+    await sleep(1500);
+    const before = procStatusBytes(server.pid, 'VmRSS');
+    const signers: Signer[] = [];
+    for (let i = 0; i < N; i++) signers.push(new Signer(generateIdentity()));
+    const t0 = performance.now();
+    const m1 = meter(server.pid);
+    const result = await connectMany(server.port, signers, 500, { keep: true });
+    peers = result.peers;
+    const m2 = meter(server.pid);
+    const rampSec = (performance.now() - t0) / 1000;
+    await sleep(2000);
+    const after = procStatusBytes(server.pid, 'VmRSS');
+    const n = peers.length;
+    const perConnKiB = (after - before) / Math.max(1, n) / 1024;
+    const u = usage(m1, m2);
+    const record: BenchRecord = {
+      scenario: 'idle-connections', system: 'pulltab', messageBytes: 0, variant: `${n.toLocaleString('en-US')} connections`,
+      msgsPerSec: null, MBps: null, latencyUs: null, relayCpuPct: u.serverPct,
+      relayPeakRssMiB: procStatusBytes(server.pid, 'VmHWM') / MiB, loadgenCpuPct: u.loadgenPct, durationSec: rampSec, messages: null,
+      dropped: result.failed,
+      extra: {
+        connections: n, failed: result.failed, firstError: result.firstError ?? null,
+        rssBeforeMiB: before / MiB, rssAfterMiB: after / MiB, rssPerConnectionKiB: perConnKiB, rampHandshakesPerSec: n / rampSec,
+      },
+      note: `RSS ${(before / MiB).toFixed(1)} → ${(after / MiB).toFixed(1)} MiB = ${perConnKiB.toFixed(1)} KiB/connection`,
+    };
+    progress.end(`${n} connected (${result.failed} failed), ${perConnKiB.toFixed(1)} KiB RSS per connection, ramp ${fmtRate(n / rampSec)} handshakes/s`);
+    return record;
+  } finally {
+    for (const p of peers) p.socket.destroy();
+    await server.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Store and drain through the relay, plus the store engine bench if there is one
+
+async function runStoreEndToEnd(): Promise<BenchRecord[]> {
+  const bodyBytes = 1024;
+  const server = await startSystem('pulltab', 'store');
+  try {
+    const sender = generateIdentity();
+    const recipient: Identity = generateIdentity();
+    let ok = 0;
+    let refused = 0;
+    let firstRefusal = '';
+    let results = 0;
+    const senderPeer = new PulltabPeer({ port: server.port, signer: new Signer(sender) });
+    senderPeer.onFrame = (type, buf, start, end) => {
+      if (type !== FrameType.RESULT) return;
+      const r = parseResult(buf, start, end);
+      results++;
+      if (r && r.code === Code.OK) ok++;
+      else { refused++; firstRefusal ||= `code 0x${r?.code.toString(16)}`; }
+    };
+    await senderPeer.ready;
+    const frame = encodeSend({ seq: 1, flags: 0x03, ttlSeconds: 0, storageKey: null, recipients: [{ key: recipient.publicKey, wrappedKey: new Uint8Array(0) }], body: Buffer.alloc(bodyBytes, 0x62) });
+    const perBatch = Math.max(1, Math.floor(64 * 1024 / frame.length));
+    const batch = Buffer.concat(Array.from({ length: perBatch }, () => frame));
+    const windowMsgs = 8192;
+    const maxMessages = 5_000_000;
+    let sent = 0;
+    progress.begin('store (offline recipient, STORE|RECEIPT) pulltab', T.storeMs, () => `${ok.toLocaleString('en-US')} stored`);
+    const m1 = meter(server.pid);
+    const t0 = performance.now();
+    const stopAt = t0 + T.storeMs;
+    await new Promise<void>((resolveSend) => {
+      const pump = (): void => {
+        while (performance.now() < stopAt && sent < maxMessages && sent - results + perBatch <= windowMsgs) {
+          sent += perBatch;
+          if (!senderPeer.socket.write(batch)) { senderPeer.socket.once('drain', pump); return; }
+        }
+        if (performance.now() >= stopAt || sent >= maxMessages) return resolveSend();
+        setTimeout(pump, 1);
+      };
+      pump();
+    });
+    const resultDeadline = performance.now() + 60_000;
+    while (results < sent && performance.now() < resultDeadline) await sleep(5);
+    const t1 = performance.now();
+    const m2 = meter(server.pid);
+    const storeU = usage(m1, m2);
+    const storeSec = (t1 - t0) / 1000;
+    progress.end(`${fmtRate(ok / storeSec)} stored msgs/s (${ok.toLocaleString('en-US')} stored, ${refused} refused${firstRefusal ? ' ' + firstRefusal : ''}), server CPU ${storeU.serverPct.toFixed(0)}%`);
+    senderPeer.socket.destroy();
+
+    // Drain: the recipient connects and reads its mailbox, acknowledging once per chunk.
+    let delivered = 0;
+    let queueEmpty = false;
+    progress.begin('drain (recipient connects, ACKs) pulltab', Math.max(1000, (ok / 50_000) * 1000), () => `${delivered.toLocaleString('en-US')} of ${ok.toLocaleString('en-US')}`);
+    const m3 = meter(server.pid);
+    const t2 = performance.now();
+    let lastId = 0;
+    let ackedId = 0;
+    const rxPeer = new PulltabPeer({ port: server.port, signer: new Signer(recipient) });
+    rxPeer.onFrame = (type, buf, start, end) => {
+      if (type === FrameType.DELIVER) {
+        const d = parseDeliver(buf, start, end);
+        if (d) { lastId = d.deliveryId; delivered++; }
+      } else if (type === FrameType.QUEUE_EMPTY) {
+        queueEmpty = true;
+      }
+    };
+    rxPeer.onChunkEnd = () => {
+      if (lastId !== ackedId) { ackedId = lastId; rxPeer.socket.write(encodeAck(lastId)); }
+    };
+    await rxPeer.ready;
+    const drainDeadline = performance.now() + 120_000;
+    while (!(queueEmpty && delivered >= ok) && performance.now() < drainDeadline) await sleep(5);
+    const t3 = performance.now();
+    const m4 = meter(server.pid);
+    const drainU = usage(m3, m4);
+    const drainSec = (t3 - t2) / 1000;
+    const complete = queueEmpty && delivered >= ok;
+    const peak = procStatusBytes(server.pid, 'VmHWM') / MiB;
+    rxPeer.socket.destroy();
+    progress.end(`${fmtRate(delivered / drainSec)} drained msgs/s (${delivered.toLocaleString('en-US')} of ${ok.toLocaleString('en-US')}${complete ? '' : ', INCOMPLETE'}), server CPU ${drainU.serverPct.toFixed(0)}%`);
+    const common = { system: 'pulltab', messageBytes: bodyBytes, latencyUs: null, relayPeakRssMiB: peak };
+    return [
+      {
+        ...common, scenario: 'store', variant: 'store to offline (STORE|RECEIPT, end to end)',
+        msgsPerSec: ok / storeSec, MBps: (ok / storeSec) * bodyBytes / 1e6, relayCpuPct: storeU.serverPct, loadgenCpuPct: storeU.loadgenPct,
+        durationSec: storeSec, messages: ok, dropped: refused,
+        extra: { stored: ok, refused, firstRefusal: firstRefusal || null, windowMsgs },
+        note: 'rate = RESULT OK received per second, from first send to last RESULT',
+      },
+      {
+        ...common, scenario: 'store', variant: 'drain on connect (DELIVER + ACK, end to end)',
+        msgsPerSec: delivered / drainSec, MBps: (delivered / drainSec) * bodyBytes / 1e6, relayCpuPct: drainU.serverPct, loadgenCpuPct: drainU.loadgenPct,
+        durationSec: drainSec, messages: delivered, dropped: Math.max(0, ok - delivered),
+        extra: { delivered, queueEmpty: String(queueEmpty) },
+        note: complete ? 'from connect to QUEUE_EMPTY with every stored message received' : 'did not complete within 120 s',
+      },
+    ];
+  } finally {
+    await server.stop();
+  }
+}
+
+async function runStoreEngine(): Promise<BenchRecord[]> {
+  const path = join(HERE, 'store-bench.js');
+  if (!existsSync(path)) return [skipped('store-engine', 'pulltab-store', 0, 'bench/store-bench.ts does not exist')];
+  const mod = (await import(path)) as { runStoreBench?: (opts: { quick: boolean }) => Promise<unknown> };
+  if (typeof mod.runStoreBench !== 'function') return [skipped('store-engine', 'pulltab-store', 0, 'bench/store-bench.ts does not export runStoreBench')];
+  progress.begin('store engine (bench/store-bench.ts runStoreBench)', QUICK ? 10_000 : 30_000);
+  const rows = await mod.runStoreBench({ quick: QUICK });
+  const list = Array.isArray(rows) ? rows : [rows];
+  progress.end(`${list.length} row(s)`);
+  return list.map((raw) => {
+    const r = (raw ?? {}) as Record<string, unknown>;
+    const num = (k: string) => (typeof r[k] === 'number' ? (r[k] as number) : null);
+    const rateKey = Object.keys(r).find((k) => /PerSec$|perSec$|opsPerSec|msgsPerSec/.test(k) && typeof r[k] === 'number');
+    const bytes = num('bodyBytes') ?? num('messageBytes') ?? num('bytes') ?? 0;
+    const extra: Record<string, number | string | null> = {};
+    for (const [k, v] of Object.entries(r)) extra[k] = typeof v === 'number' || typeof v === 'string' ? v : v == null ? null : JSON.stringify(v);
+    const rate = rateKey ? (r[rateKey] as number) : null;
+    return {
+      scenario: 'store-engine', system: 'pulltab-store', messageBytes: bytes,
+      variant: String(r['scenario'] ?? r['name'] ?? r['case'] ?? ''),
+      msgsPerSec: rate, MBps: num('MBps') ?? num('mbps') ?? (rate !== null && bytes ? (rate * bytes) / 1e6 : null),
+      latencyUs: null, relayCpuPct: null, relayPeakRssMiB: null, loadgenCpuPct: null, durationSec: null, messages: null,
+      extra, note: rateKey ? `msgs/s column = ${rateKey}` : 'see extra',
+    };
+  });
+}
+
+async function runSeal(): Promise<BenchRecord[]> {
+  const { runSealBench } = await import('./seal-bench.js');
+  progress.begin('seal/open (bench/seal-bench.ts runSealBench)', QUICK ? 4000 : 12_000);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const rows = await runSealBench({ quick: QUICK });
+  const sec = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(cpu0);
+  progress.end(rows.map((r) => `${r.scenario}: ${fmtRate(r.sealPerSec)} seal/s`).join(', '));
+  return rows.map((r) => ({
+    scenario: 'seal', system: 'pulltab-client', messageBytes: r.bodyBytes, variant: `to ${r.recipients}`,
+    msgsPerSec: r.sealPerSec, MBps: r.sealMBps, latencyUs: null, relayCpuPct: null, relayPeakRssMiB: null,
+    loadgenCpuPct: ((c.user + c.system) / 1e6 / sec) * 100, durationSec: null, messages: null,
+    extra: { sealPerSec: r.sealPerSec, openPerSec: r.openPerSec, sealMBps: r.sealMBps, openMBps: r.openMBps },
+    note: `msgs/s = seals/s; opens/s ${fmtRate(r.openPerSec)} (${r.openMBps.toFixed(1)} MB/s); one thread`,
+  }));
+}
+
+// ---------------------------------------------------------------------------------------
+// Main
+
+async function main(): Promise<void> {
+  mkdirSync(RESULTS, { recursive: true });
+  if (PROFILE) mkdirSync(PROFILES, { recursive: true });
+  const started = Date.now();
+  const natsVersion = NATS ? spawnSync(NATS, ['--version'], { encoding: 'utf8' }).stdout.trim() : null;
+  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout?.trim() || null;
+  process.stderr.write(`[bench] ${QUICK ? 'quick' : 'full'} run, node ${process.version}, ${(await import('node:os')).cpus().length} CPUs${NATS ? `, ${natsVersion}` : ''}\n`);
+  if (!NATS) process.stderr.write('[bench] note: nats-server is not on PATH; the nats baseline is skipped (apt-get install -y nats-server)\n');
+  const records: BenchRecord[] = [];
+  const systems = SYSTEMS;
+
+  if (runs('one-to-one')) {
+    for (const size of SIZES) for (const sys of systems) records.push(await safeFlow(sys, { scenario: 'one-to-one', senders: 1, fanout: 1, bodyBytes: size, mode: 'throughput' }));
+  }
+  if (runs('pairs-100')) {
+    for (const sys of systems) records.push(await safeFlow(sys, { scenario: 'pairs-100', senders: 100, fanout: 1, bodyBytes: 1024, mode: 'throughput', variant: '100 pairs' }));
+  }
+  if (runs('fanout-8')) {
+    for (const sys of systems) records.push(await safeFlow(sys, { scenario: 'fanout-8', senders: 1, fanout: 8, bodyBytes: 1024, mode: 'throughput', variant: '1 to 8' }));
+  }
+  if (runs('latency')) {
+    for (const rate of RATES) for (const sys of systems) {
+      records.push(await safeFlow(sys, { scenario: 'latency', senders: 1, fanout: 1, bodyBytes: 1024, mode: 'latency', rate, variant: `offered ${rate.toLocaleString('en-US')}/s` }));
+    }
+  }
+  const guarded = async (scenario: string, fn: () => Promise<BenchRecord | BenchRecord[]>): Promise<void> => {
+    try {
+      const r = await fn();
+      records.push(...(Array.isArray(r) ? r : [r]));
+    } catch (err) {
+      progress.end(`failed: ${(err as Error).message}`);
+      records.push(skipped(scenario, 'pulltab', 0, `failed: ${(err as Error).message.split('\n')[0]}`));
+    }
+  };
+  if (runs('handshakes')) await guarded('handshakes', runHandshakes);
+  if (runs('idle-connections')) await guarded('idle-connections', runIdle);
+  if (runs('store')) {
+    await guarded('store', runStoreEndToEnd);
+    await guarded('store-engine', runStoreEngine);
+  }
+  if (runs('seal')) await guarded('seal', runSeal);
+
+  const targets = evaluateTargets(records);
+  const elapsedSec = (Date.now() - started) / 1000;
+  const meta = {
+    date: new Date().toISOString(), quick: QUICK, scenarios: wanted.size ? [...wanted] : 'all', node: process.version,
+    cpus: (await import('node:os')).cpus().length, commit, natsServer: natsVersion, elapsedSec,
+    units: 'msgs/s = messages received per second in the measured window (fan-out: deliveries); MB/s = body bytes, 10^6; latency in µs; CPU in % of one core; RSS in MiB',
+  };
+
+  console.log('');
+  console.log(textTable(records));
+  console.log('');
+  console.log('Targets (ratios within this run):');
+  console.log(targetsText(targets));
+  console.log(`\n${QUICK ? 'quick' : 'full'} run took ${elapsedSec.toFixed(0)} s`);
+
+  // A partial run (--scenario) writes latest.* too, but says so in meta.
+  writeFileSync(join(RESULTS, 'latest.json'), JSON.stringify({ meta, targets, records }, null, 2) + '\n');
+  const md = [
+    `# Pulltab benchmark results`,
+    '',
+    `${meta.date}, ${QUICK ? 'quick' : 'full'} run${wanted.size ? ` of ${[...wanted].join(', ')}` : ''}, node ${meta.node}, ${meta.cpus} CPUs, commit ${commit ?? '?'}${natsVersion ? `, ${natsVersion}` : ''}; ${elapsedSec.toFixed(0)} s.`,
+    '',
+    meta.units + '. Server = the process under test (relay, pipe, or nats-server).',
+    '',
+    markdownTable(records),
+    '',
+    '## Targets',
+    '',
+    targetsMarkdown(targets),
+    '',
+  ].join('\n');
+  writeFileSync(join(RESULTS, 'latest.md'), md);
+  if (records.some((r) => r.scenario === 'one-to-one' && !r.skipped)) writeFileSync(join(RESULTS, 'throughput.svg'), throughputSvg(records));
+  console.log(`wrote ${['latest.json', 'latest.md', 'throughput.svg'].map((f) => join('bench/results', f)).join(', ')}`);
+
+  if (PROFILE) {
+    await sleep(500);
+    for (const file of readdirSync(PROFILES).filter((f) => f.endsWith('.cpuprofile') && f.startsWith('CPU.'))) {
+      const pid = Number(/\.(\d+)\.\d+\.\d+\.cpuprofile$/.exec(file)?.[1]);
+      const run = profiledRuns.find((r) => r.pid === pid);
+      if (!run) continue;
+      const target = join(PROFILES, `${run.label}.cpuprofile`);
+      renameSync(join(PROFILES, file), target);
+      const summary = formatSummary(summarizeProfile(target, 15));
+      writeFileSync(join(PROFILES, `${run.label}.txt`), summary + '\n');
+      console.log(`\nrelay profile ${run.label}:\n${summary}`);
+    }
+  }
+}
+
+main().then(() => process.exit(0), (err: Error) => {
+  process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});

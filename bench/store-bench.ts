@@ -1,0 +1,187 @@
+/**
+ * Mailbox storage benchmark (LMDB store, real disk, default durable commits).
+ *
+ *   store  enqueue bodies to many offline recipients, one recipient per message, with a bounded
+ *          number of enqueues in flight; only outcomes that resolved ok (= committed) count.
+ *   drain  read each recipient's mailbox in batches and acknowledge each batch, with a bounded
+ *          number of ack batches in flight; only acks that resolved (= committed) count.
+ *
+ * Run: node --loader ts-node/esm bench/store-bench.ts [--quick] [--dir /path]
+ * (or import runStoreBench from the harness).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { openLmdbMailbox, type LmdbMailboxStore } from '../src/store/lmdb/mailbox.js';
+
+export interface StoreBenchRow {
+  scenario: 'store' | 'drain';
+  bodyBytes: number;
+  messages: number;
+  msgsPerSec: number;
+  MBps: number;
+  /** Process CPU time (all threads: JS and LMDB writers) per message, in µs: robust to a busy machine. */
+  cpuUsPerMsg: number;
+}
+
+export interface StoreBenchOptions {
+  quick: boolean;
+  /** Parent directory for the temporary LMDB environments (default: the OS temp dir). */
+  dir?: string;
+  /** Body sizes to run (default: 1 KiB when quick, 64 B, 1 KiB and 16 KiB otherwise). */
+  bodySizes?: number[];
+  recipients?: number;
+  inFlight?: number;
+  batch?: number;
+  /** Seconds per scenario (default 2 when quick, 10 otherwise). */
+  seconds?: number;
+}
+
+const WRAPPED_KEY_BYTES = 48;
+
+function recipientKeys(n: number): Uint8Array[] {
+  return Array.from({ length: n }, (_, i) => {
+    const k = new Uint8Array(32);
+    for (let j = 0; j < 32; j++) k[j] = (i * 2654435761 + j * 40503) >>> (j % 24) & 0xff;
+    k[0] = i >> 8;
+    k[1] = i & 0xff;
+    return k;
+  });
+}
+
+async function storeScenario(store: LmdbMailboxStore, keys: Uint8Array[], bodyBytes: number, inFlight: number,
+  seconds: number): Promise<{ messages: number; elapsed: number; cpuUs: number }> {
+  const cpu0 = process.cpuUsage();
+  const sender = new Uint8Array(32).fill(7);
+  const body = new Uint8Array(bodyBytes).map((_, i) => (i * 31) & 0xff);
+  const wrappedKey = new Uint8Array(WRAPPED_KEY_BYTES).fill(9);
+  let issued = 0;
+  let ok = 0;
+  let refused = 0;
+  let pending = 0;
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const done = (outcomes: Array<{ ok: boolean }>): void => {
+      pending--;
+      if (outcomes[0]!.ok) ok++;
+      else refused++;
+      if (!stopping && performance.now() >= deadline) stopping = true;
+      if (stopping) {
+        if (pending === 0) resolve();
+      } else {
+        pump();
+      }
+    };
+    const pump = (): void => {
+      while (pending < inFlight) {
+        pending++;
+        const to = keys[issued++ % keys.length]!;
+        store.enqueue({ sender, storageKey: null, ttlSeconds: 86_400, body, recipients: [{ key: to, wrappedKey }] }).then(done);
+      }
+    };
+    pump();
+  });
+  if (refused > 0) throw new Error(`store scenario: ${refused} enqueues refused (raise the limits)`);
+  const cpu = process.cpuUsage(cpu0);
+  return { messages: ok, elapsed: (performance.now() - start) / 1000, cpuUs: cpu.user + cpu.system };
+}
+
+async function drainScenario(store: LmdbMailboxStore, keys: Uint8Array[], batch: number, inFlightBatches: number,
+  seconds: number): Promise<{ messages: number; elapsed: number; cpuUs: number }> {
+  const cpu0 = process.cpuUsage();
+  const after = new Map<number, number>();
+  let acked = 0;
+  let pending = 0;
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  let next = 0;
+  let emptyInARow = 0;
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const pump = (): void => {
+      while (!stopping && pending < inFlightBatches) {
+        const i = next++ % keys.length;
+        const key = keys[i]!;
+        const entries = store.read(key, after.get(i) ?? 0, batch);
+        if (entries.length === 0) {
+          if (++emptyInARow >= keys.length) stopping = true; // every mailbox is empty
+          continue;
+        }
+        emptyInARow = 0;
+        const seqs = entries.map((e) => e.seq);
+        after.set(i, seqs[seqs.length - 1]!);
+        pending++;
+        store.ack(key, seqs).then(() => {
+          pending--;
+          acked += seqs.length;
+          if (!stopping && performance.now() >= deadline) stopping = true;
+          if (stopping) {
+            if (pending === 0) resolve();
+          } else setImmediate(pump);
+        });
+      }
+      if (stopping && pending === 0) resolve();
+    };
+    pump();
+  });
+  const cpu = process.cpuUsage(cpu0);
+  return { messages: acked, elapsed: (performance.now() - start) / 1000, cpuUs: cpu.user + cpu.system };
+}
+
+export async function runStoreBench(opts: StoreBenchOptions): Promise<StoreBenchRow[]> {
+  const sizes = opts.bodySizes ?? (opts.quick ? [1024] : [64, 1024, 16 * 1024]);
+  const seconds = opts.seconds ?? (opts.quick ? 2 : 10);
+  const recipients = opts.recipients ?? 1000;
+  const inFlight = opts.inFlight ?? 5000;
+  const batch = opts.batch ?? 256;
+  const keys = recipientKeys(recipients);
+  const rows: StoreBenchRow[] = [];
+  for (const bodyBytes of sizes) {
+    const dir = mkdtempSync(join(opts.dir ?? tmpdir(), 'pulltab-store-bench-'));
+    const store = openLmdbMailbox({
+      path: dir,
+      sweepIntervalMs: 0,
+      mapSize: 4 * 1024 * 1024 * 1024,
+      limits: { maxCountPerRecipient: 1e9, maxBytesPerRecipient: 1e15, maxTotalBytes: 1e15 },
+    });
+    try {
+      await store.ready;
+      const stored = await storeScenario(store, keys, bodyBytes, inFlight, seconds);
+      rows.push(row('store', bodyBytes, stored.messages, stored.elapsed, stored.cpuUs));
+      const drained = await drainScenario(store, keys, batch, Math.max(1, Math.floor(inFlight / batch)), seconds);
+      rows.push(row('drain', bodyBytes, drained.messages, drained.elapsed, drained.cpuUs));
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return rows;
+}
+
+function row(scenario: 'store' | 'drain', bodyBytes: number, messages: number, seconds: number, cpuUs: number): StoreBenchRow {
+  const msgsPerSec = messages / seconds;
+  return {
+    scenario, bodyBytes, messages,
+    msgsPerSec: Math.round(msgsPerSec),
+    MBps: Math.round((msgsPerSec * bodyBytes) / 1e5) / 10,
+    cpuUsPerMsg: messages > 0 ? Math.round((cpuUs / messages) * 10) / 10 : 0,
+  };
+}
+
+export function formatStoreBench(rows: StoreBenchRow[]): string {
+  const lines = ['scenario  body B   messages    msgs/s     MB/s  cpu µs/msg'];
+  for (const r of rows) {
+    lines.push(`${r.scenario.padEnd(8)} ${String(r.bodyBytes).padStart(7)} ${String(r.messages).padStart(10)} ${String(r.msgsPerSec).padStart(9)} ${r.MBps.toFixed(1).padStart(8)} ${r.cpuUsPerMsg.toFixed(1).padStart(11)}`);
+  }
+  return lines.join('\n');
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const args = process.argv.slice(2);
+  const dirIndex = args.indexOf('--dir');
+  const rows = await runStoreBench({ quick: args.includes('--quick'), ...(dirIndex >= 0 ? { dir: args[dirIndex + 1]! } : {}) });
+  console.log(formatStoreBench(rows));
+}

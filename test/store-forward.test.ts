@@ -1,0 +1,151 @@
+// Store-and-forward through a real relay: receipts after commit, kill -9, acknowledgements,
+// ordering across the switch from mailbox to live, replacement by storage key.
+import t from 'tap';
+import { generateIdentity } from '../src/crypto/keys.js';
+import type { ReceivedMessage } from '../src/client/client.js';
+import { connectClient, connectCollecting, killRelay, once, removeDir, sleep, spawnRelay, startRelay, tempDir, waitForCount } from './helpers.js';
+
+t.test('crash: every message with a STORED receipt survives kill -9 and is delivered once, in order', async (t) => {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  let relay = await spawnRelay(dir, ['--port', '0']);
+  const port = relay.port;
+  const bob = generateIdentity();
+  const alice = await connectClient(relay.address, { reconnect: false, raw: true });
+  alice.on('error', () => {});
+  const stored: number[] = [];
+  let sending = true;
+  // Stream storable messages with receipts; kill the relay while they are in flight.
+  const stream = (async () => {
+    for (let i = 0; sending && i < 200_000; i++) {
+      const body = Buffer.alloc(64);
+      body.writeUInt32BE(i, 0);
+      alice.send([bob.publicKey], body, { store: true }).then((r) => {
+        if (r.outcomes[0]?.codeName === 'STORED') stored.push(i);
+      }, () => {});
+      if (i % 200 === 199) await sleep(1);
+    }
+  })();
+  await sleep(700);
+  await killRelay(relay, 'SIGKILL');
+  sending = false;
+  await stream;
+  await alice.close();
+  t.ok(stored.length > 100, `${stored.length} messages were acknowledged as stored before the kill`);
+
+  relay = await spawnRelay(dir, ['--port', String(port)]);
+  t.teardown(() => killRelay(relay, 'SIGTERM'));
+  const received: number[] = [];
+  const { RelayClient } = await import('../src/client/client.js');
+  const bobClient = new RelayClient({ relay: relay.address, identity: bob, raw: true });
+  bobClient.on('message', (m: ReceivedMessage) => received.push(Buffer.from(m.body).readUInt32BE(0)));
+  const empty = once(bobClient, 'queueEmpty', 20_000);
+  await bobClient.connect();
+  await empty;
+  await bobClient.close();
+  const receivedSet = new Set(received);
+  t.equal(receivedSet.size, received.length, 'nothing delivered twice');
+  const missing = stored.filter((i) => !receivedSet.has(i));
+  t.same(missing.slice(0, 10), [], `every message with a STORED receipt is delivered (${missing.length} of ${stored.length} missing; ${received.length} received)`);
+  t.ok(received.every((v, i) => i === 0 || v > received[i - 1]), 'in the order sent');
+});
+
+t.test('ack: a recipient that disconnects before acknowledging gets those messages again, never the acknowledged ones', async (t) => {
+  const relay = await startRelay();
+  t.teardown(() => relay.close());
+  const bob = generateIdentity();
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  for (let i = 0; i < 10; i++) {
+    const r = await alice.send([bob.publicKey], `m${i}`, { store: true });
+    t.equal(r.outcomes[0].codeName, 'STORED');
+  }
+  const { client: first, messages: firstMessages } = await connectCollecting(relay, { identity: bob, raw: true, autoAck: false });
+  const firstBatch = await waitForCount(firstMessages, 10);
+  t.same(firstBatch.map((m) => Buffer.from(m.body).toString()), Array.from({ length: 10 }, (_, i) => `m${i}`));
+  t.ok(firstBatch.every((m) => m.fromMailbox));
+  first.ack(firstBatch[3].deliveryId); // m0..m3 acknowledged
+  await sleep(100);
+  await first.close();
+  await sleep(100);
+  const { client: second, messages: secondMessages } = await connectCollecting(relay, { identity: bob, raw: true });
+  t.teardown(() => second.close());
+  const again = await waitForCount(secondMessages, 6);
+  await sleep(100);
+  t.equal(secondMessages.length, 6, 'and nothing else');
+  t.same(again.map((m) => Buffer.from(m.body).toString()), ['m4', 'm5', 'm6', 'm7', 'm8', 'm9']);
+  await sleep(200);
+  t.equal(relay.store.usage(bob.publicKey).count, 0, 'acknowledged by the second connection: the mailbox is empty');
+});
+
+t.test('a storable message written live to a connection that dies unacknowledged is delivered again', async (t) => {
+  const relay = await startRelay();
+  t.teardown(() => relay.close());
+  const bob = generateIdentity();
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  const { client: first, messages: firstMessages } = await connectCollecting(relay, { identity: bob, raw: true, autoAck: false });
+  await sleep(100);
+  const r = await alice.send([bob.publicKey], 'live but unacknowledged', { store: true });
+  t.equal(r.outcomes[0].codeName, 'DELIVERED');
+  await waitForCount(firstMessages, 1);
+  await first.close();
+  await sleep(200);
+  const { client: second, messages: secondMessages } = await connectCollecting(relay, { identity: bob, raw: true });
+  t.teardown(() => second.close());
+  const [again] = await waitForCount(secondMessages, 1);
+  t.equal(Buffer.from(again.body).toString(), 'live but unacknowledged');
+  t.ok(again.fromMailbox);
+});
+
+t.test('order holds when live messages arrive while the backlog drains', async (t) => {
+  const relay = await startRelay({ inflightWindow: 16 });
+  t.teardown(() => relay.close());
+  const bob = generateIdentity();
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  const backlog = 500;
+  await Promise.all(Array.from({ length: backlog }, (_, i) => alice.send([bob.publicKey], `${i}`, { store: true })));
+  const { client: bobClient, messages } = await connectCollecting(relay, { identity: bob, raw: true });
+  t.teardown(() => bobClient.close());
+  const received = messages;
+  // While the backlog drains (16 at a time), keep sending: storable and not.
+  const live = [];
+  for (let i = backlog; i < backlog + 200; i++) live.push(alice.send([bob.publicKey], `${i}`, { store: i % 2 === 0 }));
+  const results = await Promise.all(live);
+  t.ok(results.every((r) => r.ok), 'all accepted');
+  const deadline = Date.now() + 10_000;
+  while (received.length < backlog + 200 && Date.now() < deadline) await sleep(20);
+  t.same(received.map((m) => Number(Buffer.from(m.body).toString())), Array.from({ length: backlog + 200 }, (_, i) => i), 'one sender\'s messages arrive in the order sent');
+});
+
+t.test('replacement by storage key: the recipient gets only the newest', async (t) => {
+  const relay = await startRelay();
+  t.teardown(() => relay.close());
+  const bob = generateIdentity();
+  const alice = await connectClient(relay);
+  t.teardown(() => alice.close());
+  await alice.send([bob.publicKey], 'status: 1', { store: true, storageKey: 'status' });
+  await alice.send([bob.publicKey], 'other', { store: true });
+  await alice.send([bob.publicKey], 'status: 2', { store: true, storageKey: 'status' });
+  const { client: bobClient, messages } = await connectCollecting(relay, { identity: bob });
+  t.teardown(() => bobClient.close());
+  const got = await waitForCount(messages, 2);
+  await sleep(100);
+  t.equal(messages.length, 2);
+  t.same(got.map((m) => Buffer.from(m.body).toString()), ['other', 'status: 2']);
+});
+
+t.test('quota and TTL refusals name their reason', async (t) => {
+  const relay = await startRelay({ mailboxMaxCount: 2, maxTtlSeconds: 60, defaultTtlSeconds: 60 });
+  t.teardown(() => relay.close());
+  const bob = generateIdentity();
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  t.equal((await alice.send([bob.publicKey], 'a', { store: true })).outcomes[0].codeName, 'STORED');
+  t.equal((await alice.send([bob.publicKey], 'b', { store: true })).outcomes[0].codeName, 'STORED');
+  const third = await alice.send([bob.publicKey], 'c', { store: true });
+  t.equal(third.codeName, 'QUOTA_COUNT');
+  const tooLong = await alice.send([bob.publicKey], 'd', { store: true, ttlSeconds: 61 });
+  t.equal(tooLong.codeName, 'TTL_TOO_LONG');
+});
