@@ -66,9 +66,12 @@ export function readU32(buf: Uint8Array, offset: number): number {
   return ((buf[offset]! << 24) | (buf[offset + 1]! << 16) | (buf[offset + 2]! << 8) | buf[offset + 3]!) >>> 0;
 }
 
+// Node's Buffer#latin1Slice works on any Uint8Array and saves allocating a Buffer view per call.
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Uint8Array, start: number, end: number): string }).latin1Slice;
+
 /** A string naming the bytes [start, end) of buf, one char per byte: a Map key. */
 export function bytesId(buf: Uint8Array, start = 0, end = buf.length): string {
-  return Buffer.from(buf.buffer, buf.byteOffset + start, end - start).toString('latin1');
+  return latin1Slice.call(buf, start, end);
 }
 
 export function idBytes(id: string): Buffer {

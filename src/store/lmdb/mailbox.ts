@@ -15,13 +15,14 @@
  *    they are loaded from the `usage` sub-database at open, and the changed records are written
  *    once per transaction (lmdb-js `beforecommit`), in the same transaction as the entries.
  *  - the seq counter lives in memory and is written the same way (`meta.seq`).
- *  - three small overlays hold the effect of uncommitted writes on what decisions read back:
+ *  - four small overlays hold the effect of uncommitted writes on what decisions read back:
  *    `pendingNew` (accepted entries not committed yet: ack() can delete them, read() does not show them),
  *    `pendingDeleted` (seqs whose deletion is not committed: read() and ack() skip them),
  *    `indexOverlay` (replacement-index slots written or deleted, not yet committed) and
  *    `bodyOverlay` (shared-body refcounts not yet committed). An operation drops what it put in an
  *    overlay once its transaction has committed (and only if no later operation replaced it), when
- *    LMDB itself answers the same.
+ *    LMDB itself answers the same. All operations of one lmdb-js batch share one commit promise, so
+ *    one handler per batch settles them all (no per-operation promise chains).
  * If a commit ever fails, the callers get STORE_ERROR / a rejection and the store repairs itself:
  * it waits for every write in flight, then recomputes usage, refcounts and indexes from the entries.
  */
@@ -127,14 +128,12 @@ interface Batch extends Regs {
   ops: number;
 }
 
-interface Accepted {
+/** A recipient accepted by enqueue; once written it is also the PendingEntry until its commit. */
+interface Accepted extends PendingEntry {
   key: Uint8Array;
-  rid: string;
   wrappedKey: Uint8Array;
   seq: number;
-  cost: number;
   slot: IndexSlot | null;
-  idxKey: Buffer | null;
   dead: boolean;
 }
 
@@ -497,7 +496,10 @@ class LmdbMailbox implements LmdbMailboxStore {
       return this.enqueueNow(request, op);
     } catch {
       // Never throw out of enqueue. Writes issued before the throw may still commit: repair.
-      if (op && op.writes > 0) this.noteFailure();
+      if (op && op.writes > 0) {
+        void this.settled();
+        this.noteFailure();
+      }
       return Promise.resolve(refuseAll(request, 'STORE_ERROR'));
     }
   }
@@ -569,7 +571,7 @@ class LmdbMailbox implements LmdbMailboxStore {
         this.indexOverlay.set(idxId, slot);
         this.open.index.push([idxId, slot]);
       }
-      accepted.push({ key: r.key, rid, wrappedKey: r.wrappedKey, seq, cost, slot, idxKey, dead: false });
+      accepted.push({ key: r.key, rid, wrappedKey: r.wrappedKey, seq, cost, slot, idxKey, dead: false, expiresAt, storedAt, bodyId: 0 });
       outcomes[i] = { ok: true, seq };
     }
 
@@ -604,7 +606,8 @@ class LmdbMailbox implements LmdbMailboxStore {
           this.put(this.index, a.idxKey, u64Value(a.seq), op);
           a.slot!.bodyId = bodyId;
         }
-        this.pendingNew.set(a.seq, { rid: a.rid, expiresAt, storedAt, cost: a.cost, bodyId, idxKey: a.idxKey });
+        a.bodyId = bodyId;
+        this.pendingNew.set(a.seq, a);
         this.open.added.push(a.seq);
       }
     }
@@ -663,7 +666,10 @@ class LmdbMailbox implements LmdbMailboxStore {
         this.deleteStored(recipient, rid, seq, op);
       }
     } catch (err) {
-      if (op.writes > 0) this.noteFailure();
+      if (op.writes > 0) {
+        void this.settled();
+        this.noteFailure();
+      }
       return Promise.reject(err);
     }
     // Nothing to delete (unknown, or already being deleted): still resolve after earlier deletions commit.
@@ -712,7 +718,10 @@ class LmdbMailbox implements LmdbMailboxStore {
           if (visit(key, op)) removed++;
         }
       } catch (err) {
-        if (op.writes > 0) this.noteFailure();
+        if (op.writes > 0) {
+          void this.settled();
+          this.noteFailure();
+        }
         throw err;
       }
       if (op.writes > 0) commitFailed(await this.bind());
