@@ -39,6 +39,8 @@ export async function serve(argv: string[]): Promise<number> {
     if (err instanceof ConfigError) throw new CliError(err.message, 2);
     throw err;
   }
+  // A closed stdout (a pipe whose reader went away) must cost the logs, not the relay.
+  process.stdout.on('error', () => {});
   const logger = createLogger(config.logLevel);
   let relay: Relay;
   try {
@@ -49,7 +51,9 @@ export async function serve(argv: string[]): Promise<number> {
     if (e.code === 'EACCES') throw new CliError(`cannot listen on ${config.host}:${config.port}: permission denied`);
     throw new CliError(`cannot start the relay: ${e.message}`);
   }
+  // The address first, on a line of its own, so scripts and people can take it as it is.
   process.stdout.write(relay.address + '\n');
+  logger.info({ event: 'relay_started', address: relay.address, port: relay.port }, 'relay started');
   if (config.host === '0.0.0.0' || config.host === '::') {
     logger.info({ event: 'address_hint' }, `listening on all interfaces; remote clients use ${relay.addressFor('<this-host>')}`);
   }

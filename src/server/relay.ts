@@ -87,7 +87,6 @@ export class Relay {
       }, (err: Error) => relay.log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
     }, config.sweepIntervalMs);
     relay.#sweepTimer.unref();
-    relay.log.info({ event: 'relay_started', address: relay.address, port: relay.#port }, 'relay started');
     return relay;
   }
 
