@@ -7,7 +7,7 @@ import { decodeKey, encodeKey, Signer, type Identity } from '../crypto/keys.js';
 import { openMessage, sealMessage, SealError } from '../crypto/seal.js';
 import { parseRelayAddress, type RelayAddress } from '../protocol/address.js';
 import { Code, codeMessage, codeName, DeliverFlags, SendFlags, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
-import { encodeAck, encodeSend, type DeliverFields, type ResultFields } from '../protocol/frames.js';
+import { encodeAck, encodeAdminRequest, encodeSend, type DeliverFields, type ResultFields } from '../protocol/frames.js';
 import { backoffDelay } from './backoff.js';
 import { Link, type LinkEnd } from './link.js';
 
@@ -72,6 +72,14 @@ export interface ReceivedMessage {
   deliveryId: number;
 }
 
+export interface AdminAnswer {
+  ok: boolean;
+  status: number;
+  codeName: string;
+  /** The parsed JSON answer: the command's result, or { error } on a refusal. */
+  body: unknown;
+}
+
 export class NotConnectedError extends Error {
   override name = 'NotConnectedError';
 }
@@ -116,6 +124,8 @@ export class RelayClient extends EventEmitter {
   #retryTimer: NodeJS.Timeout | null = null;
   #seq = 0;
   readonly #pending = new Map<number, PendingReceipt>();
+  readonly #adminPending = new Map<number, { resolve(answer: AdminAnswer): void; reject(err: Error): void; timer: NodeJS.Timeout }>();
+  #adminId = 0;
   #ackUpTo = 0;
   #ackSent = 0;
   #ackScheduled = false;
@@ -175,6 +185,19 @@ export class RelayClient extends EventEmitter {
       onResult: (fields) => this.#onResult(fields),
       onQueueEmpty: () => this.emit('queueEmpty'),
       onNotice: (code, reason) => this.emit('notice', code, reason),
+      onAdminResponse: (fields) => {
+        const pending = this.#adminPending.get(fields.requestId);
+        if (!pending) return;
+        this.#adminPending.delete(fields.requestId);
+        clearTimeout(pending.timer);
+        let body: unknown;
+        try {
+          body = fields.json === '' ? null : JSON.parse(fields.json);
+        } catch {
+          body = { error: 'relay sent an answer that is not JSON' };
+        }
+        pending.resolve({ ok: fields.status === Code.OK, status: fields.status, codeName: codeName(fields.status), body });
+      },
       onEnd: (end) => this.#onLinkEnd(link, end),
     }, this.#options.connectTimeoutMs);
     this.#link = link;
@@ -188,6 +211,11 @@ export class RelayClient extends EventEmitter {
       pending.reject(new NotConnectedError(`connection lost before the relay answered message ${seq}: ${end.reason}`));
     }
     this.#pending.clear();
+    for (const pending of this.#adminPending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(new NotConnectedError(`connection lost before the relay answered an admin request: ${end.reason}`));
+    }
+    this.#adminPending.clear();
     const willRetry = !this.#closed && !end.fatal && this.#options.reconnect;
     if (this.#connectWaiter && !willRetry) {
       this.#connectWaiter.reject(new ConnectError(end.reason, end.code));
@@ -249,6 +277,24 @@ export class RelayClient extends EventEmitter {
       }, this.#options.receiptTimeoutMs);
       this.#pending.set(seq, { recipients: names, resolve, reject, timer });
       link.write(frame);
+    });
+  }
+
+  /**
+   * Sends an admin request ({ command, args }) and resolves with the relay's answer. The relay
+   * checks the caller's capabilities; a refusal resolves with ok false and a code (FORBIDDEN...).
+   */
+  admin(command: string, args: Record<string, unknown> = {}): Promise<AdminAnswer> {
+    const link = this.#link;
+    if (!link || !link.ready) return Promise.reject(new NotConnectedError('not connected to the relay'));
+    const requestId = this.#adminId = (this.#adminId + 1) >>> 0;
+    return new Promise<AdminAnswer>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#adminPending.delete(requestId);
+        reject(new Error(`no answer from the relay to admin request ${command} within ${this.#options.receiptTimeoutMs} ms`));
+      }, this.#options.receiptTimeoutMs);
+      this.#adminPending.set(requestId, { resolve, reject, timer });
+      link.write(encodeAdminRequest({ requestId, json: JSON.stringify({ command, args }) }));
     });
   }
 

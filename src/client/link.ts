@@ -5,10 +5,13 @@ import { connect, type Socket } from 'node:net';
 import { Signer, verifySignature } from '../crypto/keys.js';
 import type { RelayAddress } from '../protocol/address.js';
 import {
-  Code, codeMessage, codeName, FrameType, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH,
+  Code, codeMessage, codeName, FrameType, MAX_ADMIN_RESPONSE_LENGTH, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH,
   PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 } from '../protocol/constants.js';
-import { encodeClose, encodeFrame, parseClose, parseDeliver, parseResult, type DeliverFields, type ResultFields } from '../protocol/frames.js';
+import {
+  encodeClose, encodeFrame, parseAdminResponse, parseClose, parseDeliver, parseResult,
+  type AdminResponseFields, type DeliverFields, type ResultFields,
+} from '../protocol/frames.js';
 import {
   chooseVersion, clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, relaySignedBytes, transcript,
 } from '../protocol/handshake.js';
@@ -29,6 +32,7 @@ export interface LinkHandlers {
   onResult(fields: ResultFields): void;
   onQueueEmpty(): void;
   onNotice(code: number, reason: string): void;
+  onAdminResponse(fields: AdminResponseFields): void;
   onEnd(end: LinkEnd): void;
 }
 
@@ -54,7 +58,9 @@ export class Link {
     this.#signer = signer;
     this.#handlers = handlers;
     this.#reader = new FrameReader({
-      maxLength: (type) => (this.#state === 'ready' ? (type === FrameType.DELIVER || !isKnown(type) ? MAX_INBOUND_FRAME : MAX_CONTROL_FRAME_LENGTH) : MAX_HANDSHAKE_FRAME_LENGTH),
+      maxLength: (type) => (this.#state === 'ready'
+        ? (type === FrameType.DELIVER || !isKnown(type) ? MAX_INBOUND_FRAME : type === FrameType.ADMIN_RESPONSE ? MAX_ADMIN_RESPONSE_LENGTH : MAX_CONTROL_FRAME_LENGTH)
+        : MAX_HANDSHAKE_FRAME_LENGTH),
       skip: (type) => this.#state === 'ready' && !isKnown(type),
       onFrame: (type, buf, start, end) => this.#onFrame(type, buf, start, end),
       onError: (_kind, type, length) => this.fail(Code.FRAME_TOO_LARGE, `relay sent frame type 0x${type.toString(16)} of ${length} bytes`, false),
@@ -133,6 +139,12 @@ export class Link {
         }
         case FrameType.CLOSE:
           return this.#onClose(buf, start, end);
+        case FrameType.ADMIN_RESPONSE: {
+          const fields = parseAdminResponse(buf, start, end);
+          if (fields === null) return this.fail(Code.MALFORMED_FRAME, 'relay sent a malformed ADMIN_RESPONSE', false);
+          this.#handlers.onAdminResponse(fields);
+          return;
+        }
         default:
           return; // PONG and frames a client does not act on
       }
@@ -187,7 +199,8 @@ export class Link {
 function isKnown(type: number): boolean {
   return type >= FrameType.SERVER_HELLO && type <= FrameType.SERVER_WELCOME
     || type >= FrameType.SEND && type <= FrameType.QUEUE_EMPTY
-    || type >= FrameType.PING && type <= FrameType.NOTICE;
+    || type >= FrameType.PING && type <= FrameType.NOTICE
+    || type === FrameType.ADMIN_REQUEST || type === FrameType.ADMIN_RESPONSE;
 }
 
 function describeSocketError(err: NodeJS.ErrnoException, address: RelayAddress): string {

@@ -27,6 +27,8 @@ export const FrameType = {
   PONG: 0x21,
   CLOSE: 0x22,
   NOTICE: 0x23,
+  ADMIN_REQUEST: 0x30,
+  ADMIN_RESPONSE: 0x31,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
 
@@ -59,6 +61,7 @@ export const Code = {
   GOING_AWAY: 0x010a,
   SLOW_CONSUMER: 0x010b,
   IDLE_TIMEOUT: 0x010c,
+  KICKED: 0x010d,
   // Message level: the relay answers with RESULT and the connection stays open.
   PAYLOAD_TOO_LARGE: 0x0201,
   TOO_MANY_RECIPIENTS: 0x0202,
@@ -72,6 +75,12 @@ export const Code = {
   STORE_ERROR: 0x020a,
   RECIPIENT_BUSY: 0x020b,
   MALFORMED_SEND: 0x020c,
+  // Admin answers (ADMIN_RESPONSE status) and notices.
+  FORBIDDEN: 0x0301,
+  BAD_REQUEST: 0x0302,
+  NOT_FOUND: 0x0303,
+  RATE_LIMITED: 0x0304,
+  INTERNAL_ERROR: 0x0305,
 } as const;
 export type CodeName = keyof typeof Code;
 
@@ -98,6 +107,7 @@ export const CODE_MESSAGES: Record<CodeName, string> = {
   GOING_AWAY: 'relay is shutting down, retry later',
   SLOW_CONSUMER: 'connection did not read its messages in time',
   IDLE_TIMEOUT: 'connection stopped answering pings',
+  KICKED: 'disconnected by an administrator',
   PAYLOAD_TOO_LARGE: 'message body larger than allowed',
   TOO_MANY_RECIPIENTS: 'more recipients than allowed',
   NO_RECIPIENTS: 'message has no recipients',
@@ -110,6 +120,11 @@ export const CODE_MESSAGES: Record<CodeName, string> = {
   STORE_ERROR: 'relay could not store the message',
   RECIPIENT_BUSY: 'recipient is not reading fast enough and the message was not storable',
   MALFORMED_SEND: 'malformed SEND frame',
+  FORBIDDEN: 'the caller lacks the capability this admin command needs',
+  BAD_REQUEST: 'malformed admin request',
+  NOT_FOUND: 'no such policy, user or command',
+  RATE_LIMITED: 'sending faster than allowed; reads are paused',
+  INTERNAL_ERROR: 'the relay failed to carry out the request',
 };
 
 export function codeMessage(code: number): string {
@@ -128,6 +143,9 @@ export const PING_LENGTH = 8;
 export const MAX_HANDSHAKE_FRAME_LENGTH = 1024;
 export const MAX_CONTROL_FRAME_LENGTH = 512;
 export const MAX_REASON_BYTES = 256;
+/** ADMIN_REQUEST payloads the relay reads; ADMIN_RESPONSE payloads a client accepts. */
+export const MAX_ADMIN_REQUEST_LENGTH = 64 * 1024;
+export const MAX_ADMIN_RESPONSE_LENGTH = 16 * 1024 * 1024;
 
 export interface ProtocolLimits {
   /** Largest body a SEND may carry (bytes). */

@@ -292,4 +292,48 @@ export function parseClose(buf: Buffer, start: number, end: number): CloseFields
   };
 }
 
+// ---------------------------------------------------------------------------------------
+// ADMIN_REQUEST (client → relay): requestId u32 | JSON text
+// ADMIN_RESPONSE (relay → client): requestId u32 | status u16 | JSON text
+
+export interface AdminRequestFields {
+  requestId: number;
+  json: string;
+}
+
+export interface AdminResponseFields {
+  requestId: number;
+  status: number;
+  json: string;
+}
+
+export function encodeAdminRequest(fields: AdminRequestFields): Buffer {
+  const text = Buffer.from(fields.json, 'utf8');
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + 4 + text.length);
+  const o = writeFrameHeader(frame, 0, FrameType.ADMIN_REQUEST, 4 + text.length);
+  frame.writeUInt32BE(fields.requestId >>> 0, o);
+  text.copy(frame, o + 4);
+  return frame;
+}
+
+export function parseAdminRequest(buf: Buffer, start: number, end: number): AdminRequestFields | null {
+  if (end - start < 4) return null;
+  return { requestId: buf.readUInt32BE(start), json: buf.toString('utf8', start + 4, end) };
+}
+
+export function encodeAdminResponse(fields: AdminResponseFields): Buffer {
+  const text = Buffer.from(fields.json, 'utf8');
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + 6 + text.length);
+  const o = writeFrameHeader(frame, 0, FrameType.ADMIN_RESPONSE, 6 + text.length);
+  frame.writeUInt32BE(fields.requestId >>> 0, o);
+  frame.writeUInt16BE(fields.status, o + 4);
+  text.copy(frame, o + 6);
+  return frame;
+}
+
+export function parseAdminResponse(buf: Buffer, start: number, end: number): AdminResponseFields | null {
+  if (end - start < 6) return null;
+  return { requestId: buf.readUInt32BE(start), status: buf.readUInt16BE(start + 4), json: buf.toString('utf8', start + 6, end) };
+}
+
 export { Code };

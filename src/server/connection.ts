@@ -5,17 +5,17 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { verifySignature, type Signer } from '../crypto/keys.js';
 import {
-  Code, codeMessage, FrameType, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH, maxSendFrameLength,
+  Code, codeMessage, FrameType, MAX_ADMIN_REQUEST_LENGTH, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH, maxSendFrameLength,
   PING_LENGTH, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 } from '../protocol/constants.js';
-import { encodeClose, encodeFrame, parseAck } from '../protocol/frames.js';
+import { encodeAdminResponse, encodeClose, encodeFrame, parseAck, parseAdminRequest } from '../protocol/frames.js';
 import {
   clientSignedBytes, encodeServerHello, encodeServerWelcome, parseClientHello, relaySignedBytes, transcript,
 } from '../protocol/handshake.js';
 import { FrameReader } from '../protocol/reader.js';
 import type { RelayConfig } from './config.js';
 import type { Router } from './router.js';
-import { Session } from './session.js';
+import { Session, type SenderLimits } from './session.js';
 import type { RelayStats } from './stats.js';
 
 export interface RelayContext {
@@ -26,9 +26,19 @@ export interface RelayContext {
   readonly log: Logger;
   /** Extra admission check after the key is proven (policies hook in here); OK to admit. */
   admit(clientKey: Buffer): number;
+  /** The sending limits of a key (the relay's configuration, or its policy's). */
+  limitsFor(clientKey: Buffer): SenderLimits;
   connectionClosed(connection: Connection): void;
   /** Called once per connection when it leaves the handshake, however it leaves it. */
   handshakeFinished(): void;
+  /** Carries out an admin request from an authenticated caller; never rejects. */
+  admin(caller: Session, json: string): Promise<AdminAnswer>;
+}
+
+export interface AdminAnswer {
+  status: number;
+  /** JSON text of the answer (a result, or { "error": ... }). */
+  json: string;
 }
 
 /** Frame types a client may send after the handshake; anything else known is UNEXPECTED_FRAME. */
@@ -53,6 +63,7 @@ export class Connection {
       maxLength: (type) => {
         if (this.#state === 'handshake') return MAX_HANDSHAKE_FRAME_LENGTH;
         if (type === FrameType.SEND || !KNOWN_TYPES.has(type)) return sendMax;
+        if (type === FrameType.ADMIN_REQUEST) return MAX_ADMIN_REQUEST_LENGTH;
         return MAX_CONTROL_FRAME_LENGTH;
       },
       // After the handshake, unknown types are skipped so newer clients can talk to this relay.
@@ -118,6 +129,14 @@ export class Connection {
         case FrameType.CLOSE:
           this.close(Code.OK, 'closed by client', false);
           return;
+        case FrameType.ADMIN_REQUEST: {
+          const request = parseAdminRequest(buf, start, end);
+          if (request === null) return this.#protocolError(Code.MALFORMED_FRAME, 'ADMIN_REQUEST shorter than its request id');
+          this.#ctx.admin(session, request.json).then((answer) => {
+            if (!session.closed) session.out.writeFrame(encodeAdminResponse({ requestId: request.requestId, ...answer }));
+          });
+          return;
+        }
         default:
           return this.#protocolError(Code.UNEXPECTED_FRAME, `frame type 0x${type.toString(16)} is not sent by clients`);
       }
@@ -156,7 +175,7 @@ export class Connection {
       return;
     }
     this.#leaveHandshake();
-    const session = new Session(hello.clientKey, this.socket);
+    const session = new Session(hello.clientKey, this.socket, ctx.limitsFor(hello.clientKey));
     session.closeConnection = (code, reason, retryAfterMs) => this.close(code, reason, true, retryAfterMs);
     this.session = session;
     this.#state = 'active';

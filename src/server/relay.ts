@@ -60,8 +60,10 @@ export class Relay {
       stats: this.stats,
       log: this.log,
       admit: () => Code.OK,
+      limitsFor: () => ({ maxPayloadBytes: config.maxPayloadBytes, maxRecipients: config.maxRecipients, maxTtlSeconds: config.maxTtlSeconds }),
       connectionClosed: (connection) => relay.connections.delete(connection),
       handshakeFinished: () => { relay.#handshaking--; },
+      admin: async () => ({ status: Code.FORBIDDEN, json: JSON.stringify({ error: 'administration is not enabled on this relay' }) }),
     };
     this.#server = createServer({ noDelay: true }, (socket) => this.#accept(socket));
     this.#server.on('error', (err) => this.log.error({ event: 'listener_error', err: err.message }, 'listener error'));

@@ -89,13 +89,14 @@ export class Router {
     }
     const { seq, flags, recipientCount: n, recipientOffsets, bodyStart, bodyEnd, storageKeyOffset } = view;
     const config = this.#config;
+    const limits = sender.limits;
     if (n === 0) return this.#refuse(sender, seq, Code.NO_RECIPIENTS);
-    if (n > config.maxRecipients) return this.#refuse(sender, seq, Code.TOO_MANY_RECIPIENTS);
-    if (bodyEnd - bodyStart > config.maxPayloadBytes) return this.#refuse(sender, seq, Code.PAYLOAD_TOO_LARGE);
+    if (n > limits.maxRecipients) return this.#refuse(sender, seq, Code.TOO_MANY_RECIPIENTS);
+    if (bodyEnd - bodyStart > limits.maxPayloadBytes) return this.#refuse(sender, seq, Code.PAYLOAD_TOO_LARGE);
     const storable = (flags & SendFlags.STORE) !== 0;
     const wantReceipt = (flags & SendFlags.RECEIPT) !== 0;
     const ttlSeconds = view.ttlSeconds === 0 ? config.defaultTtlSeconds : view.ttlSeconds;
-    if (storable && ttlSeconds > config.maxTtlSeconds) return this.#refuse(sender, seq, Code.TTL_TOO_LONG);
+    if (storable && ttlSeconds > limits.maxTtlSeconds) return this.#refuse(sender, seq, Code.TTL_TOO_LONG);
 
     if (n === 1) {
       // The common case, kept free of per-message arrays.

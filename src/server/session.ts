@@ -25,6 +25,13 @@ interface Inflight {
   live: UnackedLive | null;
 }
 
+/** The limits that apply to what this session sends; a policy change replaces them at once. */
+export interface SenderLimits {
+  maxPayloadBytes: number;
+  maxRecipients: number;
+  maxTtlSeconds: number;
+}
+
 export class Session {
   readonly key: Buffer;
   /** The key as a latin1 string: the router's map key (cheap to make from a slice of a frame). */
@@ -54,7 +61,10 @@ export class Session {
   readonly #inflight: Inflight[] = [];
   #inflightHead = 0;
 
-  constructor(key: Buffer, socket: Socket) {
+  limits: SenderLimits;
+
+  constructor(key: Buffer, socket: Socket, limits: SenderLimits) {
+    this.limits = limits;
     this.key = key;
     this.keyId = key.toString('latin1');
     this.keyText = encodeKey(key);
