@@ -95,7 +95,7 @@ export class Router {
     if (bodyEnd - bodyStart > limits.maxPayloadBytes) return this.#refuse(sender, seq, Code.PAYLOAD_TOO_LARGE);
     const storable = (flags & SendFlags.STORE) !== 0;
     const wantReceipt = (flags & SendFlags.RECEIPT) !== 0;
-    const ttlSeconds = view.ttlSeconds === 0 ? config.defaultTtlSeconds : view.ttlSeconds;
+    const ttlSeconds = view.ttlSeconds === 0 ? Math.min(config.defaultTtlSeconds, limits.maxTtlSeconds) : view.ttlSeconds;
     if (storable && ttlSeconds > limits.maxTtlSeconds) return this.#refuse(sender, seq, Code.TTL_TOO_LONG);
 
     if (n === 1) {
