@@ -4,12 +4,16 @@ import { createLogger } from '../server/log.js';
 import { Relay } from '../server/relay.js';
 import { CliError, parseCommand, stringOption, type CommandSpec } from './args.js';
 
+/** How long SIGTERM may take before the process exits regardless. */
+const SHUTDOWN_DEADLINE_MS = 15_000;
+
 const spec = {
   name: 'serve',
   usage: 'serve [--config FILE] [--host H] [--port P] [--data DIR]',
   description: 'Starts the relay and prints its address (pulltab://KEY@HOST:PORT) on a line of its own.\n'
     + 'Settings come from defaults, then the JSON config file, then PULLTAB_* environment variables,\n'
-    + 'then these flags; each overrides the one before. docs/OPERATIONS.md lists every setting.',
+    + 'then these flags; each overrides the one before. docs/OPERATIONS.md lists every setting.\n'
+    + 'SIGTERM drains and exits; SIGHUP reloads the file and environment (limits apply at once).',
   options: {
     config: { type: 'string' },
     host: { type: 'string' },
@@ -28,13 +32,15 @@ export async function serve(argv: string[]): Promise<number> {
   const parsed = parseCommand(spec, argv);
   if (!parsed) return 0;
   const { values } = parsed;
+  const configFile = stringOption(values, 'config');
+  const load = () => resolveConfig([
+    { source: configFile ?? 'file', values: configFile ? readConfigFile(configFile) : {} },
+    { source: 'env', values: configFromEnv(process.env) },
+    { source: 'flags', values: { host: values.host, port: values.port, dataDir: values.data } },
+  ]);
   let config;
   try {
-    config = resolveConfig([
-      { source: stringOption(values, 'config') ?? 'file', values: values.config ? readConfigFile(String(values.config)) : {} },
-      { source: 'env', values: configFromEnv(process.env) },
-      { source: 'flags', values: { host: values.host, port: values.port, dataDir: values.data } },
-    ]);
+    config = load();
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(err.message, 2);
     throw err;
@@ -66,12 +72,25 @@ export async function serve(argv: string[]): Promise<number> {
       }
       stopping = true;
       logger.info({ event: 'shutdown', signal }, 'shutting down');
-      relay.close().then(() => resolve(0), (err: Error) => {
+      // The drain has a deadline; past it the process exits anyway (LMDB commits are durable).
+      setTimeout(() => {
+        logger.error({ event: 'shutdown_deadline' }, 'shutdown took too long: exiting');
+        process.exit(1);
+      }, SHUTDOWN_DEADLINE_MS).unref();
+      relay.close({ retryAfterMs: 1000, graceMs: 5000 }).then(() => resolve(0), (err: Error) => {
         logger.error({ event: 'shutdown_failed', err: err.message }, 'shutdown failed');
         resolve(1);
       });
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // SIGHUP: read the file and environment again and apply the reloadable settings.
+    process.on('SIGHUP', () => {
+      try {
+        relay.reload(load());
+      } catch (err) {
+        logger.error({ event: 'config_reload_failed', err: (err as Error).message }, 'configuration not reloaded');
+      }
+    });
   });
 }

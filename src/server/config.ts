@@ -37,6 +37,20 @@ const configShape = z.object({
   storeMaxBytes: int(1).default(10 * 1024 * MiB),
   /** How often expired stored messages are swept. */
   sweepIntervalMs: int(1000).default(60_000),
+  /** A connection with output pending that writes nothing for this long is closed (SLOW_CONSUMER). */
+  writeDeadlineMs: int(100).default(10_000),
+  /** A connection silent this long is pinged... */
+  pingIntervalMs: int(100).default(30_000),
+  /** ...and closed (IDLE_TIMEOUT) if still silent this long after the ping. */
+  pingTimeoutMs: int(100).default(15_000),
+  /** New connections accepted per second (token bucket); more get RELAY_FULL. */
+  acceptRatePerSecond: int(1).default(5_000),
+  acceptBurst: int(1).default(5_000),
+  /** Per-connection inbound limits, enforced by pausing reads; 0 means unlimited. Reloaded on SIGHUP. */
+  rateBytesPerSecond: int(0).default(0),
+  rateBurstBytes: int(0).default(0),
+  rateMessagesPerSecond: int(0).default(0),
+  rateBurstMessages: int(0).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Log one line per delivery (sender and recipient keys, sizes); off by default. */
   logDeliveries: bool.default(false),
@@ -106,6 +120,14 @@ export function resolveConfig(layers: Array<{ source: string; values: Record<str
   }
   return result.data;
 }
+
+/** Settings a running relay takes on at SIGHUP without a restart. */
+export const RELOADABLE_KEYS = [
+  'maxConnections', 'maxHandshakes', 'handshakeTimeoutMs', 'maxPayloadBytes', 'maxRecipients', 'outboundBudgetBytes',
+  'inflightWindow', 'defaultTtlSeconds', 'maxTtlSeconds', 'writeDeadlineMs', 'pingIntervalMs', 'pingTimeoutMs',
+  'acceptRatePerSecond', 'acceptBurst', 'rateBytesPerSecond', 'rateBurstBytes', 'rateMessagesPerSecond',
+  'rateBurstMessages', 'logDeliveries',
+] as const satisfies readonly (keyof RelayConfig)[];
 
 export function defaultConfig(overrides: RelayConfigInput = {}): RelayConfig {
   return resolveConfig([{ source: 'code', values: overrides as Record<string, unknown> }]);

@@ -16,6 +16,7 @@ import { FrameReader } from '../protocol/reader.js';
 import type { RelayConfig } from './config.js';
 import type { Router } from './router.js';
 import { Session, type SenderLimits } from './session.js';
+import { TokenBucket } from './token-bucket.js';
 import type { RelayStats } from './stats.js';
 
 export interface RelayContext {
@@ -54,6 +55,18 @@ export class Connection {
   #state: 'handshake' | 'active' | 'closing' | 'closed' = 'handshake';
   #handshakeTimer: NodeJS.Timeout | null;
   session: Session | null = null;
+  // Rate limiting (null buckets: unlimited).
+  #byteBucket: TokenBucket | null = null;
+  #messageBucket: TokenBucket | null = null;
+  #throttled = false;
+  #toldRateLimited = false;
+  // Liveness: something arrived since the last tick; when we last heard; when we pinged.
+  #heard = true;
+  #lastHeardAt = Date.now();
+  #pingSentAt = 0;
+  // Slow consumer: output the kernel has taken so far, and since when it has taken none.
+  #dispatched = 0;
+  #stalledSince = 0;
 
   constructor(socket: Socket, ctx: RelayContext) {
     this.socket = socket;
@@ -96,6 +109,9 @@ export class Connection {
   }
 
   #onData(chunk: Buffer): void {
+    this.#heard = true;
+    // Bytes already read are never dropped: the chunk is handled, and reading pauses after it.
+    if (this.#byteBucket !== null && !this.#byteBucket.take(chunk.length)) this.#throttle(this.#byteBucket.waitMs());
     try {
       this.#reader.push(chunk);
     } catch (err) {
@@ -105,13 +121,17 @@ export class Connection {
     }
   }
 
-  #onFrame(type: number, buf: Buffer, start: number, end: number): void {
+  #onFrame(type: number, buf: Buffer, start: number, end: number): boolean | void {
     if (this.#state === 'active') {
       const session = this.session!;
       switch (type) {
         case FrameType.SEND:
           if (this.#ctx.router.handleSend(session, buf, start, end) === 'close-malformed') {
             this.#protocolError(Code.MALFORMED_FRAME, 'SEND shorter than its sequence number');
+          }
+          if (this.#messageBucket !== null && !this.#messageBucket.take(1)) {
+            this.#throttle(this.#messageBucket.waitMs());
+            return false; // the reader keeps the rest of the chunk until the bucket refills
           }
           return;
         case FrameType.ACK: {
@@ -187,8 +207,75 @@ export class Connection {
     }
     // Registered before the welcome goes out, so the client can be reached once it is told it is in.
     session.out.writeFrame(welcome);
+    session.onLimitsChanged = (limits) => this.#armRateLimits(limits);
+    this.#armRateLimits(session.limits);
     ctx.log.debug({ event: 'session_started', key: session.keyText }, 'session started');
     ctx.router.drain(session);
+  }
+
+  /** (Re)creates the rate buckets for these limits; a limit of 0 means none. */
+  #armRateLimits(limits: SenderLimits): void {
+    this.#byteBucket = arm(this.#byteBucket, limits.rateBytesPerSecond, limits.rateBurstBytes);
+    this.#messageBucket = arm(this.#messageBucket, limits.rateMessagesPerSecond, limits.rateBurstMessages);
+  }
+
+  /**
+   * Stops reading for waitMs: TCP then pushes back on the sender and nothing is dropped. The
+   * client is told once per connection, with a NOTICE.
+   */
+  #throttle(waitMs: number): void {
+    if (this.#throttled) return;
+    this.#throttled = true;
+    this.#ctx.stats.rateLimitPauses++;
+    this.socket.pause();
+    if (!this.#toldRateLimited && this.session) {
+      this.#toldRateLimited = true;
+      this.session.out.writeFrame(encodeClose(FrameType.NOTICE, { code: Code.RATE_LIMITED, retryAfterMs: waitMs, reason: codeMessage(Code.RATE_LIMITED) }));
+    }
+    setTimeout(() => {
+      this.#throttled = false;
+      if (this.#state !== 'active') return;
+      this.#reader.resume(); // may throttle again, for what it had held back
+      if (!this.#throttled) this.socket.resume();
+    }, Math.max(1, waitMs)).unref();
+  }
+
+  /** Housekeeping, called by the relay every few hundred milliseconds. */
+  tick(now: number): void {
+    if (this.#state !== 'active') return;
+    const config = this.#ctx.config;
+    // Liveness: ping a silent connection, close it if the ping goes unanswered.
+    if (this.#heard) {
+      this.#heard = false;
+      this.#lastHeardAt = now;
+      this.#pingSentAt = 0;
+    } else if (this.#pingSentAt === 0) {
+      if (now - this.#lastHeardAt >= config.pingIntervalMs) {
+        this.#pingSentAt = now;
+        const data = Buffer.allocUnsafe(PING_LENGTH);
+        data.writeDoubleBE(now, 0);
+        this.session!.out.writeFrame(encodeFrame(FrameType.PING, data));
+      }
+    } else if (now - this.#pingSentAt >= config.pingTimeoutMs) {
+      this.#ctx.stats.idleTimeouts++;
+      this.close(Code.IDLE_TIMEOUT, codeMessage(Code.IDLE_TIMEOUT));
+      return;
+    }
+    // Slow consumer: output waiting, and the kernel has taken none of it for the deadline.
+    const socket = this.socket;
+    const dispatched = socket.bytesWritten - socket.writableLength;
+    if (this.session!.out.pendingBytes === 0 || dispatched !== this.#dispatched) {
+      this.#dispatched = dispatched;
+      this.#stalledSince = 0;
+    } else if (this.#stalledSince === 0) {
+      this.#stalledSince = now;
+    } else if (now - this.#stalledSince >= config.writeDeadlineMs) {
+      this.#ctx.stats.slowConsumers++;
+      this.#ctx.log.info({ event: 'slow_consumer', key: this.session!.keyText, pendingBytes: this.session!.out.pendingBytes }, 'slow consumer disconnected');
+      this.close(Code.SLOW_CONSUMER, codeMessage(Code.SLOW_CONSUMER));
+      // It is not reading, so it will not read our CLOSE either: do not linger.
+      socket.destroy();
+    }
   }
 
   #protocolError(code: number, reason: string): void {
@@ -240,4 +327,13 @@ export class Connection {
     }
     this.#ctx.connectionClosed(this);
   }
+}
+
+function arm(bucket: TokenBucket | null, rate: number, burst: number): TokenBucket | null {
+  if (rate <= 0) return null;
+  // The burst is at least one second's worth, so a steady sender at the rate is never paused.
+  const size = Math.max(burst, rate);
+  if (bucket === null) return new TokenBucket(rate, size);
+  bucket.configure(rate, size);
+  return bucket;
 }

@@ -9,11 +9,26 @@ import { Code, codeMessage, FrameType } from '../protocol/constants.js';
 import { encodeClose } from '../protocol/frames.js';
 import { openLmdbMailbox } from '../store/lmdb/mailbox.js';
 import type { MailboxStore } from '../store/mailbox.js';
-import { defaultConfig, type RelayConfig, type RelayConfigInput } from './config.js';
+import { defaultConfig, RELOADABLE_KEYS, type RelayConfig, type RelayConfigInput } from './config.js';
 import { Connection, type RelayContext } from './connection.js';
 import { createLogger } from './log.js';
 import { Router } from './router.js';
+import type { SenderLimits } from './session.js';
 import { RelayStats } from './stats.js';
+import { TokenBucket } from './token-bucket.js';
+
+/** The sending limits the relay's configuration gives a key that has no policy of its own. */
+export function configLimits(config: RelayConfig): SenderLimits {
+  return {
+    maxPayloadBytes: config.maxPayloadBytes,
+    maxRecipients: config.maxRecipients,
+    maxTtlSeconds: config.maxTtlSeconds,
+    rateBytesPerSecond: config.rateBytesPerSecond,
+    rateBurstBytes: config.rateBurstBytes,
+    rateMessagesPerSecond: config.rateMessagesPerSecond,
+    rateBurstMessages: config.rateBurstMessages,
+  };
+}
 
 export interface RelayOptions {
   logger?: Logger;
@@ -35,6 +50,8 @@ export class Relay {
   #sweepTimer: NodeJS.Timeout | null = null;
   #port = 0;
   #handshaking = 0;
+  #tickTimer: NodeJS.Timeout | null = null;
+  readonly #acceptBucket: TokenBucket;
   #closed: Promise<void> | null = null;
 
   private constructor(config: RelayConfig, options: RelayOptions) {
@@ -52,6 +69,7 @@ export class Relay {
       },
     });
     this.router = new Router(this.store, config, this.log, this.stats);
+    this.#acceptBucket = new TokenBucket(config.acceptRatePerSecond, config.acceptBurst);
     const relay = this;
     this.#context = {
       config,
@@ -60,7 +78,7 @@ export class Relay {
       stats: this.stats,
       log: this.log,
       admit: () => Code.OK,
-      limitsFor: () => ({ maxPayloadBytes: config.maxPayloadBytes, maxRecipients: config.maxRecipients, maxTtlSeconds: config.maxTtlSeconds }),
+      limitsFor: () => configLimits(config),
       connectionClosed: (connection) => relay.connections.delete(connection),
       handshakeFinished: () => { relay.#handshaking--; },
       admin: async () => ({ status: Code.FORBIDDEN, json: JSON.stringify({ error: 'administration is not enabled on this relay' }) }),
@@ -89,7 +107,40 @@ export class Relay {
       }, (err: Error) => relay.log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
     }, config.sweepIntervalMs);
     relay.#sweepTimer.unref();
+    relay.#startTicking();
     return relay;
+  }
+
+  /**
+   * The housekeeping tick: slow consumers, idle connections. Its period follows the shortest
+   * deadline it enforces, so a test can use deadlines of a few hundred milliseconds.
+   */
+  #startTicking(): void {
+    if (this.#tickTimer) clearInterval(this.#tickTimer);
+    const c = this.config;
+    const period = Math.max(25, Math.min(1000, Math.floor(Math.min(c.writeDeadlineMs, c.pingIntervalMs, c.pingTimeoutMs) / 4)));
+    this.#tickTimer = setInterval(() => {
+      const now = Date.now();
+      for (const connection of this.connections) connection.tick(now);
+    }, period);
+    this.#tickTimer.unref();
+  }
+
+  /**
+   * Takes on new values of the reloadable settings (SIGHUP): limits apply to every connected
+   * session from its next frame. Other settings need a restart and are reported as ignored.
+   */
+  reload(next: RelayConfig): string[] {
+    const ignored: string[] = [];
+    for (const key of Object.keys(next) as (keyof RelayConfig)[]) {
+      if ((RELOADABLE_KEYS as readonly string[]).includes(key)) (this.config as Record<string, unknown>)[key] = next[key];
+      else if (next[key] !== this.config[key]) ignored.push(key);
+    }
+    this.#acceptBucket.configure(this.config.acceptRatePerSecond, this.config.acceptBurst);
+    for (const session of this.router.sessions.values()) session.limits = this.#context.limitsFor(session.key);
+    this.#startTicking();
+    this.log.info({ event: 'config_reloaded', ignored }, 'configuration reloaded');
+    return ignored;
   }
 
   get port(): number {
@@ -109,7 +160,8 @@ export class Relay {
     const stats = this.stats;
     stats.connectionsAccepted++;
     const handshaking = this.#handshaking;
-    if (this.connections.size >= this.config.maxConnections || this.#closed || handshaking >= this.config.maxHandshakes) {
+    if (this.connections.size >= this.config.maxConnections || this.#closed || handshaking >= this.config.maxHandshakes
+      || !this.#acceptBucket.take(1)) {
       stats.connectionsRefusedFull++;
       const code = this.#closed ? Code.GOING_AWAY : Code.RELAY_FULL;
       socket.on('error', () => {});
@@ -133,6 +185,7 @@ export class Relay {
     const graceMs = options.graceMs ?? 5000;
     this.#closed = (async () => {
       if (this.#sweepTimer) clearInterval(this.#sweepTimer);
+      if (this.#tickTimer) clearInterval(this.#tickTimer);
       const listening = new Promise<void>((resolve) => this.#server.close(() => resolve()));
       for (const connection of this.connections) {
         if (connection.session) connection.session.closeConnection(Code.GOING_AWAY, codeMessage(Code.GOING_AWAY), retryAfterMs);

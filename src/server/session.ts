@@ -30,6 +30,11 @@ export interface SenderLimits {
   maxPayloadBytes: number;
   maxRecipients: number;
   maxTtlSeconds: number;
+  /** Inbound rate limits, enforced by pausing reads; 0 means unlimited. */
+  rateBytesPerSecond: number;
+  rateBurstBytes: number;
+  rateMessagesPerSecond: number;
+  rateBurstMessages: number;
 }
 
 export class Session {
@@ -61,15 +66,27 @@ export class Session {
   readonly #inflight: Inflight[] = [];
   #inflightHead = 0;
 
-  limits: SenderLimits;
+  #limits: SenderLimits;
+  /** Told when the limits change (the connection re-arms its rate limiter). */
+  onLimitsChanged: (limits: SenderLimits) => void = () => {};
 
   constructor(key: Buffer, socket: Socket, limits: SenderLimits) {
-    this.limits = limits;
+    this.#limits = limits;
     this.key = key;
     this.keyId = key.toString('latin1');
     this.keyText = encodeKey(key);
     this.socket = socket;
     this.out = new Outbound(socket);
+  }
+
+  get limits(): SenderLimits {
+    return this.#limits;
+  }
+
+  /** Applies new limits from the next frame on (a policy change or a reload). */
+  set limits(limits: SenderLimits) {
+    this.#limits = limits;
+    this.onLimitsChanged(limits);
   }
 
   get inflightCount(): number {

@@ -17,5 +17,8 @@ export class RelayStats {
   refusedStore = 0;
   requeueFailed = 0;
   droppedHeld = 0;
+  rateLimitPauses = 0;
+  slowConsumers = 0;
+  idleTimeouts = 0;
   readonly dropped = { offline: 0, busy: 0 };
 }
