@@ -207,7 +207,7 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
       system, port: server.port, sab, senders: P, fanout: spec.fanout, bodyBytes: spec.bodyBytes, mode: spec.mode,
       rate: spec.rate ?? 0,
       // Bytes in flight per sender: well under the relay's 4 MiB outbound budget per recipient.
-      windowBytes: P >= 50 ? 256 * 1024 : 2 * MiB,
+      windowBytes: P >= 50 ? 256 * 1024 : Number(process.env.BENCH_WINDOW_MIB ?? 2) * MiB,
       maxMessages: 2_000_000_000,
       maxSeconds: (warmMs + measureMs) / 1000 + 5,
     };

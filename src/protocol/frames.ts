@@ -114,24 +114,37 @@ export function peekSendSeq(buf: Buffer, start: number, end: number): number {
  * the payload or the payload is shorter than the fixed part.
  */
 export function parseSend(buf: Buffer, start: number, end: number, offsets: number[] = []): SendView | null {
-  if (end - start < SEND_FIXED_LENGTH) return null;
+  const view = newSendView(offsets);
+  return parseSendInto(buf, start, end, view) ? view : null;
+}
+
+export function newSendView(offsets: number[] = []): SendView {
+  return { seq: 0, flags: 0, ttlSeconds: 0, storageKeyOffset: -1, recipientCount: 0, recipientOffsets: offsets, bodyStart: 0, bodyEnd: 0 };
+}
+
+/** parseSend into a view the caller reuses, so the per-message path allocates nothing here. */
+export function parseSendInto(buf: Buffer, start: number, end: number, view: SendView): boolean {
+  if (end - start < SEND_FIXED_LENGTH) return false;
   let o = start;
-  const seq = buf.readUInt32BE(o); o += 4;
-  const flags = buf[o++];
-  const ttlSeconds = buf.readUInt32BE(o); o += 4;
-  const storageKeyOffset = flags & SendFlags.HAS_STORAGE_KEY ? o : -1;
+  view.seq = buf.readUInt32BE(o); o += 4;
+  const flags = view.flags = buf[o++];
+  view.ttlSeconds = buf.readUInt32BE(o); o += 4;
+  view.storageKeyOffset = flags & SendFlags.HAS_STORAGE_KEY ? o : -1;
   o += STORAGE_KEY_LENGTH;
-  const recipientCount = buf[o++];
+  const recipientCount = view.recipientCount = buf[o++];
+  const offsets = view.recipientOffsets;
   offsets.length = 0;
   for (let i = 0; i < recipientCount; i++) {
-    if (o + KEY_LENGTH + 1 > end) return null;
+    if (o + KEY_LENGTH + 1 > end) return false;
     offsets.push(o);
     o += KEY_LENGTH;
     const wrappedLength = buf[o++];
     o += wrappedLength;
-    if (o > end) return null;
+    if (o > end) return false;
   }
-  return { seq, flags, ttlSeconds, storageKeyOffset, recipientCount, recipientOffsets: offsets, bodyStart: o, bodyEnd: end };
+  view.bodyStart = o;
+  view.bodyEnd = end;
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------

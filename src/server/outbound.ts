@@ -34,11 +34,16 @@ export class Outbound {
     return this.#piecesBytes + (this.#used - this.#segmentStart) + this.#socket.writableLength;
   }
 
+  /** The buffer the last reserve() returned an offset into. */
+  get buffer(): Buffer {
+    return this.#buf!;
+  }
+
   /**
-   * Reserves n contiguous bytes and returns the buffer and offset to write them at. The
-   * caller must fill all n bytes before the next call.
+   * Reserves n contiguous bytes of `buffer` and returns the offset to write them at (no
+   * allocation per call). The caller must fill all n bytes before the next call.
    */
-  reserve(n: number): [Buffer, number] {
+  reserve(n: number): number {
     let buf = this.#buf;
     if (buf === null || buf.length - this.#used < n) {
       this.#sealSegment();
@@ -51,14 +56,14 @@ export class Outbound {
     this.#used += n;
     this.framesOut++;
     this.#schedule();
-    return [buf, offset];
+    return offset;
   }
 
   /** Queues a whole encoded frame (copied when small, referenced when large). */
   writeFrame(frame: Buffer): void {
     if (frame.length < ZERO_COPY_THRESHOLD) {
-      const [buf, offset] = this.reserve(frame.length);
-      frame.copy(buf, offset);
+      const offset = this.reserve(frame.length);
+      frame.copy(this.#buf!, offset);
     } else {
       this.framesOut++;
       this.appendSlice(frame);
@@ -68,17 +73,18 @@ export class Outbound {
   /**
    * Queues a frame made of a header (written by the caller through the returned buffer) and
    * a body slice. Small bodies are copied behind the header; large ones go as a slice.
+   * Returns the header's offset in `buffer`.
    */
-  writeWithBody(headerLength: number, body: Buffer, bodyStart: number, bodyEnd: number): [Buffer, number] {
+  writeWithBody(headerLength: number, body: Buffer, bodyStart: number, bodyEnd: number): number {
     const bodyLength = bodyEnd - bodyStart;
     if (bodyLength < ZERO_COPY_THRESHOLD) {
-      const [buf, offset] = this.reserve(headerLength + bodyLength);
-      body.copy(buf, offset + headerLength, bodyStart, bodyEnd);
-      return [buf, offset];
+      const offset = this.reserve(headerLength + bodyLength);
+      body.copy(this.#buf!, offset + headerLength, bodyStart, bodyEnd);
+      return offset;
     }
-    const reserved = this.reserve(headerLength);
+    const offset = this.reserve(headerLength);
     this.appendSlice(body.subarray(bodyStart, bodyEnd));
-    return reserved;
+    return offset;
   }
 
   appendSlice(slice: Buffer): void {

@@ -11,7 +11,7 @@ import {
   Code, DeliverFlags, FRAME_HEADER_LENGTH, KEY_LENGTH, SendFlags, STORAGE_KEY_LENGTH,
 } from '../protocol/constants.js';
 import {
-  deliverHeaderLength, encodeResult, parseSend, peekSendSeq, QUEUE_EMPTY_FRAME, writeDeliverHeader, writeU64,
+  deliverHeaderLength, encodeResult, newSendView, parseSendInto, peekSendSeq, QUEUE_EMPTY_FRAME, writeDeliverHeader, writeU64,
 } from '../protocol/frames.js';
 import type { EnqueueOutcome, MailboxEntry, MailboxStore, RefusalCode } from '../store/mailbox.js';
 import type { RelayConfig } from './config.js';
@@ -39,7 +39,8 @@ export class Router {
   readonly #stats: RelayStats;
   /** Enqueues not yet committed, per recipient: the backlog is not drained until they land. */
   readonly #pendingEnqueues = new Map<string, number>();
-  readonly #offsets: number[] = [];
+  /** Reused for every SEND: the router handles one frame at a time. */
+  readonly #view = newSendView();
   /** Markers made while routing the current SEND, by recipient, for #enqueueFor to resolve. */
   readonly #markers = new Map<string, HeldMarker>();
 
@@ -80,8 +81,8 @@ export class Router {
     const stats = this.#stats;
     stats.messagesIn++;
     sender.messagesIn++;
-    const view = parseSend(buf, start, end, this.#offsets);
-    if (view === null) {
+    const view = this.#view;
+    if (!parseSendInto(buf, start, end, view)) {
       const seq = peekSendSeq(buf, start, end);
       if (seq < 0) return 'close-malformed';
       this.#refuse(sender, seq, Code.MALFORMED_SEND);
@@ -186,8 +187,8 @@ export class Router {
     const wEnd = wStart + buf[recipientOffset + KEY_LENGTH];
     const deliveryId = target.nextDeliveryId++;
     const flags = extraFlags | (storageKeyOffset >= 0 ? DeliverFlags.HAS_STORAGE_KEY : 0);
-    const [out, offset] = target.out.writeWithBody(deliverHeaderLength(wEnd - wStart), buf, bodyStart, bodyEnd);
-    writeDeliverHeader(out, offset, deliveryId, flags, senderKey, 0, storageKeyOffset >= 0 ? buf : null, storageKeyOffset, buf, wStart, wEnd, bodyEnd - bodyStart);
+    const offset = target.out.writeWithBody(deliverHeaderLength(wEnd - wStart), buf, bodyStart, bodyEnd);
+    writeDeliverHeader(target.out.buffer, offset, deliveryId, flags, senderKey, 0, storageKeyOffset >= 0 ? buf : null, storageKeyOffset, buf, wStart, wEnd, bodyEnd - bodyStart);
     target.messagesOut++;
     this.#stats.messagesOut++;
     return deliveryId;
@@ -219,7 +220,7 @@ export class Router {
   #enqueueFor(
     sender: Session, seq: number, wantReceipt: boolean, indexes: number[], outcomes: number[],
     buf: Buffer, storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
-    offsets: number[] = [this.#offsets[0]],
+    offsets: number[] = [this.#view.recipientOffsets[0]],
   ): void {
     const recipients = indexes.map((i) => {
       const o = offsets[i];
@@ -307,8 +308,8 @@ export class Router {
     const wrapped = entry.wrappedKey;
     const deliveryId = session.nextDeliveryId++;
     const flags = DeliverFlags.FROM_MAILBOX | (entry.storageKey ? DeliverFlags.HAS_STORAGE_KEY : 0);
-    const [out, offset] = session.out.writeWithBody(deliverHeaderLength(wrapped.length), body, 0, body.length);
-    writeDeliverHeader(out, offset, deliveryId, flags, entry.sender, 0, entry.storageKey, 0, wrapped, 0, wrapped.length, body.length);
+    const offset = session.out.writeWithBody(deliverHeaderLength(wrapped.length), body, 0, body.length);
+    writeDeliverHeader(session.out.buffer, offset, deliveryId, flags, entry.sender, 0, entry.storageKey, 0, wrapped, 0, wrapped.length, body.length);
     session.messagesOut++;
     this.#stats.messagesOut++;
     this.#stats.deliveredFromMailbox++;
