@@ -61,6 +61,8 @@ export class Relay {
     this.identity = loadOrCreateIdentityFile(join(config.dataDir, 'relay-identity.json'));
     this.store = openLmdbMailbox({
       path: join(config.dataDir, 'mailbox'),
+      // The relay runs the sweep itself (and logs it), so the store's own timer stays off.
+      sweepIntervalMs: 0,
       limits: {
         maxCountPerRecipient: config.mailboxMaxCount,
         maxBytesPerRecipient: config.mailboxMaxBytes,
