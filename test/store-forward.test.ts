@@ -149,3 +149,21 @@ t.test('quota and TTL refusals name their reason', async (t) => {
   const tooLong = await alice.send([bob.publicKey], 'd', { store: true, ttlSeconds: 61 });
   t.equal(tooLong.codeName, 'TTL_TOO_LONG');
 });
+
+t.test('messages put back by a replaced connection reach its successor', async (t) => {
+  const relay = await startRelay();
+  t.teardown(() => relay.close());
+  const bob = generateIdentity();
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  const { client: first, messages: firstMessages } = await connectCollecting(relay, { identity: bob, raw: true, autoAck: false });
+  first.on('error', () => {});
+  await sleep(100);
+  for (let i = 0; i < 5; i++) await alice.send([bob.publicKey], `u${i}`, { store: true });
+  await waitForCount(firstMessages, 5);
+  // A second connection for the same key replaces the first, which never acknowledged.
+  const { client: second, messages } = await connectCollecting(relay, { identity: bob, raw: true });
+  t.teardown(() => Promise.all([first.close(), second.close()]));
+  await waitForCount(messages, 5, 5000);
+  t.same(messages.map((m) => Buffer.from(m.body).toString()), ['u0', 'u1', 'u2', 'u3', 'u4']);
+});

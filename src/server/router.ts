@@ -267,8 +267,13 @@ export class Router {
     const left = (this.#pendingEnqueues.get(keyId) ?? 1) - 1;
     if (left > 0) this.#pendingEnqueues.set(keyId, left);
     else this.#pendingEnqueues.delete(keyId);
+    // Whatever just landed in a connected recipient's mailbox (a spill, or messages put back
+    // by a connection that closed after its replacement drained) must reach it now.
     const target = this.sessions.get(keyId);
-    if (target !== undefined && target.backlog) this.drain(target);
+    if (target !== undefined) {
+      target.backlog = true;
+      this.drain(target);
+    }
   }
 
   /**
