@@ -29,14 +29,19 @@ export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
-export async function connectClient(relay: Relay | string, options: Partial<RelayClientOptions> = {}): Promise<RelayClient> {
-  const client = new RelayClient({
+/** A client for tests: a fresh identity unless given, fast reconnection. */
+export function makeClient(relay: Relay | string, options: Partial<RelayClientOptions> = {}): RelayClient {
+  return new RelayClient({
     relay: typeof relay === 'string' ? relay : relay.address,
     identity: options.identity ?? generateIdentity(),
     backoffBaseMs: 20,
     backoffCapMs: 200,
     ...options,
   });
+}
+
+export async function connectClient(relay: Relay | string, options: Partial<RelayClientOptions> = {}): Promise<RelayClient> {
+  const client = makeClient(relay, options);
   await client.connect();
   return client;
 }
@@ -229,13 +234,7 @@ export function runCli(args: string[], options: { input?: string; timeoutMs?: nu
 
 /** A client whose messages are collected from the moment it connects (listener attached first). */
 export async function connectCollecting(relay: Relay | string, options: Partial<RelayClientOptions> = {}): Promise<{ client: RelayClient; messages: ReceivedMessage[] }> {
-  const client = new RelayClient({
-    relay: typeof relay === 'string' ? relay : relay.address,
-    identity: options.identity ?? generateIdentity(),
-    backoffBaseMs: 20,
-    backoffCapMs: 200,
-    ...options,
-  });
+  const client = makeClient(relay, options);
   const messages: ReceivedMessage[] = [];
   client.on('message', (m) => messages.push(m));
   await client.connect();
