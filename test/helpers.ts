@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +23,7 @@ export function tempDir(prefix = 'pulltab-test-'): string {
 }
 
 export async function startRelay(overrides: RelayConfigInput = {}, dataDir = tempDir()): Promise<Relay> {
-  return Relay.start({ host: '127.0.0.1', port: 0, dataDir, ...overrides }, { logger: silentLogger });
+  return Relay.start({ host: '127.0.0.1', port: 0, metricsPort: 0, dataDir, ...overrides }, { logger: silentLogger });
 }
 
 export function removeDir(dir: string): void {
@@ -180,7 +181,7 @@ export interface SpawnedRelay {
 /** Starts `pulltab serve` in a child process and resolves with the address it prints. */
 export function spawnRelay(dataDir: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<SpawnedRelay> {
   const proc = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--data', dataDir, ...args], {
-    env: { ...process.env, PULLTAB_LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, PULLTAB_LOG_LEVEL: 'info', PULLTAB_METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -249,4 +250,17 @@ export async function waitForCount<T>(list: T[], n: number, timeoutMs = 5000): P
     await sleep(10);
   }
   return list;
+}
+
+/** One HTTP request to the relay's operator listener on loopback. */
+export function httpGet(port: number, path: string, method = 'GET'): Promise<{ status: number; body: string; type: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => { body += d.toString(); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, type: String(res.headers['content-type'] ?? '') }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -109,6 +109,7 @@ export async function startRelay(opts: RelayStartOptions): Promise<RunningSystem
     env: {
       ...process.env,
       PULLTAB_LOG_LEVEL: 'warn',
+      PULLTAB_METRICS_PORT: '0',
       PULLTAB_MAX_CONNECTIONS: '20000',
       PULLTAB_MAX_HANDSHAKES: '5000',
       // The store scenario fills one mailbox well past the default quotas.

@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { decodeKey, encodeKey } from '../crypto/keys.js';
-import { Code, codeName } from '../protocol/constants.js';
+import { Code, codeMessage, codeName } from '../protocol/constants.js';
 import type { EventLog } from '../server/events.js';
 import type { EnforceResult, PolicyAuthority } from '../server/policies.js';
 import type { Session } from '../server/session.js';
@@ -16,7 +16,7 @@ import type { MailboxStore } from '../store/mailbox.js';
 import { PolicyStoreError, type Capability } from '../store/policy.js';
 
 /** Status of an answer that conflicts with the relay's state (a policy still assigned). */
-export const CONFLICT: number = (Code as Record<string, number>).CONFLICT ?? 0x0306;
+export const CONFLICT: number = Code.CONFLICT;
 
 /** What the engine needs from the relay. */
 export interface AdminHost {
@@ -28,6 +28,8 @@ export interface AdminHost {
   stats(): Record<string, unknown>;
   readonly events?: EventLog | null;
   readonly log?: Logger;
+  /** Told when a command closed a session: kicked, or its key may no longer connect. */
+  disconnected?(session: Session, reason: 'kicked' | 'not_authorized'): void;
 }
 
 export interface AdminCaller {
@@ -45,6 +47,8 @@ export interface CommandContext {
   readonly caller: AdminCaller;
   /** Pushes the current policies to connected sessions (all of them, or one key's). */
   enforce(only?: Uint8Array): EnforceResult;
+  /** Closes a session with KICKED. */
+  kick(session: Session): void;
 }
 
 export interface AuditTargets {
@@ -158,7 +162,11 @@ export class AdminEngine {
     return {
       host,
       caller,
-      enforce: (only) => host.policies.enforce(host.sessions.values(), only),
+      enforce: (only) => host.policies.enforce(host.sessions.values(), only, (s) => host.disconnected?.(s, 'not_authorized')),
+      kick: (session) => {
+        session.closeConnection(Code.KICKED, codeMessage(Code.KICKED));
+        host.disconnected?.(session, 'kicked');
+      },
     };
   }
 

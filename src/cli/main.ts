@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 // The `pulltab` command. Each subcommand prints its own --help; errors end in one line on
 // stderr and a non-zero exit status, never a stack trace.
+import { admin } from './admin.js';
 import { CliError } from './args.js';
+import { events } from './events.js';
 import { id, keygen } from './keys.js';
 import { listen } from './listen.js';
 import { send } from './send.js';
 import { serve } from './serve.js';
 
-const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = { serve, keygen, id, send, listen };
+const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = { serve, keygen, id, send, listen, admin, events };
 
 const USAGE = `Usage: pulltab COMMAND [options]
 
@@ -17,6 +19,8 @@ Commands:
   id        print the public key of an identity
   send      send a sealed message through a relay
   listen    print messages received through a relay
+  admin     administer a relay: policies, users, connections, usage, stats
+  events    summarise a relay's event log by event name
 
 Run pulltab COMMAND --help for a command's options.
 `;

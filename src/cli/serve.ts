@@ -9,7 +9,7 @@ const SHUTDOWN_DEADLINE_MS = 15_000;
 
 const spec = {
   name: 'serve',
-  usage: 'serve [--config FILE] [--host H] [--port P] [--data DIR]',
+  usage: 'serve [--config FILE] [--host H] [--port P] [--data DIR] [--root-key KEY] [--metrics-host H] [--metrics-port P]',
   description: 'Starts the relay and prints its address (pulltab://KEY@HOST:PORT) on a line of its own.\n'
     + 'Settings come from defaults, then the JSON config file, then PULLTAB_* environment variables,\n'
     + 'then these flags; each overrides the one before. docs/OPERATIONS.md lists every setting.\n'
@@ -19,12 +19,18 @@ const spec = {
     host: { type: 'string' },
     port: { type: 'string' },
     data: { type: 'string' },
+    'root-key': { type: 'string' },
+    'metrics-host': { type: 'string' },
+    'metrics-port': { type: 'string' },
   },
   help: {
     '--config FILE': 'JSON configuration file',
     '--host H': 'address to listen on (default 0.0.0.0)',
     '--port P': 'TCP port (default 2652)',
     '--data DIR': 'data directory: relay identity and LMDB store (default ./data)',
+    '--root-key KEY': 'public key (base58) with every admin right (pulltab admin)',
+    '--metrics-host H': 'address of the /metrics, /healthz, /readyz listener (default 127.0.0.1)',
+    '--metrics-port P': 'its port (default 9652; 0 picks a free one; off, or =-1, turns it off)',
   },
 } satisfies CommandSpec<Record<string, { type: 'string' | 'boolean' }>>;
 
@@ -36,7 +42,11 @@ export async function serve(argv: string[]): Promise<number> {
   const load = () => resolveConfig([
     { source: configFile ?? 'file', values: configFile ? readConfigFile(configFile) : {} },
     { source: 'env', values: configFromEnv(process.env) },
-    { source: 'flags', values: { host: values.host, port: values.port, dataDir: values.data } },
+    { source: 'flags', values: {
+      host: values.host, port: values.port, dataDir: values.data,
+      rootKey: values['root-key'], metricsHost: values['metrics-host'],
+      metricsPort: values['metrics-port'] === 'off' ? -1 : values['metrics-port'],
+    } },
   ]);
   let config;
   try {
@@ -55,11 +65,12 @@ export async function serve(argv: string[]): Promise<number> {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') throw new CliError(`cannot listen on ${config.host}:${config.port}: address already in use`);
     if (e.code === 'EACCES') throw new CliError(`cannot listen on ${config.host}:${config.port}: permission denied`);
+    if (e.code === 'METRICS_LISTEN') throw new CliError(e.message);
     throw new CliError(`cannot start the relay: ${e.message}`);
   }
   // The address first, on a line of its own, so scripts and people can take it as it is.
   process.stdout.write(relay.address + '\n');
-  logger.info({ event: 'relay_started', address: relay.address, port: relay.port }, 'relay started');
+  logger.info({ event: 'relay_started', address: relay.address, port: relay.port, metricsPort: relay.metricsPort }, 'relay started');
   if (config.host === '0.0.0.0' || config.host === '::') {
     logger.info({ event: 'address_hint' }, `listening on all interfaces; remote clients use ${relay.addressFor('<this-host>')}`);
   }

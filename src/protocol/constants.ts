@@ -81,6 +81,7 @@ export const Code = {
   NOT_FOUND: 0x0303,
   RATE_LIMITED: 0x0304,
   INTERNAL_ERROR: 0x0305,
+  CONFLICT: 0x0306,
 } as const;
 export type CodeName = keyof typeof Code;
 
@@ -125,6 +126,7 @@ export const CODE_MESSAGES: Record<CodeName, string> = {
   NOT_FOUND: 'no such policy, user or command',
   RATE_LIMITED: 'sending faster than allowed; reads are paused',
   INTERNAL_ERROR: 'the relay failed to carry out the request',
+  CONFLICT: 'the request conflicts with the relay\'s state',
 };
 
 export function codeMessage(code: number): string {

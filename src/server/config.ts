@@ -3,6 +3,7 @@
 // value stops the relay with a message naming the key.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { decodeKey } from '../crypto/keys.js';
 
 const MiB = 1024 * 1024;
 const DAY = 24 * 3600;
@@ -51,6 +52,17 @@ const configShape = z.object({
   rateBurstBytes: int(0).default(0),
   rateMessagesPerSecond: int(0).default(0),
   rateBurstMessages: int(0).default(0),
+  /** The key with every admin right (base58); none by default. */
+  rootKey: z.string().trim().refine((k) => {
+    try { decodeKey(k); return true; } catch { return false; }
+  }, 'must be a base58 Ed25519 public key (pulltab id prints one)').optional(),
+  /** The operators' HTTP listener (/metrics, /healthz, /readyz); port -1 turns it off, 0 picks a free one. */
+  metricsHost: z.string().min(1).default('127.0.0.1'),
+  metricsPort: int(-1, 65535).default(9652),
+  /** The event log under <dataDir>/events: on or off, rotation size, rotated files kept. */
+  eventLog: bool.default(true),
+  eventLogMaxBytes: int(1024).default(10 * MiB),
+  eventLogFiles: int(0, 1000).default(5),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Log one line per delivery (sender and recipient keys, sizes); off by default. */
   logDeliveries: bool.default(false),

@@ -34,6 +34,8 @@ export interface RelayContext {
   handshakeFinished(): void;
   /** Carries out an admin request from an authenticated caller; never rejects. */
   admin(caller: Session, json: string): Promise<AdminAnswer>;
+  /** A handshake was refused with this code; the key when it proved itself (signature valid). */
+  handshakeRefused?(code: number, clientKey: Buffer | null): void;
 }
 
 export interface AdminAnswer {
@@ -110,6 +112,7 @@ export class Connection {
 
   #onData(chunk: Buffer): void {
     this.#heard = true;
+    this.#ctx.stats.bytesIn += chunk.length;
     // Bytes already read are never dropped: the chunk is handled, and reading pauses after it.
     if (this.#byteBucket !== null && !this.#byteBucket.take(chunk.length)) this.#throttle(this.#byteBucket.waitMs());
     try {
@@ -122,6 +125,7 @@ export class Connection {
   }
 
   #onFrame(type: number, buf: Buffer, start: number, end: number): boolean | void {
+    this.#ctx.stats.framesIn++;
     if (this.#state === 'active') {
       const session = this.session!;
       switch (type) {
@@ -190,6 +194,7 @@ export class Connection {
     if (status !== Code.OK) {
       ctx.stats.handshakesFailed++;
       ctx.log.info({ event: 'auth_failed', code: status, reason: codeMessage(status) }, 'handshake refused');
+      ctx.handshakeRefused?.(status, signatureOk ? hello.clientKey : null);
       this.socket.write(welcome);
       this.#finish();
       return;

@@ -150,7 +150,7 @@ export class PolicyAuthority {
    * Applies the current policies to connected sessions: a key that may no longer connect is
    * closed with NOT_AUTHORIZED; changed limits apply from the session's next frame.
    */
-  enforce(sessions: Iterable<Session>, only?: Uint8Array): EnforceResult {
+  enforce(sessions: Iterable<Session>, only?: Uint8Array, onDisconnect?: (session: Session) => void): EnforceResult {
     const onlyId = only ? keyId(only) : null;
     let disconnected = 0;
     let updated = 0;
@@ -159,6 +159,7 @@ export class PolicyAuthority {
       if (!this.mayConnect(session.key)) {
         session.closeConnection(Code.NOT_AUTHORIZED, 'no longer authorized to connect');
         disconnected++;
+        onDisconnect?.(session);
         continue;
       }
       const next = this.limitsFor(session.key);

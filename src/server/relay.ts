@@ -3,15 +3,22 @@ import { mkdirSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { loadOrCreateIdentityFile, Signer, type Identity } from '../crypto/keys.js';
+import { AdminEngine } from '../admin/engine.js';
+import { allCommands } from '../admin/stats.js';
+import { decodeKey, encodeKey, loadOrCreateIdentityFile, Signer, type Identity } from '../crypto/keys.js';
 import { formatRelayAddress } from '../protocol/address.js';
-import { Code, codeMessage, FrameType } from '../protocol/constants.js';
+import { Code, codeMessage, codeName, FrameType } from '../protocol/constants.js';
 import { encodeClose } from '../protocol/frames.js';
-import { openLmdbMailbox } from '../store/lmdb/mailbox.js';
+import { openLmdbMailbox, type LmdbMailboxStore } from '../store/lmdb/mailbox.js';
+import { openLmdbPolicyStore } from '../store/lmdb/policy.js';
 import type { MailboxStore } from '../store/mailbox.js';
+import type { PolicyStore } from '../store/policy.js';
 import { defaultConfig, RELOADABLE_KEYS, type RelayConfig, type RelayConfigInput } from './config.js';
 import { Connection, type RelayContext } from './connection.js';
+import { EventLog } from './events.js';
 import { createLogger } from './log.js';
+import { startMetricsServer, type MetricsServer, type MetricsSource, type Traffic } from './metrics.js';
+import { PolicyAuthority } from './policies.js';
 import { Router } from './router.js';
 import type { SenderLimits } from './session.js';
 import { RelayStats } from './stats.js';
@@ -45,6 +52,15 @@ export class Relay {
   readonly store: MailboxStore;
   readonly router: Router;
   readonly connections = new Set<Connection>();
+  /** Policies, the root key and blocks, as the relay applies them. */
+  readonly policies: PolicyAuthority;
+  readonly admin: AdminEngine;
+  /** The event log under <dataDir>/events (null when eventLog is off). */
+  readonly events: EventLog | null;
+  readonly #policyStore: PolicyStore;
+  #metrics: MetricsServer | null = null;
+  #ready = false;
+  readonly #startedAt = Date.now();
   readonly #server: Server;
   readonly #context: RelayContext;
   #sweepTimer: NodeJS.Timeout | null = null;
@@ -59,6 +75,12 @@ export class Relay {
     this.log = options.logger ?? createLogger(config.logLevel);
     mkdirSync(config.dataDir, { recursive: true });
     this.identity = loadOrCreateIdentityFile(join(config.dataDir, 'relay-identity.json'));
+    this.#policyStore = openLmdbPolicyStore({ path: join(config.dataDir, 'policies') });
+    this.policies = new PolicyAuthority(this.#policyStore, config, config.rootKey ? decodeKey(config.rootKey) : null);
+    this.events = config.eventLog
+      ? new EventLog({ dir: join(config.dataDir, 'events'), maxFileBytes: config.eventLogMaxBytes, keepFiles: config.eventLogFiles })
+      : null;
+    const policies = this.policies;
     this.store = openLmdbMailbox({
       path: join(config.dataDir, 'mailbox'),
       // The relay runs the sweep itself (and logs it), so the store's own timer stays off.
@@ -69,8 +91,25 @@ export class Relay {
         maxTotalBytes: config.storeMaxBytes,
         maxTtlSeconds: config.maxTtlSeconds,
       },
+      // Each recipient's mailbox quota comes from its policy.
+      quotaFor: (recipient) => policies.quotaFor(recipient),
     });
     this.router = new Router(this.store, config, this.log, this.stats);
+    const events = this.events;
+    if (events) this.router.onDelivery = (event, from, to, bytes) => events.write(event, { from, to, bytes });
+    this.admin = new AdminEngine({
+      policies,
+      store: this.store,
+      sessions: this.router.sessions,
+      stats: () => this.statsSnapshot(),
+      events,
+      log: this.log,
+      disconnected: (session, reason) => {
+        if (reason === 'kicked') this.stats.policyDisconnects.kicked++;
+        else this.stats.policyDisconnects.notAuthorized++;
+        events?.write('disconnected', { key: session.keyText, reason });
+      },
+    }, allCommands());
     this.#acceptBucket = new TokenBucket(config.acceptRatePerSecond, config.acceptBurst);
     const relay = this;
     this.#context = {
@@ -79,11 +118,26 @@ export class Relay {
       router: this.router,
       stats: this.stats,
       log: this.log,
-      admit: () => Code.OK,
-      limitsFor: () => configLimits(config),
-      connectionClosed: (connection) => relay.connections.delete(connection),
+      admit: (key) => policies.admit(key),
+      limitsFor: (key) => policies.limitsFor(key),
+      connectionClosed: (connection) => {
+        relay.connections.delete(connection);
+        const session = connection.session;
+        if (session) {
+          relay.stats.framesOutClosed += session.out.framesOut;
+          relay.stats.bytesOutClosed += session.out.bytesOut;
+        }
+      },
       handshakeFinished: () => { relay.#handshaking--; },
-      admin: async () => ({ status: Code.FORBIDDEN, json: JSON.stringify({ error: 'administration is not enabled on this relay' }) }),
+      admin: (caller, json) => relay.admin.handle(caller, json),
+      handshakeRefused: (code, key) => {
+        const refused = relay.stats.handshakesRefused;
+        if (code === Code.AUTH_FAILED) refused.authFailed++;
+        else if (code === Code.UNSUPPORTED_VERSION) refused.unsupportedVersion++;
+        else if (code === Code.NOT_AUTHORIZED) refused.notAuthorized++;
+        // The key only when it proved itself: an unproven one could be anybody's.
+        relay.events?.write('auth_failed', key ? { code: codeName(code), key: encodeKey(key) } : { code: codeName(code) });
+      },
     };
     this.#server = createServer({ noDelay: true }, (socket) => this.#accept(socket));
     this.#server.on('error', (err) => this.log.error({ event: 'listener_error', err: err.message }, 'listener error'));
@@ -110,7 +164,86 @@ export class Relay {
     }, config.sweepIntervalMs);
     relay.#sweepTimer.unref();
     relay.#startTicking();
+    if (config.metricsPort >= 0) {
+      try {
+        relay.#metrics = await startMetricsServer({ host: config.metricsHost, port: config.metricsPort, source: relay.#metricsSource() });
+      } catch (err) {
+        await relay.close({ graceMs: 0 });
+        const e = err as NodeJS.ErrnoException;
+        const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
+        throw Object.assign(new Error(`cannot listen for metrics on ${config.metricsHost}:${config.metricsPort}: ${why}`), { code: 'METRICS_LISTEN' });
+      }
+    }
+    relay.#ready = true;
+    relay.events?.write('relay_started', { relayKey: encodeKey(relay.identity.publicKey), port: relay.#port, rootKey: config.rootKey !== undefined });
     return relay;
+  }
+
+  /** The port of the operators' HTTP listener (/metrics), or null when it is off. */
+  get metricsPort(): number | null {
+    return this.#metrics?.port ?? null;
+  }
+
+  /** Accepting connections: started, and not closing. */
+  get ready(): boolean {
+    return this.#ready && this.#closed === null;
+  }
+
+  /** Frames and bytes read and written so far (written: closed connections plus live ones). */
+  traffic(): Traffic {
+    let framesOut = this.stats.framesOutClosed;
+    let bytesOut = this.stats.bytesOutClosed;
+    for (const connection of this.connections) {
+      const session = connection.session;
+      if (session) {
+        framesOut += session.out.framesOut;
+        bytesOut += session.out.bytesOut;
+      }
+    }
+    return { framesIn: this.stats.framesIn, bytesIn: this.stats.bytesIn, framesOut, bytesOut };
+  }
+
+  /** What the admin `stats` command answers. */
+  statsSnapshot(): Record<string, unknown> {
+    const s = this.stats;
+    const storeStats = (this.store as Partial<LmdbMailboxStore>).stats?.();
+    return {
+      uptimeSeconds: Math.round((Date.now() - this.#startedAt) / 1000),
+      connections: { handshake: this.#handshaking, authenticated: this.router.sessions.size, accepted: s.connectionsAccepted, refusedFull: s.connectionsRefusedFull },
+      handshakes: { ok: s.handshakesOk, timedOut: s.handshakesTimedOut, ...s.handshakesRefused },
+      messages: {
+        in: s.messagesIn, deliveredLive: s.messagesOut - s.deliveredFromMailbox, deliveredFromMailbox: s.deliveredFromMailbox,
+        stored: s.stored, spilled: s.spilled, refused: s.refused, refusedStore: s.refusedStore,
+        dropped: { ...s.dropped, held: s.droppedHeld, requeueFailed: s.requeueFailed },
+      },
+      traffic: this.traffic(),
+      disconnects: {
+        replaced: s.replaced, protocolErrors: s.protocolErrors, slowConsumers: s.slowConsumers, idleTimeouts: s.idleTimeouts,
+        ...s.policyDisconnects,
+      },
+      rateLimitPauses: s.rateLimitPauses,
+      mailbox: { ...this.store.totals(), fileBytes: storeStats?.mapBytes ?? 0 },
+      eventLog: this.events ? { written: this.events.written, dropped: this.events.dropped, errors: this.events.errors } : null,
+    };
+  }
+
+  #metricsSource(): MetricsSource {
+    const relay = this;
+    return {
+      stats: relay.stats,
+      connections: () => ({ handshake: relay.#handshaking, authenticated: relay.router.sessions.size }),
+      traffic: () => relay.traffic(),
+      handshakeRefusals: () => {
+        const r = relay.stats.handshakesRefused;
+        return { auth_failed: r.authFailed, unsupported_version: r.unsupportedVersion, not_authorized: r.notAuthorized };
+      },
+      policyDisconnects: () => ({ kicked: relay.stats.policyDisconnects.kicked, not_authorized: relay.stats.policyDisconnects.notAuthorized }),
+      mailbox: () => relay.store.totals(),
+      storeFileBytes: () => (relay.store as Partial<LmdbMailboxStore>).stats?.().mapBytes ?? 0,
+      eventLog: () => (relay.events ? { written: relay.events.written, dropped: relay.events.dropped, errors: relay.events.errors } : null),
+      adminAnswers: () => relay.admin.answers,
+      ready: () => relay.ready,
+    };
   }
 
   /**
@@ -200,6 +333,10 @@ export class Relay {
       // Let requeues started by closing sessions reach the store before it closes.
       await new Promise((r) => setImmediate(r));
       await this.store.close();
+      await this.#policyStore.close();
+      if (this.#metrics) await this.#metrics.close();
+      this.events?.write('relay_stopped', {});
+      await this.events?.close();
       this.log.info({ event: 'relay_stopped' }, 'relay stopped');
     })();
     return this.#closed;

@@ -43,6 +43,8 @@ export class Router {
   readonly #view = newSendView();
   /** Markers made while routing the current SEND, by recipient, for #enqueueFor to resolve. */
   readonly #markers = new Map<string, HeldMarker>();
+  /** Told of each delivery or store when logDeliveries is on (the event log). */
+  onDelivery: ((event: 'delivered' | 'stored', from: string, to: string, bytes: number) => void) | null = null;
 
   constructor(store: MailboxStore, config: RelayConfig, log: Logger, stats: RelayStats) {
     this.#store = store;
@@ -387,7 +389,9 @@ export class Router {
   #logDelivery(from: string, to: string, bytes: number, how: 'live' | 'stored'): void {
     // keyIds (latin1) are turned into base58 only when delivery logging is on.
     const toText = to.length === KEY_LENGTH ? encodeKeyId(to) : to;
-    this.#log.info({ event: how === 'live' ? 'delivered' : 'stored', from, to: toText, bytes }, how);
+    const event = how === 'live' ? 'delivered' : 'stored';
+    this.#log.info({ event, from, to: toText, bytes }, how);
+    this.onDelivery?.(event, from, toText, bytes);
   }
 }
 

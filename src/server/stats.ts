@@ -21,4 +21,14 @@ export class RelayStats {
   slowConsumers = 0;
   idleTimeouts = 0;
   readonly dropped = { offline: 0, busy: 0 };
+  /** Refused handshakes by code (handshakesFailed counts them all). */
+  readonly handshakesRefused = { authFailed: 0, unsupportedVersion: 0, notAuthorized: 0 };
+  /** Sessions closed by an administrator (kick) or a policy change (block, right to connect withdrawn). */
+  readonly policyDisconnects = { kicked: 0, notAuthorized: 0 };
+  /** Traffic read from clients; what was written is summed from each connection's output when asked. */
+  framesIn = 0;
+  bytesIn = 0;
+  /** Frames and bytes written on connections that have closed. */
+  framesOutClosed = 0;
+  bytesOutClosed = 0;
 }

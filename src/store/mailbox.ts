@@ -21,6 +21,10 @@
  *   count + 1 - replaced         > maxCountPerRecipient   -> QUOTA_COUNT
  *   bytes + cost - replacedBytes > maxBytesPerRecipient   -> QUOTA_BYTES
  *   total + cost - replacedBytes > maxTotalBytes          -> STORE_FULL
+ * A store opened with a `quotaFor` hook asks it for each recipient's own count and byte limits
+ * (its policy's) and uses them in place of maxCountPerRecipient and maxBytesPerRecipient; a hook
+ * that answers undefined leaves that recipient on the store-wide limits. The hook is called on the
+ * enqueue path, synchronously, once per recipient: it must be cheap and must not throw.
  * ttlSeconds > maxTtlSeconds refuses every recipient with TTL_TOO_LONG. A request that breaks the
  * documented shapes (key lengths, wrappedKey over 255 bytes, ttl not a positive finite number) is
  * refused with STORE_ERROR rather than thrown: the server validates frames before it gets here.
@@ -93,6 +97,15 @@ export interface MailboxLimits {
   maxTotalBytes: number;
   maxTtlSeconds: number;
 }
+
+/** One recipient's own mailbox limits (from its policy), overriding the per-recipient limits. */
+export interface RecipientQuota {
+  maxCount: number;
+  maxBytes: number;
+}
+
+/** Per-recipient quota hook: undefined leaves the recipient on the store-wide limits. */
+export type QuotaHook = (recipient: Uint8Array) => RecipientQuota | undefined;
 
 export const DEFAULT_MAILBOX_LIMITS: Readonly<MailboxLimits> = Object.freeze({
   maxCountPerRecipient: 10_000,

@@ -5,7 +5,7 @@
  */
 import {
   compareBytes, DEFAULT_MAILBOX_LIMITS, entryCost, recipientShapeOk, requestShapeOk, resolveLimits, ttlMillis,
-  type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore, type Usage,
+  type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore, type QuotaHook, type Usage,
 } from './mailbox.js';
 
 interface Body {
@@ -34,8 +34,11 @@ export class MemoryMailbox implements MailboxStore {
   private currentLimits: MailboxLimits;
   private readonly clock: () => number;
 
-  constructor(options: { limits?: Partial<MailboxLimits>; now?: () => number; firstSeq?: number } = {}) {
+  private readonly quotaFor: QuotaHook | null;
+
+  constructor(options: { limits?: Partial<MailboxLimits>; now?: () => number; firstSeq?: number; quotaFor?: QuotaHook } = {}) {
     this.currentLimits = resolveLimits(DEFAULT_MAILBOX_LIMITS, options.limits);
+    this.quotaFor = options.quotaFor ?? null;
     this.clock = options.now ?? Date.now;
     this.lastSeq_ = (options.firstSeq ?? 1) - 1;
   }
@@ -75,9 +78,10 @@ export class MemoryMailbox implements MailboxStore {
       const cost = entryCost(request.body.length, r.wrappedKey.length);
       const usage = this.usageOf(r.key);
       const total = this.totals();
-      if (usage.count + 1 - freedCount > this.currentLimits.maxCountPerRecipient) {
+      const quota = this.quotaFor?.(r.key);
+      if (usage.count + 1 - freedCount > (quota?.maxCount ?? this.currentLimits.maxCountPerRecipient)) {
         outcomes.push({ ok: false, code: 'QUOTA_COUNT' });
-      } else if (usage.bytes + cost - freedBytes > this.currentLimits.maxBytesPerRecipient) {
+      } else if (usage.bytes + cost - freedBytes > (quota?.maxBytes ?? this.currentLimits.maxBytesPerRecipient)) {
         outcomes.push({ ok: false, code: 'QUOTA_BYTES' });
       } else if (total.bytes + cost - freedBytes > this.currentLimits.maxTotalBytes) {
         outcomes.push({ ok: false, code: 'STORE_FULL' });

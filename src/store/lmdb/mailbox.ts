@@ -30,7 +30,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import {
   DEFAULT_MAILBOX_LIMITS, KEY_BYTES, recipientShapeOk, requestShapeOk, resolveLimits, ttlMillis,
   type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore,
-  type RefusalCode, type Usage,
+  type QuotaHook, type RefusalCode, type Usage,
 } from '../mailbox.js';
 import {
   bytesId, encodeEntry, entryKey, ENTRY_KEY_BYTES, expiryKey, EXPIRY_KEY_BYTES, FLAG_SHARED_BODY,
@@ -52,7 +52,8 @@ export interface LmdbMailboxOptions {
    */
   pageSize?: number;
   /** Period of the background expiry sweep in ms; 0 disables it. Default 60 s. A sweep always runs at open. */
-  sweepIntervalMs?: number;
+  sweepIntervalMs?: number;  /** Each recipient's own count and byte limits (its policy's); see ../mailbox.ts. */
+  quotaFor?: QuotaHook;
 }
 
 export interface LmdbMailboxStats {
@@ -181,6 +182,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly meta: Bin;
   private readonly clock: () => number;
   private currentLimits: MailboxLimits;
+  private readonly quotaFor: QuotaHook | null;
 
   private readonly usageMap = new Map<string, Usage>();
   private totalCount = 0;
@@ -215,6 +217,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   constructor(options: LmdbMailboxOptions) {
     this.clock = options.now ?? Date.now;
     this.currentLimits = resolveLimits(DEFAULT_MAILBOX_LIMITS, options.limits);
+    this.quotaFor = options.quotaFor ?? null;
     this.env = open<Buffer, Buffer>({
       path: options.path,
       maxDbs: 16,
@@ -537,11 +540,12 @@ class LmdbMailbox implements LmdbMailboxStore {
       const u = this.usageMap.get(rid);
       const freedCount = replaced ? 1 : 0;
       const freedBytes = replaced ? replaced.cost : 0;
-      if ((u?.count ?? 0) + 1 - freedCount > limits.maxCountPerRecipient) {
+      const quota = this.quotaFor === null ? undefined : this.quotaFor(r.key);
+      if ((u?.count ?? 0) + 1 - freedCount > (quota?.maxCount ?? limits.maxCountPerRecipient)) {
         outcomes[i] = { ok: false, code: 'QUOTA_COUNT' };
         continue;
       }
-      if ((u?.bytes ?? 0) + cost - freedBytes > limits.maxBytesPerRecipient) {
+      if ((u?.bytes ?? 0) + cost - freedBytes > (quota?.maxBytes ?? limits.maxBytesPerRecipient)) {
         outcomes[i] = { ok: false, code: 'QUOTA_BYTES' };
         continue;
       }

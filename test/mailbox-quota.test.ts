@@ -1,0 +1,50 @@
+// The per-recipient quota hook (a recipient's policy): it replaces the store-wide per-recipient
+// limits for that recipient only, in the LMDB store and in the reference model alike.
+import t, { type Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { openLmdbMailbox } from '../src/store/lmdb/mailbox.js';
+import type { MailboxStore, RecipientQuota } from '../src/store/mailbox.js';
+import { MemoryMailbox } from '../src/store/memory-mailbox.js';
+import { removeDir, tempDir } from './helpers.js';
+
+const small = randomBytes(32);
+const big = randomBytes(32);
+const plain = randomBytes(32);
+const sender = randomBytes(32);
+const quotas = new Map<string, RecipientQuota>([
+  [small.toString('hex'), { maxCount: 2, maxBytes: 1000 }],
+  [big.toString('hex'), { maxCount: 100, maxBytes: 100_000 }],
+]);
+const quotaFor = (r: Uint8Array) => quotas.get(Buffer.from(r).toString('hex'));
+const limits = { maxCountPerRecipient: 3, maxBytesPerRecipient: 300 };
+
+async function exercise(t: Test, store: MailboxStore) {
+  const put = async (to: Buffer, n: number) => (await store.enqueue({ sender, storageKey: null, ttlSeconds: 60, body: Buffer.alloc(n), recipients: [{ key: to, wrappedKey: Buffer.alloc(0) }] }))[0];
+  const codes = async (to: Buffer, n: number, times: number) => {
+    const out: string[] = [];
+    for (let i = 0; i < times; i++) {
+      const r = await put(to, n);
+      out.push(r.ok ? 'ok' : r.code);
+    }
+    return out;
+  };
+  t.same(await codes(small, 10, 3), ['ok', 'ok', 'QUOTA_COUNT'], 'a smaller count quota from the hook');
+  t.same(await codes(big, 90, 5), ['ok', 'ok', 'ok', 'ok', 'ok'], 'a larger quota than the store-wide one');
+  t.same(await codes(plain, 90, 4), ['ok', 'ok', 'ok', 'QUOTA_COUNT'], 'no answer from the hook: store-wide limits');
+  quotas.set(plain.toString('hex'), { maxCount: 100, maxBytes: 300 });
+  t.same(await codes(plain, 90, 1), ['QUOTA_BYTES'], 'the hook is asked on every enqueue: a changed quota applies at once');
+  quotas.delete(plain.toString('hex'));
+}
+
+t.test('LMDB store', async (t) => {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const store = openLmdbMailbox({ path: join(dir, 'mailbox'), sweepIntervalMs: 0, limits, quotaFor });
+  t.teardown(() => store.close());
+  await exercise(t, store);
+});
+
+t.test('reference model', async (t) => {
+  await exercise(t, new MemoryMailbox({ limits, quotaFor }));
+});
