@@ -131,7 +131,9 @@ export class RelayClient extends EventEmitter {
   #ackScheduled = false;
   // Async-iterator plumbing: messages waiting for a consumer, and a consumer waiting for one.
   #iterating = false;
-  readonly #queue: ReceivedMessage[] = [];
+  readonly #queue: Array<{ message: ReceivedMessage; generation: number }> = [];
+  /** Counts connections: a delivery id means something only on the connection that sent it. */
+  #generation = 0;
   #waiter: ((result: IteratorResult<ReceivedMessage>) => void) | null = null;
   #connectWaiter: { resolve(): void; reject(err: Error): void } | null = null;
 
@@ -172,6 +174,7 @@ export class RelayClient extends EventEmitter {
   #dial(): void {
     this.#retryTimer = null;
     if (this.#closed) return;
+    const generation = ++this.#generation;
     const link: Link = new Link(this.#address, this.#signer, {
       onReady: () => {
         this.#attempt = 0;
@@ -181,7 +184,7 @@ export class RelayClient extends EventEmitter {
         this.#connectWaiter?.resolve();
         this.#connectWaiter = null;
       },
-      onDeliver: (fields) => this.#onDeliver(fields),
+      onDeliver: (fields) => this.#onDeliver(fields, generation),
       onResult: (fields) => this.#onResult(fields),
       onQueueEmpty: () => this.emit('queueEmpty'),
       onNotice: (code, reason) => this.emit('notice', code, reason),
@@ -318,7 +321,7 @@ export class RelayClient extends EventEmitter {
     }
   }
 
-  #onDeliver(fields: DeliverFields): void {
+  #onDeliver(fields: DeliverFields, generation: number): void {
     let message: ReceivedMessage;
     const base = {
       from: Buffer.from(fields.sender),
@@ -336,7 +339,7 @@ export class RelayClient extends EventEmitter {
         // A message that cannot be opened is reported and acknowledged: redelivering it cannot help.
         if (!(err instanceof SealError)) throw err;
         this.emit('invalid', err, fields.deliveryId);
-        this.#handedOver(fields.deliveryId);
+        this.#handedOver(fields.deliveryId, generation);
         return;
       }
     }
@@ -345,23 +348,32 @@ export class RelayClient extends EventEmitter {
         const waiter = this.#waiter;
         this.#waiter = null;
         waiter({ value: message, done: false });
-        this.#handedOver(message.deliveryId);
+        this.#handedOver(message.deliveryId, generation);
       } else {
-        this.#queue.push(message);
+        this.#queue.push({ message, generation });
         if (this.#queue.length >= ITERATOR_HIGH_WATER) this.#link?.socket.pause();
       }
       return;
     }
     this.emit('message', message);
-    this.#handedOver(message.deliveryId);
+    this.#handedOver(message.deliveryId, generation);
   }
 
-  #handedOver(deliveryId: number): void {
-    if (!this.#options.autoAck) return;
+  /**
+   * Acknowledges a message once the application has it, if it came on the current connection.
+   * One from a connection since lost is not acknowledged (its id would name another message
+   * on the new connection); the relay delivers it again.
+   */
+  #handedOver(deliveryId: number, generation: number): void {
+    if (!this.#options.autoAck || generation !== this.#generation) return;
     this.ack(deliveryId);
   }
 
-  /** Acknowledges every message up to and including deliveryId (cumulative; sent once per tick). */
+  /**
+   * Acknowledges every message up to and including deliveryId on the current connection
+   * (cumulative; sent once per tick). With autoAck off, call it after handling a message, and
+   * not for messages received before a reconnection.
+   */
   ack(deliveryId: number): void {
     if (deliveryId > this.#ackUpTo) this.#ackUpTo = deliveryId;
     if (this.#ackScheduled) return;
@@ -382,9 +394,10 @@ export class RelayClient extends EventEmitter {
     return {
       [Symbol.asyncIterator]() { return this; },
       next(): Promise<IteratorResult<ReceivedMessage>> {
-        const message = client.#queue.shift();
-        if (message) {
-          client.#handedOver(message.deliveryId);
+        const entry = client.#queue.shift();
+        if (entry) {
+          const { message, generation } = entry;
+          client.#handedOver(message.deliveryId, generation);
           if (client.#queue.length < ITERATOR_HIGH_WATER / 2) client.#link?.socket.resume();
           return Promise.resolve({ value: message, done: false });
         }

@@ -141,7 +141,8 @@ export class Router {
     bodyStart: number, bodyEnd: number, storable: boolean, ttlSeconds: number,
   ): number {
     const target = this.sessions.get(keyId);
-    if (target === undefined) {
+    // A session that is closing is as good as offline: what is written to it now would be lost.
+    if (target === undefined || target.closed) {
       if (storable) return PENDING;
       this.#stats.dropped.offline++;
       return Code.RECIPIENT_OFFLINE;
