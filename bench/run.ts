@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { generateIdentity, Signer, type Identity } from '../src/crypto/keys.js';
 import { Code, FrameType } from '../src/protocol/constants.js';
@@ -51,7 +52,7 @@ const T = QUICK
 const SIZES = [64, 1024, 16 * 1024, 64 * 1024];
 const RATES = [10_000, 20_000, 50_000];
 
-const SCENARIOS = ['one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'seal'] as const;
+const SCENARIOS = ['one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'seal', 'healthz'] as const;
 if (argv.includes('--help') || argv.includes('-h')) {
   process.stdout.write(`usage: npm run bench -- [--quick] [--scenario NAME]... [--profile]\nscenarios: ${SCENARIOS.join(', ')}\n`);
   process.exit(0);
@@ -116,9 +117,9 @@ const fmtRate = (n: number | null) => (n == null ? '-' : Math.round(n).toLocaleS
 /** pid → label of the run, to name relay CPU profiles. */
 const profiledRuns: Array<{ pid: number; label: string }> = [];
 
-async function startSystem(system: SystemName, label: string): Promise<RunningSystem> {
+async function startSystem(system: SystemName, label: string, env?: Record<string, string>): Promise<RunningSystem> {
   if (system === 'pulltab') {
-    const s = await startRelay({ root: ROOT, profileDir: PROFILE ? PROFILES : undefined });
+    const s = await startRelay({ root: ROOT, profileDir: PROFILE ? PROFILES : undefined, env });
     if (PROFILE) profiledRuns.push({ pid: s.pid, label });
     return s;
   }
@@ -187,6 +188,8 @@ interface FlowSpec {
   mode: 'throughput' | 'latency';
   rate?: number;
   variant?: string;
+  /** Also hammer the relay's /healthz with autocannon during the measured window. */
+  healthz?: boolean;
 }
 
 async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord> {
@@ -200,7 +203,8 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
   const i32 = new Int32Array(sab);
   const received = () => { let s = 0; for (let j = 0; j < R; j++) s += Atomics.load(i32, Slot.FIRST + P + j); return s; };
   const sentTotal = () => { let s = 0; for (let i = 0; i < P; i++) s += Atomics.load(i32, Slot.FIRST + i); return s; };
-  const server = await startSystem(system, label.replace(/[^a-zA-Z0-9.-]+/g, '_'));
+  const metricsPort = spec.healthz ? await freePort() : 0;
+  const server = await startSystem(system, label.replace(/[^a-zA-Z0-9.-]+/g, '_'), spec.healthz ? { PULLTAB_METRICS_PORT: String(metricsPort) } : undefined);
   let workers: Array<ReturnType<typeof startWorker>> = [];
   try {
     const base: Omit<WorkerConfig, 'role'> = {
@@ -244,7 +248,9 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     const m1 = meter(server.pid);
     const r1 = received();
     Atomics.store(i32, Slot.RECORDING, 1);
+    const healthz = spec.healthz ? probeHealthz(metricsPort, measureMs) : null;
     await sleep(measureMs);
+    const healthzResult = healthz ? await healthz : null;
     const r2 = received();
     const m2 = meter(server.pid);
     Atomics.store(i32, Slot.RECORDING, 0);
@@ -280,6 +286,13 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
       note: notes.join('; ') || undefined,
     };
     if (server.log.length > 0) record.extra!['serverLog'] = server.log.slice(0, 3).join(' | ').slice(0, 500);
+    if (healthzResult) {
+      record.extra!['healthzP50Ms'] = healthzResult.p50Ms;
+      record.extra!['healthzP99Ms'] = healthzResult.p99Ms;
+      record.extra!['healthzP999Ms'] = healthzResult.p999Ms;
+      record.extra!['healthzRequestsPerSec'] = healthzResult.requestsPerSec;
+      record.note = [record.note, `/healthz under this load: p50 ${healthzResult.p50Ms} ms, p99 ${healthzResult.p99Ms} ms, ${healthzResult.requestsPerSec} req/s, ${healthzResult.non2xx + healthzResult.errors} failed`].filter(Boolean).join('; ');
+    }
     const lat = record.latencyUs ? `, p50/p99/p99.9 ${record.latencyUs.p50}/${record.latencyUs.p99}/${record.latencyUs.p999} µs` : '';
     progress.end(`${fmtRate(msgsPerSec)} msgs/s, ${record.MBps!.toFixed(1)} MB/s${lat}, server CPU ${u.serverPct.toFixed(0)}%, loadgen CPU ${u.loadgenPct.toFixed(0)}%`);
     return record;
@@ -288,6 +301,30 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     workers = [];
     await server.stop();
   }
+}
+
+interface HealthzResult { p50Ms: number; p99Ms: number; p999Ms: number; requestsPerSec: number; non2xx: number; errors: number }
+
+/** autocannon against /healthz for durationMs (4 connections, closed loop). */
+async function probeHealthz(port: number, durationMs: number): Promise<HealthzResult> {
+  const { default: autocannon } = await import('autocannon');
+  const result = await autocannon({ url: `http://127.0.0.1:${port}/healthz`, connections: 4, duration: Math.max(1, Math.round(durationMs / 1000)) });
+  return {
+    p50Ms: result.latency.p50, p99Ms: result.latency.p99, p999Ms: result.latency.p99_9,
+    requestsPerSec: Math.round(result.requests.average), non2xx: result.non2xx, errors: result.errors,
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolvePort(port));
+    });
+  });
 }
 
 async function safeFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord> {
@@ -587,6 +624,10 @@ async function main(): Promise<void> {
     for (const rate of RATES) for (const sys of systems) {
       records.push(await safeFlow(sys, { scenario: 'latency', senders: 1, fanout: 1, bodyBytes: 1024, mode: 'latency', rate, variant: `offered ${rate.toLocaleString('en-US')}/s` }));
     }
+  }
+  if (runs('healthz')) {
+    // The operator's health check while the relay moves messages as fast as it can.
+    records.push(await safeFlow('pulltab', { scenario: 'healthz', senders: 1, fanout: 1, bodyBytes: 1024, mode: 'throughput', variant: '/healthz under 1:1 1 KiB load', healthz: true }));
   }
   const guarded = async (scenario: string, fn: () => Promise<BenchRecord | BenchRecord[]>): Promise<void> => {
     try {
