@@ -1,0 +1,34 @@
+// The fuzz and soak tools, run briefly against a relay process, so `npm test` keeps them (and
+// what they check) working. The real runs are `npm run fuzz` and `npm run soak`.
+import t from 'tap';
+import { formatFuzzReport, runFuzz } from '../scripts/lib/fuzz.js';
+import { formatSoakReport, runSoak } from '../scripts/lib/soak.js';
+
+t.test('fuzz for 3 s: the relay stays up, answers as documented, and the good pair loses nothing', async (t) => {
+  const r = await runFuzz({ seconds: 3, connections: 50 });
+  t.comment(formatFuzzReport(r));
+  t.equal(r.crashes, 0, 'no relay crash');
+  t.equal(r.pair.lost, 0, 'no accepted message lost');
+  t.ok(r.pair.accepted > 0, 'the good pair exchanged messages');
+  t.ok(r.frames > 10_000, `${r.frames} frames tried`);
+  t.equal(r.mismatches, 0, 'every connection ended as docs/PROTOCOL.md says');
+  t.same(r.relayErrors, [], 'no error in the relay log');
+});
+
+t.test('soak for 3 s: every acknowledged storable message is accounted for', async (t) => {
+  const r = await runSoak({ seconds: 3, identities: 20, late: 4 });
+  t.comment(formatSoakReport(r));
+  t.equal(r.crashes, 0, 'no relay crash');
+  t.ok(r.storableAcknowledged > 0, 'storable messages were acknowledged');
+  t.equal(r.storableMissing - r.storableMissingStale, 0, 'every acknowledged storable message delivered or still stored');
+  // Known relay bug: when a connection closes, the router puts its unacknowledged live messages
+  // back in the mailbox with storage-key replacement, so an older one can replace a newer
+  // message already stored with the same key (and STORED to its sender). Remove the todo once fixed.
+  t.equal(r.storableMissingStale, 0, 'no stored message replaced by an older one with the same storage key', {
+    todo: 'Router.unregister requeues an older unacknowledged message over a newer stored one with the same storage key',
+  });
+  t.equal(r.duplicatesUnexplained, 0, 'duplicates only after a disconnect before ack');
+  t.equal(r.receivedUnknown, 0, 'no message received that was never sent');
+  t.ok(r.end.fds <= r.start.fds, `the relay holds no more files at the end (${r.end.fds}) than after warm-up (${r.start.fds})`);
+  t.same(r.relayErrors, [], 'no error in the relay log');
+});
