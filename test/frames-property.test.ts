@@ -46,7 +46,7 @@ const sendFields = (maxRecipients: number, maxWrapped: number, maxBody: number, 
 
 const deliverFields = fc.record({
   deliveryId: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-  // HAS_STORAGE_KEY follows the storage key (see the todo test at the end).
+  // HAS_STORAGE_KEY follows the storage key (see the test at the end).
   flags: u8.map((f) => f & ~0x04),
   sender: key,
   storageKey,
@@ -468,7 +468,7 @@ t.test('DELIVER, RESULT, CLOSE, NOTICE, ADMIN_* and handshake frames round-trip 
   t.pass('ok');
 });
 
-t.test('encodeDeliver without a storage key clears HAS_STORAGE_KEY', { todo: 'encodeDeliver keeps flag 0x04 when storageKey is null, so parseDeliver reads 16 zero bytes as a storage key' }, async (t) => {
+t.test('encodeDeliver without a storage key clears HAS_STORAGE_KEY', async (t) => {
   const frame = encodeDeliver({ deliveryId: 1, flags: 0x04, sender: Buffer.alloc(32, 1), storageKey: null, wrappedKey: Buffer.alloc(0), body: Buffer.alloc(0) });
   t.equal(parseDeliver(frame, FRAME_HEADER_LENGTH, frame.length)?.storageKey ?? null, null);
 });

@@ -21,12 +21,8 @@ t.test('soak for 3 s: every acknowledged storable message is accounted for', asy
   t.equal(r.crashes, 0, 'no relay crash');
   t.ok(r.storableAcknowledged > 0, 'storable messages were acknowledged');
   t.equal(r.storableMissing - r.storableMissingStale, 0, 'every acknowledged storable message delivered or still stored');
-  // Known relay bug: when a connection closes, the router puts its unacknowledged live messages
-  // back in the mailbox with storage-key replacement, so an older one can replace a newer
-  // message already stored with the same key (and STORED to its sender). Remove the todo once fixed.
-  t.equal(r.storableMissingStale, 0, 'no stored message replaced by an older one with the same storage key', {
-    todo: 'Router.unregister requeues an older unacknowledged message over a newer stored one with the same storage key',
-  });
+  // Messages put back after a lost connection never replace a newer one with the same storage key.
+  t.equal(r.storableMissingStale, 0, 'no stored message replaced by an older one with the same storage key');
   t.equal(r.duplicatesUnexplained, 0, 'duplicates only after a disconnect before ack');
   t.equal(r.receivedUnknown, 0, 'no message received that was never sent');
   t.ok(r.end.fds <= r.start.fds, `the relay holds no more files at the end (${r.end.fds}) than after warm-up (${r.start.fds})`);

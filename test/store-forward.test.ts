@@ -167,3 +167,47 @@ t.test('messages put back by a replaced connection reach its successor', async (
   await waitForCount(messages, 5, 5000);
   t.same(messages.map((m) => Buffer.from(m.body).toString()), ['u0', 'u1', 'u2', 'u3', 'u4']);
 });
+
+t.test('a message put back after a lost connection never replaces a newer one with its storage key', async (t) => {
+  const relay = await startRelay({ inflightWindow: 2 });
+  t.teardown(() => relay.close());
+  const bob = generateIdentity();
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  const { client: first, messages: firstMessages } = await connectCollecting(relay, { identity: bob, raw: true, autoAck: false });
+  await sleep(100);
+  const outcome = async (body: string, storageKey?: string) => (await alice.send([bob.publicKey], body, { store: true, storageKey })).outcomes[0].codeName;
+  t.equal(await outcome('M1 old', 'x'), 'DELIVERED');
+  t.equal(await outcome('f1'), 'DELIVERED');
+  t.equal(await outcome('f2'), 'STORED', 'the window of unacknowledged deliveries is full');
+  t.equal(await outcome('M2 new', 'x'), 'STORED');
+  await waitForCount(firstMessages, 2);
+  await first.close();
+  await sleep(200);
+  const { client: second, messages } = await connectCollecting(relay, { identity: bob, raw: true });
+  t.teardown(() => second.close());
+  await sleep(500);
+  const bodies = messages.map((m) => Buffer.from(m.body).toString());
+  t.ok(bodies.includes('M2 new'), `the newer message arrives (${bodies.join(', ')})`);
+  t.notOk(bodies.includes('M1 old'), 'the older one it superseded does not');
+  t.ok(bodies.includes('f1') && bodies.includes('f2'));
+});
+
+t.test('close() delivers the final acknowledgement: nothing acknowledged comes again', async (t) => {
+  const relay = await startRelay();
+  t.teardown(() => relay.close());
+  const bob = generateIdentity();
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  await Promise.all(Array.from({ length: 400 }, (_, i) => alice.send([bob.publicKey], Buffer.alloc(2000, i % 256), { store: true })));
+  const { client: first, messages: firstMessages } = await connectCollecting(relay, { identity: bob, raw: true, autoAck: false });
+  await waitForCount(firstMessages, 50);
+  first.ack(firstMessages[49].deliveryId);
+  await first.close();
+  await sleep(300);
+  const { client: second, messages } = await connectCollecting(relay, { identity: bob, raw: true });
+  t.teardown(() => second.close());
+  await waitForCount(messages, 350, 10_000);
+  await sleep(200);
+  t.equal(messages.length, 350, 'exactly the 350 unacknowledged messages come again');
+});

@@ -38,6 +38,8 @@ export interface LinkHandlers {
 
 /** Largest frame a client accepts from a relay. */
 const MAX_INBOUND_FRAME = 64 * 1024 * 1024 + 64 * 1024;
+/** How long a closing client waits for the relay to close its side. */
+const CLOSE_LINGER_MS = 2000;
 const FATAL_CODES = new Set<number>([Code.AUTH_FAILED, Code.NOT_AUTHORIZED, Code.UNSUPPORTED_VERSION, Code.REPLACED]);
 
 export class Link {
@@ -105,10 +107,27 @@ export class Link {
     this.#handlers.onEnd(this.#end);
   }
 
-  /** Closes politely: tells the relay, then ends. */
+  /**
+   * Closes politely: sends CLOSE after whatever is queued (a final ACK above all) and keeps
+   * reading, discarding, until the relay closes its side. Destroying the socket at once would
+   * make the kernel reset the connection if anything unread were waiting, and drop what had
+   * not been sent yet.
+   */
   close(): void {
-    if (this.#state === 'ready') this.socket.end(encodeClose(FrameType.CLOSE, { code: Code.OK, retryAfterMs: 0, reason: '' }));
-    this.fail(Code.OK, 'closed by the client', true);
+    if (this.#end) return;
+    const ready = this.#state === 'ready';
+    this.#end = { code: Code.OK, reason: 'closed by the client', retryAfterMs: 0, fatal: true };
+    this.#state = 'ended';
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#reader.stop();
+    if (ready) {
+      this.socket.end(encodeClose(FrameType.CLOSE, { code: Code.OK, retryAfterMs: 0, reason: '' }));
+      this.socket.resume();
+      setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+    } else {
+      this.socket.destroy();
+    }
+    this.#handlers.onEnd(this.#end);
   }
 
   #onFrame(type: number, buf: Buffer, start: number, end: number): void {

@@ -2,7 +2,7 @@
 // return a value or null (malformed), and never throw. Decoders of hot-path frames work on
 // (buf, start, end) so nothing is copied or sliced until the router decides to.
 import {
-  ACK_LENGTH, Code, DELIVER_FIXED_LENGTH, FRAME_HEADER_LENGTH, FrameType, KEY_LENGTH, MAX_REASON_BYTES,
+  ACK_LENGTH, Code, DELIVER_FIXED_LENGTH, DeliverFlags, FRAME_HEADER_LENGTH, FrameType, KEY_LENGTH, MAX_REASON_BYTES,
   MAX_WRAPPED_KEY_LENGTH, PING_LENGTH, SEND_FIXED_LENGTH, SendFlags, STORAGE_KEY_LENGTH,
 } from './constants.js';
 
@@ -206,7 +206,7 @@ export function parseDeliver(buf: Buffer, start: number, end: number): DeliverFi
   const deliveryId = readU64(buf, o); o += 8;
   const flags = buf[o++];
   const sender = buf.subarray(o, o + KEY_LENGTH); o += KEY_LENGTH;
-  const storageKey = flags & 0x04 ? buf.subarray(o, o + STORAGE_KEY_LENGTH) : null;
+  const storageKey = flags & DeliverFlags.HAS_STORAGE_KEY ? buf.subarray(o, o + STORAGE_KEY_LENGTH) : null;
   o += STORAGE_KEY_LENGTH;
   const wrappedLength = buf[o++];
   if (o + wrappedLength > end) return null;
@@ -218,7 +218,7 @@ export function parseDeliver(buf: Buffer, start: number, end: number): DeliverFi
 export function encodeDeliver(fields: DeliverFields): Buffer {
   const { deliveryId, flags, sender, storageKey, wrappedKey, body } = fields;
   const frame = Buffer.allocUnsafe(deliverHeaderLength(wrappedKey.length) + body.length);
-  const o = writeDeliverHeader(frame, 0, deliveryId, flags | (storageKey ? 0x04 : 0), sender, 0, storageKey, 0, wrappedKey, 0, wrappedKey.length, body.length);
+  const o = writeDeliverHeader(frame, 0, deliveryId, (flags & ~DeliverFlags.HAS_STORAGE_KEY) | (storageKey ? DeliverFlags.HAS_STORAGE_KEY : 0), sender, 0, storageKey, 0, wrappedKey, 0, wrappedKey.length, body.length);
   frame.set(body, o);
   return frame;
 }

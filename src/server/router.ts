@@ -24,6 +24,8 @@ const REFUSAL_CODES: Record<RefusalCode, number> = {
   STORE_FULL: Code.STORE_FULL,
   TTL_TOO_LONG: Code.TTL_TOO_LONG,
   STORE_ERROR: Code.STORE_ERROR,
+  // Only for messages put back after a failed delivery: a newer one with its storage key is stored.
+  SUPERSEDED: Code.STORED,
 };
 
 const DRAIN_BATCH = 256;
@@ -71,9 +73,9 @@ export class Router {
     for (const live of session.takeUnackedLive()) {
       const ttlSeconds = Math.ceil((live.expiresAt - now) / 1000);
       if (ttlSeconds <= 0) continue;
-      this.#enqueue(session.key, session.keyId, live.sender, live.storageKey, ttlSeconds, live.wrappedKey, live.body)
+      this.#enqueue(session.key, session.keyId, live, ttlSeconds)
         .then((outcome) => {
-          if (!outcome.ok) this.#stats.requeueFailed++;
+          if (!outcome.ok && outcome.code !== 'SUPERSEDED') this.#stats.requeueFailed++;
         });
     }
   }
@@ -175,6 +177,7 @@ export class Router {
         wrappedKey: Buffer.from(buf.subarray(recipientOffset + KEY_LENGTH + 1, recipientOffset + KEY_LENGTH + 1 + buf[recipientOffset + KEY_LENGTH])),
         body: buf.subarray(bodyStart, bodyEnd),
         expiresAt: Date.now() + ttlSeconds * 1000,
+        acceptedSeq: this.#store.lastSeq(),
       });
     }
     if (this.#config.logDeliveries) this.#logDelivery(sender.keyText, target.keyText, bodyEnd - bodyStart, 'live');
@@ -259,9 +262,11 @@ export class Router {
       });
   }
 
-  #enqueue(key: Buffer, keyId: string, sender: Buffer, storageKey: Buffer | null, ttlSeconds: number, wrappedKey: Buffer, body: Buffer): Promise<EnqueueOutcome> {
+  /** Puts an unacknowledged live message back in its recipient's mailbox, never over a newer namesake. */
+  #enqueue(key: Buffer, keyId: string, live: UnackedLive, ttlSeconds: number): Promise<EnqueueOutcome> {
     this.#pendingEnqueues.set(keyId, (this.#pendingEnqueues.get(keyId) ?? 0) + 1);
-    return this.#store.enqueue({ sender, storageKey, ttlSeconds, body, recipients: [{ key, wrappedKey }] })
+    const { sender, storageKey, body, wrappedKey, acceptedSeq } = live;
+    return this.#store.enqueue({ sender, storageKey, ttlSeconds, body, recipients: [{ key, wrappedKey }], keepNewerThan: acceptedSeq })
       .then((r) => r[0], (): EnqueueOutcome => ({ ok: false, code: 'STORE_ERROR' }))
       .finally(() => this.#enqueueSettled(keyId));
   }

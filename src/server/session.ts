@@ -11,6 +11,8 @@ export interface UnackedLive {
   wrappedKey: Buffer;
   body: Buffer;
   expiresAt: number;
+  /** The store's last seq when this was delivered: a stored namesake with a higher seq is newer. */
+  acceptedSeq: number;
 }
 
 /** A storable message's place among held ones: its mailbox seq once committed (0 before, -1 if refused). */

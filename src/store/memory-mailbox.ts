@@ -73,6 +73,10 @@ export class MemoryMailbox implements MailboxStore {
       }
       const replaced = request.storageKey === null ? undefined : this.entries.find((e) =>
         sameBytes(e.recipient, r.key) && sameBytes(e.sender, request.sender) && sameBytes(e.storageKey, request.storageKey));
+      if (replaced && request.keepNewerThan !== undefined && replaced.seq > request.keepNewerThan) {
+        outcomes.push({ ok: false, code: 'SUPERSEDED' });
+        continue;
+      }
       const freedCount = replaced ? 1 : 0;
       const freedBytes = replaced ? entryCost(replaced.body.bytes.length, replaced.wrappedKey.length) : 0;
       const cost = entryCost(request.body.length, r.wrappedKey.length);

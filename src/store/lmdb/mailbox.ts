@@ -536,6 +536,10 @@ class LmdbMailbox implements LmdbMailboxStore {
         idxKey = indexKey(r.key, sender, storageKey);
         idxId = bytesId(idxKey);
         replaced = this.lookupIndex(idxId, idxKey, r.key);
+        if (replaced && request.keepNewerThan !== undefined && replaced.seq > request.keepNewerThan) {
+          outcomes[i] = { ok: false, code: 'SUPERSEDED' };
+          continue;
+        }
       }
       const u = this.usageMap.get(rid);
       const freedCount = replaced ? 1 : 0;
