@@ -185,10 +185,18 @@ export function writeDeliverHeader(
 }
 
 /** Copies source[start, end) into target at offset without making a view when source is a Buffer. */
-function copyBytes(source: Uint8Array, start: number, end: number, target: Buffer, offset: number): void {
-  if (Buffer.isBuffer(source)) source.copy(target, offset, start, end);
-  else target.set(source.subarray(start, end), offset);
+export function copyBytes(source: Uint8Array, start: number, end: number, target: Uint8Array, offset: number): void {
+  // Buffer.copy costs more to call than a short loop costs to run: keys and small bodies are looped.
+  if (end - start <= SMALL_COPY) {
+    for (let i = start; i < end; i++) target[offset++] = source[i];
+  } else if (Buffer.isBuffer(source)) {
+    source.copy(target, offset, start, end);
+  } else {
+    target.set(source.subarray(start, end), offset);
+  }
 }
+
+const SMALL_COPY = 96;
 
 export interface DeliverFields {
   deliveryId: number;

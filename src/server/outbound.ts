@@ -5,6 +5,7 @@
 // the buffer it arrived in, so it is never copied on its way through. The accumulation
 // buffer is dropped after a quiet flush, so an idle connection holds no output memory.
 import type { Socket } from 'node:net';
+import { copyBytes } from '../protocol/frames.js';
 
 /** Bodies at least this long travel as their own slice instead of being copied. */
 const ZERO_COPY_THRESHOLD = 2048;
@@ -79,7 +80,7 @@ export class Outbound {
     const bodyLength = bodyEnd - bodyStart;
     if (bodyLength < ZERO_COPY_THRESHOLD) {
       const offset = this.reserve(headerLength + bodyLength);
-      body.copy(this.#buf!, offset + headerLength, bodyStart, bodyEnd);
+      copyBytes(body, bodyStart, bodyEnd, this.#buf!, offset + headerLength);
       return offset;
     }
     const offset = this.reserve(headerLength);
