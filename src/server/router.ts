@@ -106,16 +106,7 @@ export class Router {
     if (n === 1) {
       // The common case, kept free of per-message arrays.
       const o = recipientOffsets[0];
-      // A sender usually writes to the same recipient again: reuse its session (and key string)
-      // after comparing the bytes, instead of making a string to look it up.
-      let keyId: string;
-      const last = sender.lastTarget;
-      if (last !== null && !last.closed && sameKey(buf, o, last.key)) {
-        keyId = last.keyId;
-      } else {
-        keyId = buf.toString('latin1', o, o + KEY_LENGTH);
-        sender.lastTarget = this.sessions.get(keyId) ?? null;
-      }
+      const keyId = buf.toString('latin1', o, o + KEY_LENGTH);
       const outcome = this.#routeOne(sender, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, storable, ttlSeconds);
       if (outcome === PENDING) {
         this.#enqueueFor(sender, seq, wantReceipt, [0], [outcome], buf, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds);
@@ -408,14 +399,6 @@ export class Router {
     this.#log.info({ event, from, to: toText, bytes }, how);
     this.onDelivery?.(event, from, toText, bytes);
   }
-}
-
-/** buf[o, o + 32) equals key, compared a word at a time. */
-function sameKey(buf: Buffer, o: number, key: Buffer): boolean {
-  for (let i = 0; i < KEY_LENGTH; i += 4) {
-    if (buf.readUInt32LE(o + i) !== key.readUInt32LE(i)) return false;
-  }
-  return true;
 }
 
 function asBuffer(bytes: Uint8Array): Buffer {

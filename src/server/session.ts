@@ -63,8 +63,6 @@ export class Session {
   heldBytes = 0;
   /** Sends CLOSE with this code and closes the connection (set by the connection). */
   closeConnection: (code: number, reason: string, retryAfterMs?: number) => void = () => {};
-  /** The session this one last sent to (a routing shortcut; checked before use). */
-  lastTarget: Session | null = null;
   messagesIn = 0;
   messagesOut = 0;
   readonly #inflight: Inflight[] = [];
