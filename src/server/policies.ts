@@ -9,17 +9,7 @@ import {
 import type { Session, SenderLimits } from './session.js';
 
 /** The configuration values policies fall back to and are capped by (read live: a reload changes them). */
-export interface PolicyDefaults {
-  maxPayloadBytes: number;
-  maxRecipients: number;
-  maxTtlSeconds: number;
-  mailboxMaxCount: number;
-  mailboxMaxBytes: number;
-  rateBytesPerSecond: number;
-  rateBurstBytes: number;
-  rateMessagesPerSecond: number;
-  rateBurstMessages: number;
-}
+export type PolicyDefaults = Omit<Policy, 'name' | 'canConnect' | 'admin'>;
 
 export interface EffectivePolicy {
   policy: Policy;
