@@ -25,5 +25,8 @@ VOLUME ["/data"]
 EXPOSE 2652
 # SIGTERM (docker stop) drains gracefully; give it time (docker stop -t 30).
 STOPSIGNAL SIGTERM
+# /healthz on the metrics listener (127.0.0.1:9652 inside the container).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:9652/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 ENTRYPOINT ["node", "/app/dist/cli/main.js"]
 CMD ["serve"]
