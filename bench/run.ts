@@ -24,7 +24,7 @@ import {
 } from './lib/report.js';
 import { Slot, sharedCounters, type SystemName, type WorkerConfig, type WorkerResult } from './lib/shared.js';
 import {
-  natsServerPath, procCpuSeconds, procStatusBytes, startNats, startPipe, startRelay, type RunningSystem,
+  ensureNatsServer, procCpuSeconds, procStatusBytes, startNats, startPipe, startRelay, type RunningSystem,
 } from './lib/systems.js';
 
 // dist/bench/bench/run.js → the repository root is three levels up.
@@ -65,7 +65,7 @@ for (const w of wanted) {
 }
 const runs = (name: string): boolean => wanted.size === 0 || wanted.has(name);
 
-const NATS = natsServerPath();
+const NATS = ensureNatsServer();
 const SYSTEMS: SystemName[] = ['pulltab', 'pipe', 'nats'];
 
 // ---------------------------------------------------------------------------------------

@@ -151,6 +151,22 @@ export function natsServerPath(): string | null {
   return r.status === 0 && r.stdout.trim() ? r.stdout.trim() : null;
 }
 
+/**
+ * The nats-server baseline, installed from Debian's packages when it is missing and this
+ * process may (root, apt-get present), unless PULLTAB_BENCH_NO_INSTALL is set. Says what it
+ * does on stderr; returns null when nats-server cannot be had.
+ */
+export function ensureNatsServer(): string | null {
+  const found = natsServerPath();
+  if (found || process.env.PULLTAB_BENCH_NO_INSTALL) return found;
+  const canInstall = process.getuid?.() === 0 && spawnSync('sh', ['-c', 'command -v apt-get']).status === 0;
+  if (!canInstall) return null;
+  process.stderr.write('[bench] nats-server is not on PATH: installing it with apt-get (set PULLTAB_BENCH_NO_INSTALL=1 to skip)\n');
+  const install = spawnSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server'], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 300_000 });
+  if (install.status !== 0) process.stderr.write('[bench] could not install nats-server; its baseline is skipped\n');
+  return natsServerPath();
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
