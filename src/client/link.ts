@@ -68,7 +68,9 @@ export class Link {
       onError: (_kind, type, length) => this.fail(Code.FRAME_TOO_LARGE, `relay sent frame type 0x${type.toString(16)} of ${length} bytes`, false),
     });
     this.#timer = setTimeout(() => this.fail(Code.HANDSHAKE_TIMEOUT, `no answer from the relay at ${address.host}:${address.port} within ${timeoutMs} ms`, false), timeoutMs);
-    this.socket = connect({ host: address.host, port: address.port, noDelay: true });
+    // TCP keepalive notices a relay host that vanished without closing (the relay's own PINGs
+    // keep the connection busy in the other direction).
+    this.socket = connect({ host: address.host, port: address.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 30_000 });
     this.socket.on('connect', () => { if (this.#state === 'connecting') this.#state = 'handshake'; });
     this.socket.on('data', (chunk: Buffer) => this.#reader.push(chunk));
     this.socket.on('error', (err: NodeJS.ErrnoException) => {
