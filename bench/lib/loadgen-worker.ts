@@ -199,6 +199,17 @@ function stampBatch(template: Buffer, bodyOffset: number, n: number): Buffer {
   return batch;
 }
 
+/** A sender writing pre-encoded batches (or freshly stamped ones) to a plain socket. */
+function socketSender(socket: Socket, batch: Buffer, frame: Buffer, bodyLength: number): SenderOut {
+  return {
+    writeBatch: () => socket.write(batch),
+    writeStamped: (n) => { socket.write(stampBatch(frame, frame.length - bodyLength, n)); },
+    onDrain: (fn) => socket.once('drain', fn),
+    yieldEachBatch: false,
+    close: () => socket.destroy(),
+  };
+}
+
 async function openSenders(framesPerBatch: number, body: Buffer): Promise<SenderOut[]> {
   const outs: SenderOut[] = [];
   for (let i = 0; i < P; i++) {
@@ -214,13 +225,7 @@ async function openSenders(framesPerBatch: number, body: Buffer): Promise<Sender
       };
       await peer.ready;
       const socket = peer.socket;
-      outs.push({
-        writeBatch: () => socket.write(batch),
-        writeStamped: (n) => { socket.write(stampBatch(frame, frame.length - body.length, n)); },
-        onDrain: (fn) => socket.once('drain', fn),
-        yieldEachBatch: false,
-        close: () => socket.destroy(),
-      });
+      outs.push(socketSender(socket, batch, frame, body.length));
     } else if (cfg.system === 'pipe') {
       const frame = encodeDeliver({ deliveryId: 1, flags: 0, sender: Buffer.alloc(32, 7), storageKey: null, wrappedKey: Buffer.alloc(0), body });
       const batch = Buffer.concat(Array.from({ length: framesPerBatch }, () => frame));
@@ -233,13 +238,7 @@ async function openSenders(framesPerBatch: number, body: Buffer): Promise<Sender
       hello[0] = 0x53;
       hello.writeUInt32BE(i, 1);
       socket.write(hello);
-      outs.push({
-        writeBatch: () => socket.write(batch),
-        writeStamped: (n) => { socket.write(stampBatch(frame, frame.length - body.length, n)); },
-        onDrain: (fn) => socket.once('drain', fn),
-        yieldEachBatch: false,
-        close: () => socket.destroy(),
-      });
+      outs.push(socketSender(socket, batch, frame, body.length));
     } else {
       const nc = await natsConnect({ servers: `127.0.0.1:${cfg.port}`, noEcho: true });
       const subject = groupSubject(i);

@@ -109,7 +109,7 @@ export class Router {
       const keyId = buf.toString('latin1', o, o + KEY_LENGTH);
       const outcome = this.#routeOne(sender, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, storable, ttlSeconds);
       if (outcome === PENDING) {
-        this.#enqueueFor(sender, seq, wantReceipt, [0], [outcome], buf, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds);
+        this.#enqueueFor(sender, seq, wantReceipt, [0], [outcome], buf, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds, [o]);
       } else if (wantReceipt || (outcome !== Code.DELIVERED)) {
         this.#sendResult(sender, seq, [outcome]);
       }
@@ -226,7 +226,7 @@ export class Router {
   #enqueueFor(
     sender: Session, seq: number, wantReceipt: boolean, indexes: number[], outcomes: number[],
     buf: Buffer, storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
-    offsets: number[] = [this.#view.recipientOffsets[0]],
+    offsets: number[],
   ): void {
     const recipients = indexes.map((i) => {
       const o = offsets[i];

@@ -323,22 +323,10 @@ class LmdbMailbox implements LmdbMailboxStore {
     b.ops++;
     this.inflight++;
     const o = this.open;
-    if (o.added.length) {
-      for (const x of o.added) b.added.push(x);
-      o.added.length = 0;
-    }
-    if (o.deleted.length) {
-      for (const x of o.deleted) b.deleted.push(x);
-      o.deleted.length = 0;
-    }
-    if (o.index.length) {
-      for (const x of o.index) b.index.push(x);
-      o.index.length = 0;
-    }
-    if (o.bodies.length) {
-      for (const x of o.bodies) b.bodies.push(x);
-      o.bodies.length = 0;
-    }
+    moveAll(o.added, b.added);
+    moveAll(o.deleted, b.deleted);
+    moveAll(o.index, b.index);
+    moveAll(o.bodies, b.bodies);
     return b.done;
   }
 
@@ -997,6 +985,13 @@ class LmdbMailbox implements LmdbMailboxStore {
     })();
     return this.closing;
   }
+}
+
+/** Appends every item of from to to, and empties from (both arrays are reused). */
+function moveAll<T>(from: T[], to: T[]): void {
+  if (from.length === 0) return;
+  for (const x of from) to.push(x);
+  from.length = 0;
 }
 
 function u64Into(out: Buffer, value: number): Buffer {
