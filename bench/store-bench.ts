@@ -6,10 +6,10 @@
  *   drain  read each recipient's mailbox in batches and acknowledge each batch, with a bounded
  *          number of ack batches in flight; only acks that resolved (= committed) count.
  *
- * Run: node --loader ts-node/esm bench/store-bench.ts [--quick] [--dir /path]
+ * Run: node --import @tapjs/typescript/import bench/store-bench.ts [--quick] [--dir /path] [--recipients N]
  * (or import runStoreBench from the harness).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -18,11 +18,15 @@ import { openLmdbMailbox, type LmdbMailboxStore } from '../src/store/lmdb/mailbo
 export interface StoreBenchRow {
   scenario: 'store' | 'drain';
   bodyBytes: number;
+  /** Distinct recipients the messages go to, round robin. */
+  recipients: number;
   messages: number;
   msgsPerSec: number;
   MBps: number;
   /** Process CPU time (all threads: JS and LMDB writers) per message, in µs: robust to a busy machine. */
   cpuUsPerMsg: number;
+  /** CPU time of the JS thread alone per message, in µs (Linux /proc; null elsewhere). */
+  mainCpuUsPerMsg: number | null;
 }
 
 export interface StoreBenchOptions {
@@ -40,6 +44,17 @@ export interface StoreBenchOptions {
 
 const WRAPPED_KEY_BYTES = 48;
 
+/** CPU time of this process's JS thread in µs, from /proc (the main thread's tid is the pid); NaN elsewhere. */
+function mainThreadCpuUs(): number {
+  try {
+    const stat = readFileSync(`/proc/${process.pid}/task/${process.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) / 100) * 1e6; // clock ticks (USER_HZ = 100)
+  } catch {
+    return NaN;
+  }
+}
+
 function recipientKeys(n: number): Uint8Array[] {
   return Array.from({ length: n }, (_, i) => {
     const k = new Uint8Array(32);
@@ -51,8 +66,9 @@ function recipientKeys(n: number): Uint8Array[] {
 }
 
 async function storeScenario(store: LmdbMailboxStore, keys: Uint8Array[], bodyBytes: number, inFlight: number,
-  seconds: number): Promise<{ messages: number; elapsed: number; cpuUs: number }> {
+  seconds: number): Promise<{ messages: number; elapsed: number; cpuUs: number; mainUs: number }> {
   const cpu0 = process.cpuUsage();
+  const main0 = mainThreadCpuUs();
   const sender = new Uint8Array(32).fill(7);
   const body = new Uint8Array(bodyBytes).map((_, i) => (i * 31) & 0xff);
   const wrappedKey = new Uint8Array(WRAPPED_KEY_BYTES).fill(9);
@@ -86,12 +102,13 @@ async function storeScenario(store: LmdbMailboxStore, keys: Uint8Array[], bodyBy
   });
   if (refused > 0) throw new Error(`store scenario: ${refused} enqueues refused (raise the limits)`);
   const cpu = process.cpuUsage(cpu0);
-  return { messages: ok, elapsed: (performance.now() - start) / 1000, cpuUs: cpu.user + cpu.system };
+  return { messages: ok, elapsed: (performance.now() - start) / 1000, cpuUs: cpu.user + cpu.system, mainUs: mainThreadCpuUs() - main0 };
 }
 
 async function drainScenario(store: LmdbMailboxStore, keys: Uint8Array[], batch: number, inFlightBatches: number,
-  seconds: number): Promise<{ messages: number; elapsed: number; cpuUs: number }> {
+  seconds: number): Promise<{ messages: number; elapsed: number; cpuUs: number; mainUs: number }> {
   const cpu0 = process.cpuUsage();
+  const main0 = mainThreadCpuUs();
   const after = new Map<number, number>();
   let acked = 0;
   let pending = 0;
@@ -128,7 +145,7 @@ async function drainScenario(store: LmdbMailboxStore, keys: Uint8Array[], batch:
     pump();
   });
   const cpu = process.cpuUsage(cpu0);
-  return { messages: acked, elapsed: (performance.now() - start) / 1000, cpuUs: cpu.user + cpu.system };
+  return { messages: acked, elapsed: (performance.now() - start) / 1000, cpuUs: cpu.user + cpu.system, mainUs: mainThreadCpuUs() - main0 };
 }
 
 export async function runStoreBench(opts: StoreBenchOptions): Promise<StoreBenchRow[]> {
@@ -150,9 +167,9 @@ export async function runStoreBench(opts: StoreBenchOptions): Promise<StoreBench
     try {
       await store.ready;
       const stored = await storeScenario(store, keys, bodyBytes, inFlight, seconds);
-      rows.push(row('store', bodyBytes, stored.messages, stored.elapsed, stored.cpuUs));
+      rows.push(row('store', bodyBytes, recipients, stored));
       const drained = await drainScenario(store, keys, batch, Math.max(1, Math.floor(inFlight / batch)), seconds);
-      rows.push(row('drain', bodyBytes, drained.messages, drained.elapsed, drained.cpuUs));
+      rows.push(row('drain', bodyBytes, recipients, drained));
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
@@ -161,27 +178,40 @@ export async function runStoreBench(opts: StoreBenchOptions): Promise<StoreBench
   return rows;
 }
 
-function row(scenario: 'store' | 'drain', bodyBytes: number, messages: number, seconds: number, cpuUs: number): StoreBenchRow {
-  const msgsPerSec = messages / seconds;
+function row(scenario: 'store' | 'drain', bodyBytes: number, recipients: number,
+  run: { messages: number; elapsed: number; cpuUs: number; mainUs: number }): StoreBenchRow {
+  const { messages } = run;
+  const msgsPerSec = messages / run.elapsed;
+  const perMsg = (us: number): number => (messages > 0 ? Math.round((us / messages) * 10) / 10 : 0);
   return {
-    scenario, bodyBytes, messages,
+    scenario, bodyBytes, recipients, messages,
     msgsPerSec: Math.round(msgsPerSec),
     MBps: Math.round((msgsPerSec * bodyBytes) / 1e5) / 10,
-    cpuUsPerMsg: messages > 0 ? Math.round((cpuUs / messages) * 10) / 10 : 0,
+    cpuUsPerMsg: perMsg(run.cpuUs),
+    mainCpuUsPerMsg: Number.isFinite(run.mainUs) ? perMsg(run.mainUs) : null,
   };
 }
 
 export function formatStoreBench(rows: StoreBenchRow[]): string {
-  const lines = ['scenario  body B   messages    msgs/s     MB/s  cpu µs/msg'];
+  const lines = ['scenario  body B  recipients   messages    msgs/s     MB/s  cpu µs/msg  JS thread µs/msg'];
   for (const r of rows) {
-    lines.push(`${r.scenario.padEnd(8)} ${String(r.bodyBytes).padStart(7)} ${String(r.messages).padStart(10)} ${String(r.msgsPerSec).padStart(9)} ${r.MBps.toFixed(1).padStart(8)} ${r.cpuUsPerMsg.toFixed(1).padStart(11)}`);
+    lines.push(`${r.scenario.padEnd(8)} ${String(r.bodyBytes).padStart(7)} ${String(r.recipients).padStart(11)} ${String(r.messages).padStart(10)} ${String(r.msgsPerSec).padStart(9)} ${r.MBps.toFixed(1).padStart(8)} ${r.cpuUsPerMsg.toFixed(1).padStart(11)} ${(r.mainCpuUsPerMsg === null ? '-' : r.mainCpuUsPerMsg.toFixed(1)).padStart(17)}`);
   }
   return lines.join('\n');
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const args = process.argv.slice(2);
-  const dirIndex = args.indexOf('--dir');
-  const rows = await runStoreBench({ quick: args.includes('--quick'), ...(dirIndex >= 0 ? { dir: args[dirIndex + 1]! } : {}) });
+  const value = (flag: string): string | undefined => {
+    const i = args.indexOf(flag);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  const dir = value('--dir');
+  const recipients = value('--recipients');
+  const rows = await runStoreBench({
+    quick: args.includes('--quick'),
+    ...(dir !== undefined ? { dir } : {}),
+    ...(recipients !== undefined ? { recipients: Number(recipients) } : {}),
+  });
   console.log(formatStoreBench(rows));
 }

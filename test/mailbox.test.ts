@@ -405,6 +405,82 @@ t.test('lmdb: reopen keeps entries, usage, bodies and the seq counter', async (t
   t.same(await third.verify(), []);
 });
 
+t.test('lmdb: expiry marks are one per recipient and minute, and go once their minute has passed', async (t) => {
+  const dir = tempDir(t);
+  const clock = { now: 60_000 * 1000 + 30_000 };
+  const store = openLmdbMailbox({ path: dir, sweepIntervalMs: 0, now: () => clock.now });
+  t.teardown(() => store.close());
+  await store.ready;
+  // 50 messages to A expiring in the same minute, 1 to B, and 1 to A a minute later.
+  await Promise.all(Array.from({ length: 50 }, () => store.enqueue(req({ to: [A], ttlSeconds: 10 }))));
+  await store.enqueue(req({ to: [B], ttlSeconds: 10 }));
+  await store.enqueue(req({ to: [A], ttlSeconds: 70 }));
+  await store.idle();
+  const env = open<Buffer, Buffer>({ path: dir, maxDbs: 16, keyEncoding: 'binary', encoding: 'binary' });
+  t.teardown(() => env.close());
+  const markDb = env.openDB<Buffer, Buffer>({ name: 'marks', keyEncoding: 'binary', encoding: 'binary' });
+  // A second handle on the environment: read the latest committed snapshot each time.
+  const marks = { getKeysCount: (range: object) => { markDb.resetReadTxn(); return markDb.getKeysCount(range); } };
+  t.equal(marks.getKeysCount({}), 3, 'A this minute, B this minute, A next minute');
+  clock.now += 10_000;
+  t.equal(await store.sweepExpired(), 51, 'both recipients swept although their minute has not ended');
+  t.equal(marks.getKeysCount({}), 3, 'a mark stays while its minute lasts');
+  clock.now += 30_000;
+  t.equal(await store.sweepExpired(), 0);
+  t.equal(marks.getKeysCount({}), 1, 'marks of a past minute are deleted');
+  t.same(store.usage(A).count, 1);
+  clock.now += 60_000;
+  t.equal(await store.sweepExpired(), 1);
+  t.equal(marks.getKeysCount({}), 0);
+  // A new message in a minute whose mark was deleted gets its mark again.
+  await store.enqueue(req({ to: [A], ttlSeconds: 10 }));
+  await store.idle();
+  t.equal(marks.getKeysCount({}), 1);
+  t.same(await store.verify(), []);
+});
+
+t.test('lmdb: a format-1 store (one expiry key per entry) is migrated at open', async (t) => {
+  const dir = tempDir(t);
+  const clock = { now: 9_000_000 };
+  const first = openLmdbMailbox({ path: dir, sweepIntervalMs: 0, now: () => clock.now });
+  await first.ready;
+  const kept = seqOf((await first.enqueue(req({ to: [A], ttlSeconds: 3600 })))[0]);
+  await first.enqueue(req({ to: [A, B], ttlSeconds: 10, storageKey: skey(4) }));
+  await first.close();
+  // Turn it into what format 1 wrote: an `expiry` key per entry, no marks, format 1.
+  const env = open<Buffer, Buffer>({ path: dir, maxDbs: 16, keyEncoding: 'binary', encoding: 'binary' });
+  const db = (name: string) => env.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
+  const marks = db('marks');
+  const expiry = db('expiry');
+  for (const mark of [...marks.getKeys({})]) await marks.remove(mark);
+  for (const { key: k, value } of db('entries').getRange({})) {
+    const old = Buffer.alloc(48);
+    value.copy(old, 0, 16, 24);
+    k.copy(old, 8, 0, 40);
+    await expiry.put(old, Buffer.alloc(0));
+  }
+  await db('meta').put(Buffer.from('format'), Buffer.from([0, 0, 0, 1]));
+  t.equal(expiry.getKeysCount({}), 3);
+  await env.close();
+
+  const second = openLmdbMailbox({ path: dir, sweepIntervalMs: 0, now: () => clock.now });
+  t.teardown(() => second.close());
+  await second.ready;
+  t.same(await second.verify(), [], 'every entry has its mark after the migration');
+  t.equal(second.read(A, 0, 10).length, 2);
+  clock.now += 10_000;
+  t.equal(await second.sweepExpired(), 2, 'the sweep finds what expired through the new marks');
+  t.same(second.read(A, 0, 10).map((e) => e.seq), [kept]);
+  t.same(second.read(B, 0, 10), []);
+  await second.close();
+  const after = open<Buffer, Buffer>({ path: dir, maxDbs: 16, keyEncoding: 'binary', encoding: 'binary' });
+  t.teardown(() => after.close());
+  const meta = after.openDB<Buffer, Buffer>({ name: 'meta', keyEncoding: 'binary', encoding: 'binary' });
+  t.same([...meta.getBinary(Buffer.from('format'))!], [0, 0, 0, 2], 'format 2 recorded');
+  const gone = after.openDB<Buffer, Buffer>({ name: 'expiry', keyEncoding: 'binary', encoding: 'binary' });
+  t.equal(gone.getKeysCount({}), 0, 'the old expiry keys are gone');
+});
+
 t.test('lmdb: the map grows by itself from a small initial size', async (t) => {
   const store = makeLmdb(t, {});
   await store.close();
@@ -434,7 +510,8 @@ t.test('lmdb: repair rebuilds derived data from the entries', async (t) => {
   const db = (name: string) => env.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary' });
   await db('usage').remove(Buffer.from(A));
   await db('index').put(Buffer.alloc(80, 9), Buffer.alloc(8, 0));
-  await db('expiry').put(Buffer.alloc(48, 1), Buffer.alloc(0));
+  const marks = db('marks');
+  for (const mark of [...marks.getKeys({})]) await marks.remove(mark);
   const refs = db('refs');
   const [first] = [...refs.getKeys({})];
   await refs.put(first!, Buffer.from([0, 0, 0, 7]));

@@ -242,14 +242,28 @@ export interface ResultFields {
 }
 
 export function encodeResult(fields: ResultFields): Buffer {
-  const n = fields.outcomes.length;
-  const frame = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + 7 + 2 * n);
-  let o = writeFrameHeader(frame, 0, FrameType.RESULT, 7 + 2 * n);
-  frame.writeUInt32BE(fields.seq >>> 0, o); o += 4;
-  frame.writeUInt16BE(fields.code, o); o += 2;
-  frame[o++] = n;
-  for (const outcome of fields.outcomes) { frame.writeUInt16BE(outcome, o); o += 2; }
+  const frame = Buffer.allocUnsafe(resultFrameLength(fields.outcomes.length));
+  writeResult(frame, 0, fields.seq, fields.code, fields.outcomes);
   return frame;
+}
+
+/** Length of a whole RESULT frame with n outcomes. */
+export function resultFrameLength(n: number): number {
+  return FRAME_HEADER_LENGTH + 7 + 2 * n;
+}
+
+/**
+ * Writes a RESULT frame at buf[offset]: resultFrameLength(n) bytes, n = outcomes.length, or 1
+ * when outcomes is a single code (the common one-recipient case, with no array).
+ */
+export function writeResult(buf: Buffer, offset: number, seq: number, code: number, outcomes: readonly number[] | number): void {
+  const n = typeof outcomes === 'number' ? 1 : outcomes.length;
+  let o = writeFrameHeader(buf, offset, FrameType.RESULT, 7 + 2 * n);
+  buf.writeUInt32BE(seq >>> 0, o); o += 4;
+  buf.writeUInt16BE(code, o); o += 2;
+  buf[o++] = n;
+  if (typeof outcomes === 'number') buf.writeUInt16BE(outcomes, o);
+  else for (const outcome of outcomes) { buf.writeUInt16BE(outcome, o); o += 2; }
 }
 
 export function parseResult(buf: Buffer, start: number, end: number): ResultFields | null {

@@ -11,7 +11,8 @@ import {
   Code, DeliverFlags, FRAME_HEADER_LENGTH, KEY_LENGTH, SendFlags, STORAGE_KEY_LENGTH,
 } from '../protocol/constants.js';
 import {
-  deliverHeaderLength, encodeResult, newSendView, parseSendInto, peekSendSeq, QUEUE_EMPTY_FRAME, writeDeliverHeader, writeU64,
+  deliverHeaderLength, newSendView, parseSendInto, peekSendSeq, QUEUE_EMPTY_FRAME, resultFrameLength, writeDeliverHeader,
+  writeResult, writeU64,
 } from '../protocol/frames.js';
 import type { EnqueueOutcome, MailboxEntry, MailboxStore, RefusalCode } from '../store/mailbox.js';
 import type { RelayConfig } from './config.js';
@@ -30,6 +31,7 @@ const REFUSAL_CODES: Record<RefusalCode, number> = {
 
 const DRAIN_BATCH = 256;
 const PENDING = -1;
+const STORE_FAILED: EnqueueOutcome = { ok: false, code: 'STORE_ERROR' };
 
 export type SendVerdict = 'ok' | 'close-malformed';
 
@@ -109,9 +111,9 @@ export class Router {
       const keyId = buf.toString('latin1', o, o + KEY_LENGTH);
       const outcome = this.#routeOne(sender, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, storable, ttlSeconds);
       if (outcome === PENDING) {
-        this.#enqueueFor(sender, seq, wantReceipt, [0], [outcome], buf, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds, [o]);
+        this.#enqueueOne(sender, seq, wantReceipt, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds);
       } else if (wantReceipt || (outcome !== Code.DELIVERED)) {
-        this.#sendResult(sender, seq, [outcome]);
+        this.#sendResult(sender, seq, overallCode(outcome), outcome);
       }
       return 'ok';
     }
@@ -132,7 +134,7 @@ export class Router {
     if (toStore.length > 0) {
       this.#enqueueFor(sender, seq, wantReceipt, toStore, outcomes, buf, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds, offsets);
     } else if (wantReceipt || outcomes.some((c) => c !== Code.DELIVERED)) {
-      this.#sendResult(sender, seq, outcomes);
+      this.#sendResult(sender, seq, overallCode(outcomes), outcomes);
     }
     return 'ok';
   }
@@ -223,6 +225,30 @@ export class Router {
     return Code.DELIVERED;
   }
 
+  /** Stores a SEND's one recipient entry (buf[o..]) and answers the sender once it is committed. */
+  #enqueueOne(
+    sender: Session, seq: number, wantReceipt: boolean, keyId: string, buf: Buffer, o: number,
+    storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
+  ): void {
+    const marker = this.#takeMarker(keyId);
+    this.#enqueueStarted(keyId);
+    const wStart = o + KEY_LENGTH + 1;
+    const request = {
+      sender: sender.key,
+      storageKey: storageKeyOffset >= 0 ? buf.subarray(storageKeyOffset, storageKeyOffset + STORAGE_KEY_LENGTH) : null,
+      ttlSeconds,
+      body: buf.subarray(bodyStart, bodyEnd),
+      recipients: [{ key: buf.subarray(o, o + KEY_LENGTH), wrappedKey: buf.subarray(wStart, wStart + buf[o + KEY_LENGTH]) }],
+    };
+    const settle = (result: EnqueueOutcome): void => {
+      const code = this.#recordStored(sender, keyId, marker, result, bodyEnd - bodyStart);
+      this.#enqueueSettled(keyId);
+      if (!sender.closed && (wantReceipt || code !== Code.STORED)) this.#sendResult(sender, seq, overallCode(code), code);
+    };
+    this.#store.enqueue(request).then((results) => settle(results[0] ?? STORE_FAILED), () => settle(STORE_FAILED));
+  }
+
+  /** Stores the recipient entries of a SEND listed in `indexes`; answers the sender once they are committed. */
   #enqueueFor(
     sender: Session, seq: number, wantReceipt: boolean, indexes: number[], outcomes: number[],
     buf: Buffer, storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
@@ -235,40 +261,52 @@ export class Router {
     });
     const markers = recipients.map((r) => this.#markers.get(r.keyId));
     this.#markers.clear();
-    for (const r of recipients) this.#pendingEnqueues.set(r.keyId, (this.#pendingEnqueues.get(r.keyId) ?? 0) + 1);
+    for (const r of recipients) this.#enqueueStarted(r.keyId);
     const storageKey = storageKeyOffset >= 0 ? buf.subarray(storageKeyOffset, storageKeyOffset + STORAGE_KEY_LENGTH) : null;
+    const settle = (results: EnqueueOutcome[]): void => {
+      // Every marker is set before any recipient is drained: a drain releases held messages up to them.
+      for (let j = 0; j < recipients.length; j++) {
+        outcomes[indexes[j]] = this.#recordStored(sender, recipients[j].keyId, markers[j], results[j] ?? STORE_FAILED, bodyEnd - bodyStart);
+      }
+      for (const r of recipients) this.#enqueueSettled(r.keyId);
+      const code = overallCode(outcomes);
+      if (!sender.closed && (wantReceipt || code !== Code.OK)) this.#sendResult(sender, seq, code, outcomes);
+    };
     this.#store.enqueue({ sender: sender.key, storageKey, ttlSeconds, body: buf.subarray(bodyStart, bodyEnd), recipients })
-      .catch((): EnqueueOutcome[] => recipients.map(() => ({ ok: false, code: 'STORE_ERROR' })))
-      .then((results) => {
-        let refused = false;
-        results.forEach((result, j) => {
-          const i = indexes[j];
-          const marker = markers[j];
-          if (marker) marker.seq = result.ok ? result.seq : -1;
-          if (result.ok) {
-            outcomes[i] = Code.STORED;
-            this.#stats.stored++;
-            if (this.#config.logDeliveries) this.#logDelivery(sender.keyText, recipients[j].keyId, bodyEnd - bodyStart, 'stored');
-          } else {
-            outcomes[i] = REFUSAL_CODES[result.code] ?? Code.STORE_ERROR;
-            this.#stats.refusedStore++;
-            refused = true;
-          }
-        });
-        for (const r of recipients) this.#enqueueSettled(r.keyId);
-        if (!sender.closed && (wantReceipt || refused || outcomes.some((c) => c !== Code.DELIVERED && c !== Code.STORED))) {
-          this.#sendResult(sender, seq, outcomes);
-        }
-      });
+      .then(settle, () => settle(recipients.map(() => STORE_FAILED)));
+  }
+
+  /** The marker #routeOne left for keyId while routing the current SEND, if any (then forgets all). */
+  #takeMarker(keyId: string): HeldMarker | undefined {
+    if (this.#markers.size === 0) return undefined;
+    const marker = this.#markers.get(keyId);
+    this.#markers.clear();
+    return marker;
+  }
+
+  /** Accounts for one recipient's store outcome; returns its RESULT outcome code. */
+  #recordStored(sender: Session, keyId: string, marker: HeldMarker | undefined, result: EnqueueOutcome, bytes: number): number {
+    if (marker) marker.seq = result.ok ? result.seq : -1;
+    if (result.ok) {
+      this.#stats.stored++;
+      if (this.#config.logDeliveries) this.#logDelivery(sender.keyText, keyId, bytes, 'stored');
+      return Code.STORED;
+    }
+    this.#stats.refusedStore++;
+    return REFUSAL_CODES[result.code] ?? Code.STORE_ERROR;
   }
 
   /** Puts an unacknowledged live message back in its recipient's mailbox, never over a newer namesake. */
   #enqueue(key: Buffer, keyId: string, live: UnackedLive, ttlSeconds: number): Promise<EnqueueOutcome> {
-    this.#pendingEnqueues.set(keyId, (this.#pendingEnqueues.get(keyId) ?? 0) + 1);
+    this.#enqueueStarted(keyId);
     const { sender, storageKey, body, wrappedKey, acceptedSeq } = live;
     return this.#store.enqueue({ sender, storageKey, ttlSeconds, body, recipients: [{ key, wrappedKey }], keepNewerThan: acceptedSeq })
       .then((r) => r[0], (): EnqueueOutcome => ({ ok: false, code: 'STORE_ERROR' }))
       .finally(() => this.#enqueueSettled(keyId));
+  }
+
+  #enqueueStarted(keyId: string): void {
+    this.#pendingEnqueues.set(keyId, (this.#pendingEnqueues.get(keyId) ?? 0) + 1);
   }
 
   #enqueueSettled(keyId: string): void {
@@ -380,16 +418,15 @@ export class Router {
 
   #refuse(sender: Session, seq: number, code: number): SendVerdict {
     this.#stats.refused++;
-    sender.out.writeFrame(encodeResult({ seq, code, outcomes: [] }));
+    this.#sendResult(sender, seq, code, NO_OUTCOMES);
     return 'ok';
   }
 
-  #sendResult(sender: Session, seq: number, outcomes: number[]): void {
-    let code: number = Code.OK;
-    for (const c of outcomes) {
-      if (c !== Code.DELIVERED && c !== Code.STORED) { code = c; break; }
-    }
-    sender.out.writeFrame(encodeResult({ seq, code, outcomes }));
+  /** Writes a RESULT straight into the sender's output (outcomes: one code, or one per recipient). */
+  #sendResult(sender: Session, seq: number, code: number, outcomes: readonly number[] | number): void {
+    const out = sender.out;
+    const offset = out.reserve(resultFrameLength(typeof outcomes === 'number' ? 1 : outcomes.length));
+    writeResult(out.buffer, offset, seq, code, outcomes);
   }
 
   #logDelivery(from: string, to: string, bytes: number, how: 'live' | 'stored'): void {
@@ -399,6 +436,15 @@ export class Router {
     this.#log.info({ event, from, to: toText, bytes }, how);
     this.onDelivery?.(event, from, toText, bytes);
   }
+}
+
+const NO_OUTCOMES: readonly number[] = [];
+
+/** A RESULT's code: OK when every recipient was delivered or stored, else the first other outcome. */
+function overallCode(outcomes: readonly number[] | number): number {
+  if (typeof outcomes === 'number') return outcomes === Code.DELIVERED || outcomes === Code.STORED ? Code.OK : outcomes;
+  for (const c of outcomes) if (c !== Code.DELIVERED && c !== Code.STORED) return c;
+  return Code.OK;
 }
 
 function asBuffer(bytes: Uint8Array): Buffer {

@@ -7,24 +7,34 @@
  *   bodies   key bodyId u64 (the seq of the first entry that holds it)   val body bytes
  *   refs     key bodyId u64                                      val refcount u32
  *   index    key recipient(32) | sender(32) | storageKey(16)      = 80 bytes, val seq u64
- *   expiry   key expiresAt u64 | recipient(32) | seq u64          = 48 bytes, val empty
+ *   marks    key bucketStart u64 | recipient(32)                 = 40 bytes, val empty
+ *            "recipient has (or had) an entry expiring in [bucketStart, bucketStart + EXPIRY_BUCKET_MS)";
+ *            one key per recipient and minute of expiry, not per entry, so a message costs one write.
  *   usage    key recipient(32)                                   val count u64 | bytes u64
- *   meta     key 'format'  val u32 FORMAT_VERSION;  key 'seq'  val u64 last assigned seq
+ *   meta     key 'format'  val u32 STORE_FORMAT;  key 'seq'  val u64 last assigned seq
+ *
+ * Store formats: 1 had an `expiry` sub-database with one key per entry (expiresAt | recipient | seq);
+ * 2 replaced it with `marks`. Opening a format-1 store migrates it in one transaction.
  *
  * Entry header (80 bytes):
- *   0  u8  format (1)          1  u8 flags (bit0 storage key present, bit1 body shared)
+ *   0  u8  ENTRY_FORMAT (1)    1  u8 flags (bit0 storage key present, bit1 body shared)
  *   2  u8  wrappedKey length   3  u8 reserved (0)
  *   4  u32 body length         8  u64 storedAt ms        16 u64 expiresAt ms
  *   24 sender(32)              56 storageKey(16), zeros when absent
  *   72 u64 bodyId (0 when the body is inline)
  */
 
-export const FORMAT_VERSION = 1;
+/** Version of the store's layout (meta 'format'). */
+export const STORE_FORMAT = 2;
+/** Version of one entry's header (its first byte). */
+export const ENTRY_FORMAT = 1;
+/** Width of an expiry mark's bucket: the sweep finds a recipient's expiring entries through it. */
+export const EXPIRY_BUCKET_MS = 60_000;
 export const RECIPIENT_BYTES = 32;
 export const SENDER_BYTES = 32;
 export const STORAGE_KEY_BYTES = 16;
 export const ENTRY_KEY_BYTES = RECIPIENT_BYTES + 8;
-export const EXPIRY_KEY_BYTES = 8 + RECIPIENT_BYTES + 8;
+export const MARK_KEY_BYTES = 8 + RECIPIENT_BYTES;
 export const INDEX_KEY_BYTES = RECIPIENT_BYTES + SENDER_BYTES + STORAGE_KEY_BYTES;
 export const HEADER_BYTES = 80;
 
@@ -84,11 +94,14 @@ export function entryKey(recipient: Uint8Array, seq: number, out: Buffer = Buffe
   return out;
 }
 
-export function expiryKey(expiresAt: number, recipient: Uint8Array, seq: number,
-  out: Buffer = Buffer.allocUnsafe(EXPIRY_KEY_BYTES)): Buffer {
-  writeU64(out, 0, expiresAt);
+/** The start of the expiry bucket that holds expiresAt. */
+export function expiryBucket(expiresAt: number): number {
+  return expiresAt - (expiresAt % EXPIRY_BUCKET_MS);
+}
+
+export function markKey(bucketStart: number, recipient: Uint8Array, out: Buffer = Buffer.allocUnsafe(MARK_KEY_BYTES)): Buffer {
+  writeU64(out, 0, bucketStart);
   out.set(recipient, 8);
-  writeU64(out, 8 + RECIPIENT_BYTES, seq);
   return out;
 }
 
@@ -130,7 +143,7 @@ export interface EntryMeta {
 }
 
 export function parseHeader(value: Uint8Array): EntryMeta {
-  if (value.length < HEADER_BYTES || value[0] !== FORMAT_VERSION) {
+  if (value.length < HEADER_BYTES || value[0] !== ENTRY_FORMAT) {
     throw new Error(`mailbox entry has an unknown format (${value.length} bytes, format ${value[0]})`);
   }
   return {
@@ -145,10 +158,11 @@ export function parseHeader(value: Uint8Array): EntryMeta {
 
 /** Encodes an entry value; body is copied in only when inline (bodyId 0). */
 export function encodeEntry(sender: Uint8Array, storageKey: Uint8Array | null, wrappedKey: Uint8Array,
-  body: Uint8Array, storedAt: number, expiresAt: number, bodyId: number): Buffer {
+  body: Uint8Array, storedAt: number, expiresAt: number, bodyId: number,
+  alloc: (n: number) => Buffer = Buffer.allocUnsafe): Buffer {
   const inline = bodyId === 0;
-  const out = Buffer.allocUnsafe(HEADER_BYTES + wrappedKey.length + (inline ? body.length : 0));
-  out[0] = FORMAT_VERSION;
+  const out = alloc(HEADER_BYTES + wrappedKey.length + (inline ? body.length : 0));
+  out[0] = ENTRY_FORMAT;
   out[1] = (storageKey ? FLAG_STORAGE_KEY : 0) | (inline ? 0 : FLAG_SHARED_BODY);
   out[2] = wrappedKey.length;
   out[3] = 0;
@@ -157,7 +171,7 @@ export function encodeEntry(sender: Uint8Array, storageKey: Uint8Array | null, w
   writeU64(out, 16, expiresAt);
   out.set(sender, 24);
   if (storageKey) out.set(storageKey, 56);
-  else out.fill(0, 56, 72);
+  else for (let i = 56; i < 72; i++) out[i] = 0;
   writeU64(out, 72, bodyId);
   out.set(wrappedKey, HEADER_BYTES);
   if (inline) out.set(body, HEADER_BYTES + wrappedKey.length);

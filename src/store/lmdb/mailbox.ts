@@ -33,10 +33,11 @@ import {
   type QuotaHook, type RefusalCode, type Usage,
 } from '../mailbox.js';
 import {
-  bytesId, encodeEntry, entryKey, ENTRY_KEY_BYTES, expiryKey, EXPIRY_KEY_BYTES, FLAG_SHARED_BODY,
-  FLAG_STORAGE_KEY, FORMAT_VERSION, HEADER_BYTES, idBytes, indexKey, INDEX_KEY_BYTES, MAX_U53, parseHeader,
-  readU32, readU64, RECIPIENT_BYTES, SENDER_BYTES, u32Value, u64Value, usageValue, writeU64, type EntryMeta,
+  bytesId, encodeEntry, entryKey, ENTRY_KEY_BYTES, EXPIRY_BUCKET_MS, expiryBucket, FLAG_SHARED_BODY,
+  FLAG_STORAGE_KEY, HEADER_BYTES, idBytes, indexKey, INDEX_KEY_BYTES, MARK_KEY_BYTES, markKey, MAX_U53, parseHeader,
+  readU32, readU64, RECIPIENT_BYTES, SENDER_BYTES, STORE_FORMAT, u32Value, u64Value, usageValue, writeU64, type EntryMeta,
 } from './keys.js';
+import { Slab } from './slab.js';
 
 export interface LmdbMailboxOptions {
   /** Directory of the LMDB environment (created if missing). */
@@ -129,8 +130,11 @@ interface Batch extends Regs {
   ops: number;
 }
 
-/** A recipient accepted by enqueue; once written it is also the PendingEntry until its commit. */
-interface Accepted extends PendingEntry {
+/** A recipient accepted by enqueue, until its entry is written. */
+interface Accepted {
+  rid: string;
+  cost: number;
+  idxKey: Buffer | null;
   key: Uint8Array;
   wrappedKey: Uint8Array;
   seq: number;
@@ -142,6 +146,8 @@ const EMPTY = Buffer.alloc(0);
 const SEQ_KEY = Buffer.from('seq');
 const FORMAT_KEY = Buffer.from('format');
 const CHUNK = 4096;
+const CHUNK_WRITES = 16_384;
+const MARK_CACHE_MAX = 100_000;
 const MAX_PROBLEMS = 200;
 
 const noop = (): void => {};
@@ -177,7 +183,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly bodies: Bin;
   private readonly refs: Bin;
   private readonly index: Bin;
-  private readonly expiry: Bin;
+  private readonly marks: Bin;
   private readonly usageDb: Bin;
   private readonly meta: Bin;
   private readonly clock: () => number;
@@ -210,9 +216,16 @@ class LmdbMailbox implements LmdbMailboxStore {
 
   // Scratch key buffers: lmdb-js copies keys into its instruction buffer, so they can be reused.
   private readonly kEntry = Buffer.allocUnsafe(ENTRY_KEY_BYTES);
-  private readonly kExpiry = Buffer.allocUnsafe(EXPIRY_KEY_BYTES);
+  private readonly kMark = Buffer.allocUnsafe(MARK_KEY_BYTES);
+  /**
+   * The expiry bucket each recipient was last marked for, so a burst of messages to one recipient
+   * writes its mark once. Only a cache: a miss costs one idempotent put.
+   */
+  private readonly markCache = new Map<string, number>();
   private readonly kIndex = Buffer.allocUnsafe(INDEX_KEY_BYTES);
   private readonly kBody = Buffer.allocUnsafe(8);
+  private readonly values = new Slab();
+  private readonly takeValue = (n: number): Buffer => this.values.take(n);
 
   constructor(options: LmdbMailboxOptions) {
     this.clock = options.now ?? Date.now;
@@ -232,15 +245,17 @@ class LmdbMailbox implements LmdbMailboxStore {
       this.bodies = sub('bodies');
       this.refs = sub('refs');
       this.index = sub('index');
-      this.expiry = sub('expiry');
+      this.marks = sub('marks');
       this.usageDb = sub('usage');
       this.meta = sub('meta');
 
       const format = this.meta.getBinary(FORMAT_KEY);
       if (format === undefined) {
-        this.meta.putSync(FORMAT_KEY, u32Value(FORMAT_VERSION));
-      } else if (readU32(format, 0) !== FORMAT_VERSION) {
-        throw new Error(`mailbox store at ${options.path} has format ${readU32(format, 0)}, expected ${FORMAT_VERSION}`);
+        this.meta.putSync(FORMAT_KEY, u32Value(STORE_FORMAT));
+      } else if (readU32(format, 0) === 1) {
+        this.migrateFromFormat1();
+      } else if (readU32(format, 0) !== STORE_FORMAT) {
+        throw new Error(`mailbox store at ${options.path} has format ${readU32(format, 0)}, expected ${STORE_FORMAT}`);
       }
       const seq = this.meta.getBinary(SEQ_KEY);
       this.seqCounter = seq === undefined ? 0 : readU64(seq, 0);
@@ -266,6 +281,21 @@ class LmdbMailbox implements LmdbMailboxStore {
       }, every);
       this.sweepTimer.unref();
     }
+  }
+
+  /**
+   * Format 1 kept one expiry key per entry in `expiry`; format 2 keeps one mark per recipient and
+   * expiry bucket in `marks`. One synchronous transaction at open: all of it happens or none.
+   */
+  private migrateFromFormat1(): void {
+    const old = this.env.openDB<Buffer, Buffer>({ name: 'expiry', keyEncoding: 'binary', encoding: 'binary' });
+    this.env.transactionSync(() => {
+      for (const { key, value } of this.entries.getRange({})) {
+        this.marks.putSync(markKey(expiryBucket(readU64(value, 16)), key.subarray(0, RECIPIENT_BYTES)), EMPTY);
+      }
+      old.dropSync();
+      this.meta.putSync(FORMAT_KEY, u32Value(STORE_FORMAT));
+    });
   }
 
   // ---------------------------------------------------------------- write plumbing
@@ -418,15 +448,24 @@ class LmdbMailbox implements LmdbMailboxStore {
     this.open.bodies.push([bodyId, slot]);
   }
 
+  /** Makes sure the sweep will visit `recipient` once `expiresAt` has passed. */
+  private mark(recipient: Uint8Array, rid: string, expiresAt: number, op: Op): void {
+    const bucket = expiryBucket(expiresAt);
+    if (this.markCache.get(rid) === bucket) return;
+    if (this.markCache.size >= MARK_CACHE_MAX) this.markCache.clear();
+    this.markCache.set(rid, bucket);
+    this.put(this.marks, markKey(bucket, recipient, this.kMark), EMPTY, op);
+  }
+
   /**
-   * Deletes a stored entry: the entry, its expiry key, its share of a body, its usage. When
+   * Deletes a stored entry: the entry, its share of a body, its usage (its expiry mark stays until
+   * the sweep passes the mark's bucket). When
    * `indexKeyBuf` is given (the entry had a storage key and is not being replaced) the index slot is
    * deleted too if it still points at this entry.
    */
-  private deleteEntry(recipient: Uint8Array, rid: string, seq: number, expiresAt: number, cost: number,
+  private deleteEntry(recipient: Uint8Array, rid: string, seq: number, cost: number,
     bodyId: number, indexKeyBuf: Buffer | null, op: Op): void {
     this.remove(this.entries, entryKey(recipient, seq, this.kEntry), op);
-    this.remove(this.expiry, expiryKey(expiresAt, recipient, seq, this.kExpiry), op);
     this.pendingNew.delete(seq);
     this.pendingDeleted.add(seq);
     this.open.deleted.push(seq);
@@ -458,7 +497,7 @@ class LmdbMailbox implements LmdbMailboxStore {
     if (fresh !== undefined) {
       if (fresh.rid !== rid) return false;
       if (keep && keep({ flags: 0, wrappedKeyLength: 0, bodyLength: fresh.cost, storedAt: fresh.storedAt, expiresAt: fresh.expiresAt, bodyId: fresh.bodyId })) return false;
-      this.deleteEntry(recipient, rid, seq, fresh.expiresAt, fresh.cost, fresh.bodyId, fresh.idxKey, op);
+      this.deleteEntry(recipient, rid, seq, fresh.cost, fresh.bodyId, fresh.idxKey, op);
       return true;
     }
     const value = this.entries.getBinaryFast(entryKey(recipient, seq, this.kEntry));
@@ -472,7 +511,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       idx.set(recipient, 0);
       idx.set(value.subarray(24, 24 + SENDER_BYTES + 16), RECIPIENT_BYTES);
     }
-    this.deleteEntry(recipient, rid, seq, meta.expiresAt, meta.bodyLength + meta.wrappedKeyLength, meta.bodyId, idx, op);
+    this.deleteEntry(recipient, rid, seq, meta.bodyLength + meta.wrappedKeyLength, meta.bodyId, idx, op);
     return true;
   }
 
@@ -555,7 +594,7 @@ class LmdbMailbox implements LmdbMailboxStore {
           earlier.dead = true;
           this.addUsage(rid, -1, -earlier.cost);
         } else {
-          this.deleteEntry(r.key, rid, replaced.seq, replaced.expiresAt, replaced.cost, replaced.bodyId, null, op);
+          this.deleteEntry(r.key, rid, replaced.seq, replaced.cost, replaced.bodyId, null, op);
         }
       }
       const seq = ++this.seqCounter;
@@ -567,7 +606,7 @@ class LmdbMailbox implements LmdbMailboxStore {
         this.indexOverlay.set(idxId, slot);
         this.open.index.push([idxId, slot]);
       }
-      accepted.push({ key: r.key, rid, wrappedKey: r.wrappedKey, seq, cost, slot, idxKey, dead: false, expiresAt, storedAt, bodyId: 0 });
+      accepted.push({ key: r.key, rid, wrappedKey: r.wrappedKey, seq, cost, slot, idxKey, dead: false });
       outcomes[i] = { ok: true, seq };
     }
 
@@ -596,14 +635,14 @@ class LmdbMailbox implements LmdbMailboxStore {
       for (const a of accepted) {
         if (a.dead) continue;
         this.put(this.entries, entryKey(a.key, a.seq, this.kEntry),
-          encodeEntry(sender, storageKey, a.wrappedKey, body, storedAt, expiresAt, bodyId), op);
-        this.put(this.expiry, expiryKey(expiresAt, a.key, a.seq, this.kExpiry), EMPTY, op);
+          encodeEntry(sender, storageKey, a.wrappedKey, body, storedAt, expiresAt, bodyId, this.takeValue), op);
+        this.mark(a.key, a.rid, expiresAt, op);
         if (a.idxKey !== null) {
           this.put(this.index, a.idxKey, u64Value(a.seq), op);
           a.slot!.bodyId = bodyId;
         }
-        a.bodyId = bodyId;
-        this.pendingNew.set(a.seq, a);
+        // A lean record: the request's buffers (views of a socket read) are not kept until the commit.
+        this.pendingNew.set(a.seq, { rid: a.rid, expiresAt, storedAt, cost: a.cost, bodyId, idxKey: a.idxKey });
         this.open.added.push(a.seq);
       }
     }
@@ -693,25 +732,34 @@ class LmdbMailbox implements LmdbMailboxStore {
   }
 
   /**
-   * Runs `visit` over keys of `db` in [start, end) in chunks, each chunk's deletions in one
-   * transaction awaited before the next scan (so a scan never meets its own uncommitted deletions).
+   * Runs `visit` over keys of `db` in [start, end) in chunks (at most CHUNK keys, and no more keys
+   * once CHUNK_WRITES writes were issued), each chunk's writes in one transaction awaited before
+   * the next scan, so a scan never meets its own uncommitted deletions. Every chunk starts after
+   * all writes issued before it have committed, so it sees what concurrent operations wrote.
+   * Returns the sum of what `visit` returned (the entries it deleted).
    */
   private async chunked(db: Bin, start: Buffer | undefined, end: Buffer | undefined,
-    visit: (key: Buffer, op: Op) => boolean): Promise<number> {
+    visit: (key: Buffer, op: Op) => number): Promise<number> {
     let removed = 0;
     let from = start;
     for (;;) {
       if (this.gate) await this.gate;
+      await this.settled();
       if (this.closed) return removed;
       const op = newOp();
       let seen = 0;
+      let full = false;
       let lastKey: Buffer | undefined;
       try {
         const range = { limit: CHUNK, ...(from ? { start: from } : {}), ...(end ? { end } : {}) };
         for (const key of db.getKeys(range)) {
           seen++;
           lastKey = key;
-          if (visit(key, op)) removed++;
+          removed += visit(key, op);
+          if (op.writes >= CHUNK_WRITES) {
+            full = true;
+            break;
+          }
         }
       } catch (err) {
         if (op.writes > 0) {
@@ -721,7 +769,7 @@ class LmdbMailbox implements LmdbMailboxStore {
         throw err;
       }
       if (op.writes > 0) commitFailed(await this.bind());
-      if (seen < CHUNK || lastKey === undefined) return removed;
+      if ((seen < CHUNK && !full) || lastKey === undefined) return removed;
       from = nextKey(lastKey);
     }
   }
@@ -732,7 +780,7 @@ class LmdbMailbox implements LmdbMailboxStore {
     await this.settled();
     const rid = bytesId(recipient);
     return this.chunked(this.entries, entryKey(recipient, 0), entryKey(recipient, MAX_U53), (key, op) =>
-      this.deleteStored(recipient, rid, readU64(key, RECIPIENT_BYTES), op));
+      Number(this.deleteStored(recipient, rid, readU64(key, RECIPIENT_BYTES), op)));
   }
 
   async removeOlderThan(ageMs: number, now: number = this.clock()): Promise<number> {
@@ -741,24 +789,34 @@ class LmdbMailbox implements LmdbMailboxStore {
     const cutoff = now - ageMs;
     return this.chunked(this.entries, undefined, undefined, (key, op) => {
       const recipient = key.subarray(0, RECIPIENT_BYTES);
-      return this.deleteStored(recipient, bytesId(recipient), readU64(key, RECIPIENT_BYTES), op,
-        (meta) => !(meta.storedAt < cutoff));
+      return Number(this.deleteStored(recipient, bytesId(recipient), readU64(key, RECIPIENT_BYTES), op,
+        (meta) => !(meta.storedAt < cutoff)));
     });
   }
 
   async sweepExpired(now: number = this.clock()): Promise<number> {
     if (this.closed || this.closing) throw new Error('mailbox store is closed');
-    await this.settled();
-    // Expiry keys sort by expiresAt first: everything with expiresAt <= now is below this 8-byte bound.
+    // Every entry with expiresAt <= now has a mark whose bucket starts at or before now, and marks
+    // sort by bucket first: they are all below this 8-byte bound. A recipient with several such
+    // marks is scanned once; a mark is deleted once its whole bucket has passed.
     const end = u64Value(Math.min(Math.floor(now) + 1, MAX_U53));
-    return this.chunked(this.expiry, undefined, end, (key, op) => {
-      const expiresAt = readU64(key, 0);
+    const scanned = new Set<string>();
+    return this.chunked(this.marks, undefined, end, (key, op) => {
+      const bucket = readU64(key, 0);
       const recipient = key.subarray(8, 8 + RECIPIENT_BYTES);
-      const seq = readU64(key, 8 + RECIPIENT_BYTES);
-      if (this.pendingDeleted.has(seq)) return false;
-      const deleted = this.deleteStored(recipient, bytesId(recipient), seq, op, (meta) => meta.expiresAt !== expiresAt);
-      if (!deleted && !this.pendingDeleted.has(seq)) this.remove(this.expiry, key, op); // stray expiry key
-      return deleted;
+      const rid = bytesId(recipient);
+      let removed = 0;
+      if (!scanned.has(rid)) {
+        scanned.add(rid);
+        for (const entry of this.entries.getKeys({ start: entryKey(recipient, 0), end: entryKey(recipient, MAX_U53) })) {
+          if (this.deleteStored(recipient, rid, readU64(entry, RECIPIENT_BYTES), op, (meta) => meta.expiresAt > now)) removed++;
+        }
+      }
+      if (bucket + EXPIRY_BUCKET_MS <= now) {
+        this.remove(this.marks, key, op);
+        if (this.markCache.get(rid) === bucket) this.markCache.delete(rid);
+      }
+      return removed;
     });
   }
 
@@ -813,7 +871,7 @@ class LmdbMailbox implements LmdbMailboxStore {
     const usage = new Map<string, Usage>();
     const refCount = new Map<number, number>();
     const indexWant = new Map<string, number>();
-    const expiryWant = new Set<string>();
+    const marksWant = new Set<string>();
     let maxSeq = 0;
     for (const { key, value } of this.entries.getRange({})) {
       const rid = bytesId(key, 0, RECIPIENT_BYTES);
@@ -832,7 +890,7 @@ class LmdbMailbox implements LmdbMailboxStore {
         if (had !== undefined) problem(`entries ${had} and ${seq} share recipient, sender and storage key`);
         indexWant.set(id, Math.max(had ?? 0, seq));
       }
-      expiryWant.add(bytesId(expiryKey(meta.expiresAt, key.subarray(0, RECIPIENT_BYTES), seq)));
+      marksWant.add(bytesId(markKey(expiryBucket(meta.expiresAt), key.subarray(0, RECIPIENT_BYTES))));
     }
     const storedSeq = this.meta.getBinary(SEQ_KEY);
     if (maxSeq > (storedSeq ? readU64(storedSeq, 0) : 0)) problem(`seq counter below the highest stored seq ${maxSeq}`);
@@ -913,17 +971,14 @@ class LmdbMailbox implements LmdbMailboxStore {
       }
     }
 
-    // expiry index
-    for (const key of this.expiry.getKeys({})) {
-      const id = bytesId(key);
-      if (!expiryWant.delete(id)) {
-        problem(`expiry key without its entry (seq ${readU64(key, 40)})`);
-        fixes.push((op) => this.remove(this.expiry, idBytes(id), op));
+    // expiry marks: every entry needs its recipient's mark for its bucket. A mark without entries
+    // is normal (they were acknowledged); the sweep deletes it once its bucket has passed.
+    for (const id of marksWant) {
+      if (this.marks.getBinary(idBytes(id)) === undefined) {
+        const mark = idBytes(id);
+        problem(`recipient ${hex(mark.subarray(8))} has entries expiring from ${new Date(readU64(mark, 0)).toISOString()} but no expiry mark`);
+        fixes.push((op) => this.put(this.marks, mark, EMPTY, op));
       }
-    }
-    for (const id of expiryWant) {
-      problem(`entry ${readU64(idBytes(id), 40)} has no expiry key`);
-      fixes.push((op) => this.put(this.expiry, idBytes(id), EMPTY, op));
     }
 
     return {
@@ -962,6 +1017,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       this.pendingDeleted.clear();
       this.indexOverlay.clear();
       this.bodyOverlay.clear();
+      this.markCache.clear();
       const { problems, fix } = this.recompute();
       const op = newOp();
       fix(op);

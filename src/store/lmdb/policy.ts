@@ -131,7 +131,8 @@ class LmdbPolicyStore implements PolicyStore {
   }
 
   assignment(user: Uint8Array): string | undefined {
-    return this.users.get(keyId(user));
+    // On every stored message's path (quotas): skip the key conversion when nobody is assigned.
+    return this.users.size === 0 ? undefined : this.users.get(keyId(user));
   }
 
   assignments(): Assignment[] {
