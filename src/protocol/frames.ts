@@ -90,7 +90,8 @@ export function encodeSend(fields: SendFields): Buffer {
 
 /**
  * A SEND parsed in place: offsets into the received buffer. recipientOffsets[i] is where
- * recipient i's key starts; its wrapped key length is the byte after the key.
+ * recipient i's key starts, for i < recipientCount (a reused view may hold stale offsets past
+ * that); its wrapped key length is the byte after the key.
  */
 export interface SendView {
   seq: number;
@@ -132,11 +133,11 @@ export function parseSendInto(buf: Buffer, start: number, end: number, view: Sen
   view.storageKeyOffset = flags & SendFlags.HAS_STORAGE_KEY ? o : -1;
   o += STORAGE_KEY_LENGTH;
   const recipientCount = view.recipientCount = buf[o++];
+  // Assigned by index, never truncated: a reused array keeps its storage (no allocation per SEND).
   const offsets = view.recipientOffsets;
-  offsets.length = 0;
   for (let i = 0; i < recipientCount; i++) {
     if (o + KEY_LENGTH + 1 > end) return false;
-    offsets.push(o);
+    offsets[i] = o;
     o += KEY_LENGTH;
     const wrappedLength = buf[o++];
     o += wrappedLength;

@@ -29,7 +29,7 @@ const configShape = z.object({
   /** Bytes queued to one connection before its messages spill to its mailbox or are refused. */
   outboundBudgetBytes: int(64 * 1024).default(4 * MiB),
   /** Messages written to a connection and not yet acknowledged, before the relay waits for acks. */
-  inflightWindow: int(1, 1_000_000).default(1024),
+  inflightWindow: int(1, 1_000_000).default(4096),
   /** Seconds a stored message lives when the sender gives no TTL. */
   defaultTtlSeconds: int(1).default(7 * DAY),
   maxTtlSeconds: int(1).default(30 * DAY),

@@ -124,7 +124,7 @@ export class Router {
       keyIds[i] = buf.toString('latin1', o, o + KEY_LENGTH);
     }
     if (new Set(keyIds).size !== n) return this.#refuse(sender, seq, Code.DUPLICATE_RECIPIENT);
-    const offsets = recipientOffsets.slice();
+    const offsets = recipientOffsets.slice(0, n);
     const outcomes: number[] = new Array(n);
     const toStore: number[] = [];
     for (let i = 0; i < n; i++) {
@@ -177,7 +177,7 @@ export class Router {
         sender: sender.key,
         storageKey: storageKeyOffset >= 0 ? Buffer.from(buf.subarray(storageKeyOffset, storageKeyOffset + STORAGE_KEY_LENGTH)) : null,
         wrappedKey: Buffer.from(buf.subarray(recipientOffset + KEY_LENGTH + 1, recipientOffset + KEY_LENGTH + 1 + buf[recipientOffset + KEY_LENGTH])),
-        body: buf.subarray(bodyStart, bodyEnd),
+        body: keepable(buf.subarray(bodyStart, bodyEnd)),
         expiresAt: Date.now() + ttlSeconds * 1000,
         acceptedSeq: this.#store.lastSeq(),
       });
@@ -445,6 +445,15 @@ function overallCode(outcomes: readonly number[] | number): number {
   if (typeof outcomes === 'number') return outcomes === Code.DELIVERED || outcomes === Code.STORED ? Code.OK : outcomes;
   for (const c of outcomes) if (c !== Code.DELIVERED && c !== Code.STORED) return c;
   return Code.OK;
+}
+
+/**
+ * A body to keep until its ACK (up to inflightWindow per connection): a view when it fills most
+ * of the socket read it arrived in, else a copy, so that a small message does not pin a whole
+ * 64 KiB read buffer for as long as the recipient takes to acknowledge.
+ */
+function keepable(body: Buffer): Buffer {
+  return body.length * 2 >= body.buffer.byteLength ? body : Buffer.from(body);
 }
 
 function asBuffer(bytes: Uint8Array): Buffer {

@@ -38,6 +38,7 @@ import {
   readU32, readU64, RECIPIENT_BYTES, SENDER_BYTES, STORE_FORMAT, u32Value, u64Value, usageValue, writeU64, type EntryMeta,
 } from './keys.js';
 import { Slab } from './slab.js';
+import { PendingBySeq } from './pending.js';
 
 export interface LmdbMailboxOptions {
   /** Directory of the LMDB environment (created if missing). */
@@ -197,7 +198,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly dirtyUsage = new Set<string>();
   private seqDirty = false;
 
-  private readonly pendingNew = new Map<number, PendingEntry>();
+  private readonly pendingNew = new PendingBySeq<PendingEntry>();
   private readonly pendingDeleted = new Set<number>();
   private readonly indexOverlay = new Map<string, IndexSlot>();
   private readonly bodyOverlay = new Map<number, BodySlot>();
@@ -224,7 +225,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly markCache = new Map<string, number>();
   private readonly kIndex = Buffer.allocUnsafe(INDEX_KEY_BYTES);
   private readonly kBody = Buffer.allocUnsafe(8);
-  private readonly values = new Slab();
+  private readonly values = new Slab(() => this.lastWrite);
   private readonly takeValue = (n: number): Buffer => this.values.take(n);
 
   constructor(options: LmdbMailboxOptions) {
