@@ -450,54 +450,103 @@ async function runIdle(): Promise<BenchRecord> {
 // ---------------------------------------------------------------------------------------
 // Store and drain through the relay, plus the store engine bench if there is one
 
+interface StorePhase {
+  ok: number;
+  refused: number;
+  firstRefusal: string;
+  seconds: number;
+  use: ReturnType<typeof usage>;
+}
+
+/**
+ * One sender writes STORE|RECEIPT SENDs of bodyBytes to `recipients` (none connected) in turn,
+ * at most windowMsgs awaiting their RESULT, for T.storeMs; then waits for the last RESULT.
+ */
+async function storePhase(server: RunningSystem, recipients: Identity[], bodyBytes: number, windowMsgs: number, label: string): Promise<StorePhase> {
+  const sender = generateIdentity();
+  let ok = 0;
+  let refused = 0;
+  let firstRefusal = '';
+  let results = 0;
+  const senderPeer = new PulltabPeer({ port: server.port, signer: new Signer(sender) });
+  senderPeer.onFrame = (type, buf, start, end) => {
+    if (type !== FrameType.RESULT) return;
+    const r = parseResult(buf, start, end);
+    results++;
+    if (r && r.code === Code.OK) ok++;
+    else { refused++; firstRefusal ||= `code 0x${r?.code.toString(16)}`; }
+  };
+  await senderPeer.ready;
+  const body = Buffer.alloc(bodyBytes, 0x62);
+  const frames = recipients.map((r) => encodeSend({ seq: 1, flags: 0x03, ttlSeconds: 0, storageKey: null, recipients: [{ key: r.publicKey, wrappedKey: new Uint8Array(0) }], body }));
+  const perBatch = Math.max(1, Math.floor(64 * 1024 / frames[0]!.length));
+  // Enough distinct batches that every recipient gets messages in turn.
+  let next = 0;
+  const batches = Array.from({ length: Math.max(1, Math.ceil(frames.length / perBatch)) }, () =>
+    Buffer.concat(Array.from({ length: perBatch }, () => frames[next++ % frames.length]!)));
+  const maxMessages = 5_000_000;
+  let sent = 0;
+  let batchIndex = 0;
+  progress.begin(label, T.storeMs, () => `${ok.toLocaleString('en-US')} stored`);
+  const m1 = meter(server.pid);
+  const t0 = performance.now();
+  const stopAt = t0 + T.storeMs;
+  await new Promise<void>((resolveSend) => {
+    const pump = (): void => {
+      while (performance.now() < stopAt && sent < maxMessages && sent - results + perBatch <= windowMsgs) {
+        sent += perBatch;
+        if (!senderPeer.socket.write(batches[batchIndex++ % batches.length]!)) { senderPeer.socket.once('drain', pump); return; }
+      }
+      if (performance.now() >= stopAt || sent >= maxMessages) return resolveSend();
+      setTimeout(pump, 1);
+    };
+    pump();
+  });
+  const resultDeadline = performance.now() + 60_000;
+  while (results < sent && performance.now() < resultDeadline) await sleep(5);
+  const t1 = performance.now();
+  const use = usage(m1, meter(server.pid));
+  const seconds = (t1 - t0) / 1000;
+  progress.end(`${fmtRate(ok / seconds)} stored msgs/s (${ok.toLocaleString('en-US')} stored, ${refused} refused${firstRefusal ? ' ' + firstRefusal : ''}), server CPU ${use.serverPct.toFixed(0)}%`);
+  senderPeer.socket.destroy();
+  return { ok, refused, firstRefusal, seconds, use };
+}
+
 async function runStoreEndToEnd(): Promise<BenchRecord[]> {
+  const records = await runStoreAndDrain();
+  records.push(await runStoreSpread());
+  return records;
+}
+
+/** The same store phase to 1,000 offline recipients in turn: LMDB touches a page per recipient per commit. */
+async function runStoreSpread(): Promise<BenchRecord> {
+  const bodyBytes = 1024;
+  const count = 1000;
+  const server = await startSystem('pulltab', 'store');
+  try {
+    const recipients = Array.from({ length: count }, () => generateIdentity());
+    const s = await storePhase(server, recipients, bodyBytes, 8192, `store to ${count} offline recipients (STORE|RECEIPT) pulltab`);
+    return {
+      system: 'pulltab', messageBytes: bodyBytes, latencyUs: null, relayPeakRssMiB: procStatusBytes(server.pid, 'VmHWM') / MiB,
+      scenario: 'store', variant: `store to ${count.toLocaleString('en-US')} offline recipients (STORE|RECEIPT, end to end)`,
+      msgsPerSec: s.ok / s.seconds, MBps: (s.ok / s.seconds) * bodyBytes / 1e6, relayCpuPct: s.use.serverPct, loadgenCpuPct: s.use.loadgenPct,
+      durationSec: s.seconds, messages: s.ok, dropped: s.refused,
+      extra: { stored: s.ok, refused: s.refused, firstRefusal: s.firstRefusal || null, recipients: count, windowMsgs: 8192 },
+      note: 'messages to the recipients in turn; rate = RESULT OK per second',
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
+async function runStoreAndDrain(): Promise<BenchRecord[]> {
   const bodyBytes = 1024;
   const server = await startSystem('pulltab', 'store');
   try {
-    const sender = generateIdentity();
     const recipient: Identity = generateIdentity();
-    let ok = 0;
-    let refused = 0;
-    let firstRefusal = '';
-    let results = 0;
-    const senderPeer = new PulltabPeer({ port: server.port, signer: new Signer(sender) });
-    senderPeer.onFrame = (type, buf, start, end) => {
-      if (type !== FrameType.RESULT) return;
-      const r = parseResult(buf, start, end);
-      results++;
-      if (r && r.code === Code.OK) ok++;
-      else { refused++; firstRefusal ||= `code 0x${r?.code.toString(16)}`; }
-    };
-    await senderPeer.ready;
-    const frame = encodeSend({ seq: 1, flags: 0x03, ttlSeconds: 0, storageKey: null, recipients: [{ key: recipient.publicKey, wrappedKey: new Uint8Array(0) }], body: Buffer.alloc(bodyBytes, 0x62) });
-    const perBatch = Math.max(1, Math.floor(64 * 1024 / frame.length));
-    const batch = Buffer.concat(Array.from({ length: perBatch }, () => frame));
     const windowMsgs = 8192;
-    const maxMessages = 5_000_000;
-    let sent = 0;
-    progress.begin('store (offline recipient, STORE|RECEIPT) pulltab', T.storeMs, () => `${ok.toLocaleString('en-US')} stored`);
-    const m1 = meter(server.pid);
-    const t0 = performance.now();
-    const stopAt = t0 + T.storeMs;
-    await new Promise<void>((resolveSend) => {
-      const pump = (): void => {
-        while (performance.now() < stopAt && sent < maxMessages && sent - results + perBatch <= windowMsgs) {
-          sent += perBatch;
-          if (!senderPeer.socket.write(batch)) { senderPeer.socket.once('drain', pump); return; }
-        }
-        if (performance.now() >= stopAt || sent >= maxMessages) return resolveSend();
-        setTimeout(pump, 1);
-      };
-      pump();
-    });
-    const resultDeadline = performance.now() + 60_000;
-    while (results < sent && performance.now() < resultDeadline) await sleep(5);
-    const t1 = performance.now();
-    const m2 = meter(server.pid);
-    const storeU = usage(m1, m2);
-    const storeSec = (t1 - t0) / 1000;
-    progress.end(`${fmtRate(ok / storeSec)} stored msgs/s (${ok.toLocaleString('en-US')} stored, ${refused} refused${firstRefusal ? ' ' + firstRefusal : ''}), server CPU ${storeU.serverPct.toFixed(0)}%`);
-    senderPeer.socket.destroy();
+    const { ok, refused, firstRefusal, seconds: storeSec, use: storeU } =
+      await storePhase(server, [recipient], bodyBytes, windowMsgs, 'store (offline recipient, STORE|RECEIPT) pulltab');
 
     // Drain: the recipient connects and reads its mailbox, acknowledging once per chunk.
     let delivered = 0;
@@ -555,11 +604,15 @@ async function runStoreEndToEnd(): Promise<BenchRecord[]> {
 async function runStoreEngine(): Promise<BenchRecord[]> {
   const path = join(HERE, 'store-bench.js');
   if (!existsSync(path)) return [skipped('store-engine', 'pulltab-store', 0, 'bench/store-bench.ts does not exist')];
-  const mod = (await import(path)) as { runStoreBench?: (opts: { quick: boolean }) => Promise<unknown> };
+  const mod = (await import(path)) as { runStoreBench?: (opts: { quick: boolean; recipients?: number }) => Promise<unknown> };
   if (typeof mod.runStoreBench !== 'function') return [skipped('store-engine', 'pulltab-store', 0, 'bench/store-bench.ts does not export runStoreBench')];
   progress.begin('store engine (bench/store-bench.ts runStoreBench)', QUICK ? 10_000 : 30_000);
-  const rows = await mod.runStoreBench({ quick: QUICK });
-  const list = Array.isArray(rows) ? rows : [rows];
+  // One hot recipient, then messages spread over 1,000 recipients (LMDB touches a page per recipient per commit).
+  const list: unknown[] = [];
+  for (const recipients of [1, 1000]) {
+    const rows = await mod.runStoreBench({ quick: QUICK, recipients });
+    list.push(...(Array.isArray(rows) ? rows : [rows]));
+  }
   progress.end(`${list.length} row(s)`);
   return list.map((raw) => {
     const r = (raw ?? {}) as Record<string, unknown>;
@@ -571,10 +624,12 @@ async function runStoreEngine(): Promise<BenchRecord[]> {
     const rate = rateKey ? (r[rateKey] as number) : null;
     return {
       scenario: 'store-engine', system: 'pulltab-store', messageBytes: bytes,
-      variant: String(r['scenario'] ?? r['name'] ?? r['case'] ?? ''),
+      variant: String(r['scenario'] ?? r['name'] ?? r['case'] ?? '') + (typeof r['recipients'] === 'number' ? `, ${r['recipients']} recipient(s)` : ''),
       msgsPerSec: rate, MBps: num('MBps') ?? num('mbps') ?? (rate !== null && bytes ? (rate * bytes) / 1e6 : null),
       latencyUs: null, relayCpuPct: null, relayPeakRssMiB: null, loadgenCpuPct: null, durationSec: null, messages: null,
-      extra, note: rateKey ? `msgs/s column = ${rateKey}` : 'see extra',
+      extra,
+      note: (rateKey ? `msgs/s column = ${rateKey}` : 'see extra') +
+        (typeof r['cpuUsPerMsg'] === 'number' ? `; CPU ${r['cpuUsPerMsg']} µs/msg (JS thread ${r['mainCpuUsPerMsg'] ?? '-'})` : ''),
     };
   });
 }

@@ -96,6 +96,13 @@ function plain(entries: MailboxEntry[]): unknown[] {
   }));
 }
 
+/** What readEach() hands out, turned into plain data during each visit (its views are lent). */
+function lent(store: MailboxStore, r: Uint8Array): unknown[] {
+  const out: unknown[] = [];
+  const visited = store.readEach(r, 0, 1_000, (e) => out.push(...plain([e])));
+  return [visited, ...out];
+}
+
 function observe(store: MailboxStore): unknown {
   return {
     totals: store.totals(),
@@ -103,7 +110,7 @@ function observe(store: MailboxStore): unknown {
     top: store.top(3).map((u) => ({ ...u, recipient: Buffer.from(u.recipient).toString('hex') })),
     bodies: store.bodyCount(),
     limits: store.limits(),
-    mailboxes: RECIPIENTS.map((r) => ({ usage: store.usage(r), entries: plain(store.read(r, 0, 1_000)) })),
+    mailboxes: RECIPIENTS.map((r) => ({ usage: store.usage(r), entries: plain(store.read(r, 0, 1_000)), lent: lent(store, r) })),
   };
 }
 

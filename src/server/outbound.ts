@@ -88,6 +88,16 @@ export class Outbound {
     return offset;
   }
 
+  /**
+   * Like writeWithBody, but always copies the body: for bodies lent by the mailbox store, whose
+   * memory is reused as soon as the caller returns.
+   */
+  writeWithBodyCopy(headerLength: number, body: Uint8Array, bodyStart: number, bodyEnd: number): number {
+    const offset = this.reserve(headerLength + bodyEnd - bodyStart);
+    copyBytes(body, bodyStart, bodyEnd, this.#buf!, offset + headerLength);
+    return offset;
+  }
+
   appendSlice(slice: Buffer): void {
     this.#sealSegment();
     this.#pieces.push(slice);

@@ -330,36 +330,38 @@ export class Router {
     if (session.closed || !session.backlog) return;
     const window = this.#config.inflightWindow;
     const budget = this.#config.outboundBudgetBytes;
+    // Entries are lent by the store for the duration of the call: written out (copied) at once.
+    const deliver = (entry: MailboxEntry): void => {
+      // Held messages that came before this entry go first.
+      if (session.held.length > 0) this.#releaseHeld(session, entry.seq - 1);
+      const deliveryId = this.#writeStored(session, entry);
+      session.track(deliveryId, entry.seq, null);
+      session.lastMailboxSeq = entry.seq;
+      if (session.held.length > 0) this.#releaseHeld(session, entry.seq);
+    };
     while (session.inflightCount < window && session.out.pendingBytes < budget) {
-      let entries: MailboxEntry[];
+      let delivered: number;
       try {
-        entries = this.#store.read(session.key, session.lastMailboxSeq, Math.min(DRAIN_BATCH, window - session.inflightCount));
+        delivered = this.#store.readEach(session.key, session.lastMailboxSeq, Math.min(DRAIN_BATCH, window - session.inflightCount), deliver);
       } catch (err) {
         this.#log.error({ event: 'mailbox_read_failed', err: (err as Error).message }, 'mailbox read failed');
         return;
       }
-      if (entries.length === 0) {
+      if (delivered === 0) {
         if (this.#pendingEnqueues.has(session.keyId)) return;
         this.#endBacklog(session);
         return;
-      }
-      for (const entry of entries) {
-        // Held messages that came before this entry go first.
-        if (session.held.length > 0) this.#releaseHeld(session, entry.seq - 1);
-        const deliveryId = this.#writeStored(session, entry);
-        session.track(deliveryId, entry.seq, null);
-        session.lastMailboxSeq = entry.seq;
-        if (session.held.length > 0) this.#releaseHeld(session, entry.seq);
       }
     }
   }
 
   #writeStored(session: Session, entry: MailboxEntry): number {
-    const body = asBuffer(entry.body);
+    const body = entry.body;
     const wrapped = entry.wrappedKey;
     const deliveryId = session.nextDeliveryId++;
     const flags = DeliverFlags.FROM_MAILBOX | (entry.storageKey ? DeliverFlags.HAS_STORAGE_KEY : 0);
-    const offset = session.out.writeWithBody(deliverHeaderLength(wrapped.length), body, 0, body.length);
+    // Copied, never referenced: the store lends the entry only for the duration of the drain's visit.
+    const offset = session.out.writeWithBodyCopy(deliverHeaderLength(wrapped.length), body, 0, body.length);
     writeDeliverHeader(session.out.buffer, offset, deliveryId, flags, entry.sender, 0, entry.storageKey, 0, wrapped, 0, wrapped.length, body.length);
     session.messagesOut++;
     this.#stats.messagesOut++;
@@ -454,10 +456,6 @@ function overallCode(outcomes: readonly number[] | number): number {
  */
 function keepable(body: Buffer): Buffer {
   return body.length * 2 >= body.buffer.byteLength ? body : Buffer.from(body);
-}
-
-function asBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function encodeKeyId(keyId: string): string {

@@ -126,6 +126,12 @@ export interface MailboxStore {
   enqueue(request: EnqueueRequest): Promise<EnqueueOutcome[]>;
   /** Entries of `recipient` with seq > afterSeq, in seq order, at most `limit`, never expired ones. Synchronous. */
   read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[];
+  /**
+   * The entries read() would return, handed to `visit` one at a time instead of collected; returns
+   * how many were visited. The entry and its byte views are valid only during the call (the LMDB
+   * store lends them from its map without copying), and `visit` must not call the store.
+   */
+  readEach(recipient: Uint8Array, afterSeq: number, limit: number, visit: (entry: MailboxEntry) => void): number;
   /** Deletes exactly these entries of recipient (acknowledged). Unknown seqs are ignored. Resolves after commit. */
   ack(recipient: Uint8Array, seqs: number[]): Promise<void>;
   /** The highest seq assigned so far: every entry, committed or not, has seq <= lastSeq(). 0 before the first. */

@@ -108,6 +108,12 @@ export class MemoryMailbox implements MailboxStore {
     return outcomes;
   }
 
+  readEach(recipient: Uint8Array, afterSeq: number, limit: number, visit: (entry: MailboxEntry) => void): number {
+    const entries = this.read(recipient, afterSeq, limit);
+    for (const entry of entries) visit(entry);
+    return entries.length;
+  }
+
   read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[] {
     const now = this.clock();
     return this.entries

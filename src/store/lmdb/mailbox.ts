@@ -651,32 +651,57 @@ class LmdbMailbox implements LmdbMailboxStore {
   }
 
   read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[] {
-    if (this.closed) throw new Error('mailbox store is closed');
     const out: MailboxEntry[] = [];
-    if (!isKey(recipient) || !(limit >= 1)) return out;
+    this.scan(recipient, afterSeq, limit, true, (entry) => out.push(entry));
+    return out;
+  }
+
+  readEach(recipient: Uint8Array, afterSeq: number, limit: number, visit: (entry: MailboxEntry) => void): number {
+    return this.scan(recipient, afterSeq, limit, false, visit);
+  }
+
+  /**
+   * Visits the live entries of `recipient` after `afterSeq`, at most `limit`. Values come from
+   * lmdb-js's getBinaryFast, which lends them in a buffer the next read overwrites: with `copy`
+   * each entry gets its own bytes (read()), else the views are only good during `visit` (readEach(),
+   * the drain, where copying every value showed in profiles).
+   */
+  private scan(recipient: Uint8Array, afterSeq: number, limit: number, copy: boolean,
+    visit: (entry: MailboxEntry) => void): number {
+    if (this.closed) throw new Error('mailbox store is closed');
+    if (!isKey(recipient) || !(limit >= 1)) return 0;
     const from = Math.max(0, Math.floor(afterSeq)) + 1;
-    if (!(from < MAX_U53)) return out;
+    if (!(from < MAX_U53)) return 0;
     const now = this.clock();
     const checkDeleted = this.pendingDeleted.size > 0;
-    for (const { key, value } of this.entries.getRange({ start: entryKey(recipient, from), end: entryKey(recipient, MAX_U53) })) {
+    let visited = 0;
+    for (const key of this.entries.getKeys({ start: entryKey(recipient, from), end: entryKey(recipient, MAX_U53) })) {
       const seq = readU64(key, RECIPIENT_BYTES);
       if (checkDeleted && this.pendingDeleted.has(seq)) continue;
+      let value = this.entries.getBinaryFast(key);
+      if (value === undefined) continue;
       const expiresAt = readU64(value, 16);
       if (expiresAt <= now) continue;
       const flags = value[1]!;
       const wkEnd = HEADER_BYTES + value[2]!;
+      const shared = (flags & FLAG_SHARED_BODY) !== 0;
+      // Reading a shared body reuses the buffer the entry was lent in: the entry needs its own copy then.
+      if (copy || shared) value = ownCopy(value, shared ? wkEnd : wkEnd + readU32(value, 4));
       let body: Uint8Array;
-      if (flags & FLAG_SHARED_BODY) {
-        const shared = this.bodies.getBinary(u64Into(this.kBody, readU64(value, 72)));
-        if (shared === undefined) {
+      if (shared) {
+        const bodyKey = u64Into(this.kBody, readU64(value, 72));
+        const stored = copy ? this.bodies.getBinary(bodyKey) : this.bodies.getBinaryFast(bodyKey);
+        if (stored === undefined) {
           this.anomalies++;
           continue;
         }
-        body = shared;
+        // A lent buffer's `length` is the value's size but its real extent is lmdb-js's whole read
+        // buffer: hand out a proper view of exactly the value.
+        body = copy ? stored : stored.subarray(0, stored.length);
       } else {
         body = value.subarray(wkEnd, wkEnd + readU32(value, 4));
       }
-      out.push({
+      visit({
         seq,
         sender: value.subarray(24, 56),
         storageKey: flags & FLAG_STORAGE_KEY ? value.subarray(56, 72) : null,
@@ -685,9 +710,9 @@ class LmdbMailbox implements LmdbMailboxStore {
         storedAt: readU64(value, 8),
         expiresAt,
       });
-      if (out.length >= limit) break;
+      if (++visited >= limit) break;
     }
-    return out;
+    return visited;
   }
 
   ack(recipient: Uint8Array, seqs: number[]): Promise<void> {
@@ -1042,6 +1067,14 @@ class LmdbMailbox implements LmdbMailboxStore {
     })();
     return this.closing;
   }
+}
+
+/** The first `size` bytes of a value lmdb-js lent (its buffer is reused by the next read), as a Buffer of their own. */
+function ownCopy(lent: Buffer, size: number): Buffer {
+  // Not lent.copy(): lmdb-js sets the lent buffer's `length` to the value's size, which Buffer#copy trusts.
+  const own = Buffer.allocUnsafe(size);
+  own.set(lent.subarray(0, size));
+  return own;
 }
 
 /** Appends every item of from to to, and empties from (both arrays are reused). */
