@@ -7,7 +7,7 @@
  * commit). A caller's promise resolves when that transaction has committed (default sync settings:
  * a commit survives kill -9; noSync is never used). Because all writes of one logical operation are
  * issued in the same turn, each operation is atomic on disk: entries, the replacement index, the
- * expiry index, body refcounts, per-recipient usage and the seq counter always agree after a crash.
+ * expiry marks, body refcounts, per-recipient usage and the seq counter always agree after a crash.
  *
  * Decisions need state that includes writes not yet committed (quota of a burst of enqueues, a
  * replacement of an entry enqueued a moment ago, two acks of a shared body in one turn). So:
