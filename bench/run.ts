@@ -12,7 +12,6 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { generateIdentity, Signer, type Identity } from '../src/crypto/keys.js';
 import { Code, FrameType } from '../src/protocol/constants.js';
@@ -24,7 +23,7 @@ import {
 } from './lib/report.js';
 import { Slot, sharedCounters, type SystemName, type WorkerConfig, type WorkerResult } from './lib/shared.js';
 import {
-  ensureNatsServer, procCpuSeconds, procStatusBytes, startNats, startPipe, startRelay, type RunningSystem,
+  ensureNatsServer, freePort, procCpuSeconds, procStatusBytes, startNats, startPipe, startRelay, type RunningSystem,
 } from './lib/systems.js';
 
 // dist/bench/bench/run.js → the repository root is three levels up.
@@ -315,17 +314,6 @@ async function probeHealthz(port: number, durationMs: number): Promise<HealthzRe
   };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolvePort(port));
-    });
-  });
-}
 
 async function safeFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord> {
   try {

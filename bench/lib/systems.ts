@@ -167,7 +167,8 @@ export function ensureNatsServer(): string | null {
   return natsServerPath();
 }
 
-function freePort(): Promise<number> {
+/** A TCP port free on loopback right now. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
