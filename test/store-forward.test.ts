@@ -211,3 +211,24 @@ t.test('close() delivers the final acknowledgement: nothing acknowledged comes a
   await sleep(200);
   t.equal(messages.length, 350, 'exactly the 350 unacknowledged messages come again');
 });
+
+t.test('a failed commit answers STORE_ERROR for the messages it carried, and the relay goes on storing', async (t) => {
+  const relay = await startRelay();
+  t.teardown(() => relay.close());
+  const bob = generateIdentity();
+  const carol = generateIdentity();
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  // The store's commit outcome, as the router sees it, says "failed" for one batch.
+  const store = relay.store as { committed: () => Promise<boolean> };
+  const real = store.committed;
+  store.committed = () => Promise.resolve(false);
+  const one = alice.send([bob.publicKey], 'one', { store: true });
+  const two = alice.send([bob.publicKey, carol.publicKey], 'two', { store: true });
+  const [r1, r2] = await Promise.all([one, two]);
+  store.committed = real;
+  t.same(r1.outcomes.map((o) => o.codeName), ['STORE_ERROR'], 'one recipient');
+  t.same(r2.outcomes.map((o) => o.codeName), ['STORE_ERROR', 'STORE_ERROR'], 'two recipients');
+  const r3 = await alice.send([bob.publicKey], 'three', { store: true });
+  t.same(r3.outcomes.map((o) => o.codeName), ['STORED'], 'the next commit stores again');
+});

@@ -45,6 +45,9 @@ export class Router {
   readonly #pendingEnqueues = new Map<string, number>();
   /** Reused for every SEND: the router handles one frame at a time. */
   readonly #view = newSendView();
+  /** SENDs stored in this event turn, answered when `#commitGroupOf` (their commit) resolves. */
+  #commitGroup: StoredSend[] | null = null;
+  #commitGroupOf: Promise<boolean> | null = null;
   /** Markers made while routing the current SEND, by recipient, for #enqueueFor to resolve. */
   readonly #markers = new Map<string, HeldMarker>();
   /** Told of each delivery or store when logDeliveries is on (the event log). */
@@ -225,7 +228,7 @@ export class Router {
     return Code.DELIVERED;
   }
 
-  /** Stores a SEND's one recipient entry (buf[o..]) and answers the sender once it is committed. */
+  /** Stores a SEND's one recipient entry (buf[o..]); the sender is answered once it is committed. */
   #enqueueOne(
     sender: Session, seq: number, wantReceipt: boolean, keyId: string, buf: Buffer, o: number,
     storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
@@ -233,22 +236,17 @@ export class Router {
     const marker = this.#takeMarker(keyId);
     this.#enqueueStarted(keyId);
     const wStart = o + KEY_LENGTH + 1;
-    const request = {
+    const results = this.#store.enqueueNow({
       sender: sender.key,
       storageKey: storageKeyOffset >= 0 ? buf.subarray(storageKeyOffset, storageKeyOffset + STORAGE_KEY_LENGTH) : null,
       ttlSeconds,
       body: buf.subarray(bodyStart, bodyEnd),
       recipients: [{ key: buf.subarray(o, o + KEY_LENGTH), wrappedKey: buf.subarray(wStart, wStart + buf[o + KEY_LENGTH]) }],
-    };
-    const settle = (result: EnqueueOutcome): void => {
-      const code = this.#recordStored(sender, keyId, marker, result, bodyEnd - bodyStart);
-      this.#enqueueSettled(keyId);
-      if (!sender.closed && (wantReceipt || code !== Code.STORED)) this.#sendResult(sender, seq, overallCode(code), code);
-    };
-    this.#store.enqueue(request).then((results) => settle(results[0] ?? STORE_FAILED), () => settle(STORE_FAILED));
+    });
+    this.#awaitCommit(new StoredSend(sender, seq, wantReceipt, bodyEnd - bodyStart, keyId, marker, results[0] ?? STORE_FAILED, null));
   }
 
-  /** Stores the recipient entries of a SEND listed in `indexes`; answers the sender once they are committed. */
+  /** Stores the recipient entries of a SEND listed in `indexes`; the sender is answered once they are committed. */
   #enqueueFor(
     sender: Session, seq: number, wantReceipt: boolean, indexes: number[], outcomes: number[],
     buf: Buffer, storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
@@ -259,21 +257,58 @@ export class Router {
       const wStart = o + KEY_LENGTH + 1;
       return { key: buf.subarray(o, o + KEY_LENGTH), wrappedKey: buf.subarray(wStart, wStart + buf[o + KEY_LENGTH]), keyId: buf.toString('latin1', o, o + KEY_LENGTH) };
     });
-    const markers = recipients.map((r) => this.#markers.get(r.keyId));
+    const keyIds = recipients.map((r) => r.keyId);
+    const markers = keyIds.map((keyId) => this.#markers.get(keyId));
     this.#markers.clear();
-    for (const r of recipients) this.#enqueueStarted(r.keyId);
+    for (const keyId of keyIds) this.#enqueueStarted(keyId);
     const storageKey = storageKeyOffset >= 0 ? buf.subarray(storageKeyOffset, storageKeyOffset + STORAGE_KEY_LENGTH) : null;
-    const settle = (results: EnqueueOutcome[]): void => {
-      // Every marker is set before any recipient is drained: a drain releases held messages up to them.
-      for (let j = 0; j < recipients.length; j++) {
-        outcomes[indexes[j]] = this.#recordStored(sender, recipients[j].keyId, markers[j], results[j] ?? STORE_FAILED, bodyEnd - bodyStart);
+    const results = this.#store.enqueueNow({ sender: sender.key, storageKey, ttlSeconds, body: buf.subarray(bodyStart, bodyEnd), recipients });
+    this.#awaitCommit(new StoredSend(sender, seq, wantReceipt, bodyEnd - bodyStart, '', undefined, STORE_FAILED,
+      { outcomes, indexes, keyIds, markers, results }));
+  }
+
+  /**
+   * Adds a stored SEND to the group of those waiting for the same commit. Every SEND stored in one
+   * event turn (a socket read) shares one commit, so one handler answers them all, in order.
+   */
+  #awaitCommit(item: StoredSend): void {
+    const commit = this.#store.committed();
+    let group = this.#commitGroup;
+    if (group === null || this.#commitGroupOf !== commit) {
+      const fresh: StoredSend[] = [];
+      group = this.#commitGroup = fresh;
+      this.#commitGroupOf = commit;
+      commit.then((ok) => this.#settleGroup(fresh, ok), () => this.#settleGroup(fresh, false));
+    }
+    group.push(item);
+  }
+
+  #settleGroup(group: StoredSend[], committed: boolean): void {
+    if (this.#commitGroup === group) {
+      this.#commitGroup = null;
+      this.#commitGroupOf = null;
+    }
+    for (const item of group) {
+      const { sender, many } = item;
+      let code: number;
+      let outcomes: number[] | number;
+      if (many === null) {
+        outcomes = this.#recordStored(sender, item.keyId, item.marker, committed ? item.result : failedCommit(item.result), item.bytes);
+        this.#enqueueSettled(item.keyId);
+        code = overallCode(outcomes);
+      } else {
+        // Every marker is set before any recipient is drained: a drain releases held messages up to them.
+        const { indexes, keyIds, markers, results } = many;
+        outcomes = many.outcomes;
+        for (let j = 0; j < indexes.length; j++) {
+          const result = results[j] ?? STORE_FAILED;
+          outcomes[indexes[j]] = this.#recordStored(sender, keyIds[j], markers[j], committed ? result : failedCommit(result), item.bytes);
+        }
+        for (const keyId of keyIds) this.#enqueueSettled(keyId);
+        code = overallCode(outcomes);
       }
-      for (const r of recipients) this.#enqueueSettled(r.keyId);
-      const code = overallCode(outcomes);
-      if (!sender.closed && (wantReceipt || code !== Code.OK)) this.#sendResult(sender, seq, code, outcomes);
-    };
-    this.#store.enqueue({ sender: sender.key, storageKey, ttlSeconds, body: buf.subarray(bodyStart, bodyEnd), recipients })
-      .then(settle, () => settle(recipients.map(() => STORE_FAILED)));
+      if (!sender.closed && (item.wantReceipt || code !== Code.OK)) this.#sendResult(sender, item.seq, code, outcomes);
+    }
   }
 
   /** The marker #routeOne left for keyId while routing the current SEND, if any (then forgets all). */
@@ -441,6 +476,29 @@ export class Router {
 }
 
 const NO_OUTCOMES: readonly number[] = [];
+
+/** A SEND whose recipient entries were handed to the store, waiting for their commit. */
+class StoredSend {
+  constructor(
+    readonly sender: Session,
+    readonly seq: number,
+    readonly wantReceipt: boolean,
+    readonly bytes: number,
+    /** One recipient: its key id, held-message marker and store outcome. */
+    readonly keyId: string,
+    readonly marker: HeldMarker | undefined,
+    readonly result: EnqueueOutcome,
+    /** Several recipients: the SEND's outcomes so far, and those of the stored ones (at `indexes`). */
+    readonly many: {
+      outcomes: number[]; indexes: number[]; keyIds: string[]; markers: (HeldMarker | undefined)[]; results: EnqueueOutcome[];
+    } | null,
+  ) {}
+}
+
+/** A stored outcome whose commit failed: nothing was stored. */
+function failedCommit(result: EnqueueOutcome): EnqueueOutcome {
+  return result.ok ? STORE_FAILED : result;
+}
 
 /** A RESULT's code: OK when every recipient was delivered or stored, else the first other outcome. */
 function overallCode(outcomes: readonly number[] | number): number {

@@ -124,6 +124,21 @@ export const DEFAULT_MAILBOX_LIMITS: Readonly<MailboxLimits> = Object.freeze({
 export interface MailboxStore {
   /** One outcome per recipient, in order; resolves only after the commit that makes ok outcomes durable. Never rejects. */
   enqueue(request: EnqueueRequest): Promise<EnqueueOutcome[]>;
+  /**
+   * enqueue() in two halves, for a caller that stores many messages per event turn and wants one
+   * promise for all of them (the router, one per socket read): decides and returns the outcomes at
+   * once and issues the writes. Its ok outcomes are durable once the promise `committed()` returns
+   * after this call resolves true; false means that commit failed and they are not stored (answer
+   * STORE_ERROR). Accepted entries exist at once as for enqueue() (ack can delete them; read() shows
+   * them after the commit). While the store cannot write at once (closing, or repairing itself after
+   * a failed commit) every recipient is refused STORE_ERROR. Never throws.
+   */
+  enqueueNow(request: EnqueueRequest): EnqueueOutcome[];
+  /**
+   * Resolves once every write issued so far has committed: true, or false if the commit carrying the
+   * latest writes failed. Calls in one event turn get the same promise. Never rejects.
+   */
+  committed(): Promise<boolean>;
   /** Entries of `recipient` with seq > afterSeq, in seq order, at most `limit`, never expired ones. Synchronous. */
   read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[];
   /**

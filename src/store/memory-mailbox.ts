@@ -8,6 +8,8 @@ import {
   type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore, type QuotaHook, type Usage,
 } from './mailbox.js';
 
+const COMMITTED: Promise<boolean> = Promise.resolve(true);
+
 interface Body {
   bytes: Uint8Array;
 }
@@ -56,6 +58,15 @@ export class MemoryMailbox implements MailboxStore {
   }
 
   async enqueue(request: EnqueueRequest): Promise<EnqueueOutcome[]> {
+    return this.enqueueNow(request);
+  }
+
+  /** Every write is "committed" at once in the model. */
+  committed(): Promise<boolean> {
+    return COMMITTED;
+  }
+
+  enqueueNow(request: EnqueueRequest): EnqueueOutcome[] {
     const recipients = Array.isArray(request.recipients) ? request.recipients : [];
     if (!requestShapeOk(request)) return recipients.map(() => ({ ok: false, code: 'STORE_ERROR' }));
     const ttlMs = ttlMillis(request.ttlSeconds);

@@ -172,6 +172,10 @@ function refuseAll(request: EnqueueRequest, code: RefusalCode): EnqueueOutcome[]
   return out;
 }
 
+function failedCommit(outcome: EnqueueOutcome): EnqueueOutcome {
+  return outcome.ok ? { ok: false, code: 'STORE_ERROR' } : outcome;
+}
+
 function isKey(recipient: unknown): recipient is Uint8Array {
   return recipient instanceof Uint8Array && recipient.length === KEY_BYTES;
 }
@@ -204,6 +208,8 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly bodyOverlay = new Map<number, BodySlot>();
 
   private lastWrite: Promise<unknown> = Promise.resolve();
+  /** committed()'s answer while no batch is open: the outcome of lastWrite `of`. */
+  private quietCommit: { of: Promise<unknown>; done: Promise<boolean> } | null = null;
   private open: Regs = newRegs();
   private batch: Batch | null = null;
   private inflight = 0;
@@ -520,27 +526,49 @@ class LmdbMailbox implements LmdbMailboxStore {
 
   enqueue(request: EnqueueRequest): Promise<EnqueueOutcome[]> {
     if (this.gate) return this.gate.then(() => this.enqueue(request));
-    if (this.closed || this.closing) return Promise.resolve(refuseAll(request, 'STORE_ERROR'));
-    let op: Op | null = null;
+    const { outcomes, done } = this.acceptAndBind(request);
+    return done === null ? Promise.resolve(outcomes) : done.then((ok) => (ok ? outcomes : outcomes.map(failedCommit)));
+  }
+
+  enqueueNow(request: EnqueueRequest): EnqueueOutcome[] {
+    if (this.gate) return refuseAll(request, 'STORE_ERROR');
+    return this.acceptAndBind(request).outcomes;
+  }
+
+  committed(): Promise<boolean> {
+    const b = this.batch;
+    if (b !== null && b.commit === this.lastWrite) return b.done;
+    // No batch open this turn (nothing written, or its batch settled): one promise per last write.
+    if (this.quietCommit === null || this.quietCommit.of !== this.lastWrite) {
+      this.quietCommit = { of: this.lastWrite, done: this.lastWrite.then(() => true, () => false) };
+    }
+    return this.quietCommit.done;
+  }
+
+  /** Decides and writes a request; `done` is its batch's outcome, null when it wrote nothing. */
+  private acceptAndBind(request: EnqueueRequest): { outcomes: EnqueueOutcome[]; done: Promise<boolean> | null } {
+    if (this.closed || this.closing) return { outcomes: refuseAll(request, 'STORE_ERROR'), done: null };
+    const op = newOp();
     try {
-      op = newOp();
-      return this.enqueueNow(request, op);
+      const outcomes = this.accept(request, op);
+      return { outcomes, done: op.writes === 0 ? null : this.bind() };
     } catch {
       // Never throw out of enqueue. Writes issued before the throw may still commit: repair.
-      if (op && op.writes > 0) {
+      if (op.writes > 0) {
         void this.settled();
         this.noteFailure();
       }
-      return Promise.resolve(refuseAll(request, 'STORE_ERROR'));
+      return { outcomes: refuseAll(request, 'STORE_ERROR'), done: null };
     }
   }
 
-  private enqueueNow(request: EnqueueRequest, op: Op): Promise<EnqueueOutcome[]> {
-    if (!requestShapeOk(request)) return Promise.resolve(refuseAll(request, 'STORE_ERROR'));
+  /** The outcomes of a request, its writes issued (not yet bound to their batch). */
+  private accept(request: EnqueueRequest, op: Op): EnqueueOutcome[] {
+    if (!requestShapeOk(request)) return refuseAll(request, 'STORE_ERROR');
     const ttlMs = ttlMillis(request.ttlSeconds);
-    if (ttlMs === null) return Promise.resolve(refuseAll(request, 'STORE_ERROR'));
+    if (ttlMs === null) return refuseAll(request, 'STORE_ERROR');
     const limits = this.currentLimits;
-    if (request.ttlSeconds > limits.maxTtlSeconds) return Promise.resolve(refuseAll(request, 'TTL_TOO_LONG'));
+    if (request.ttlSeconds > limits.maxTtlSeconds) return refuseAll(request, 'TTL_TOO_LONG');
 
     const { sender, storageKey, body, recipients } = request;
     const storedAt = this.clock();
@@ -619,9 +647,7 @@ class LmdbMailbox implements LmdbMailboxStore {
         first ??= a;
       }
     }
-    if (live === 0) {
-      if (op.writes === 0) return Promise.resolve(outcomes);
-    } else {
+    if (live > 0) {
       // One body stored once: inline in the entry when one entry holds it, else in `bodies` with a refcount.
       let bodyId = 0;
       if (live > 1) {
@@ -647,7 +673,7 @@ class LmdbMailbox implements LmdbMailboxStore {
         this.open.added.push(a.seq);
       }
     }
-    return this.bind().then((ok) => (ok ? outcomes : outcomes.map((o): EnqueueOutcome => (o.ok ? { ok: false, code: 'STORE_ERROR' } : o))));
+    return outcomes;
   }
 
   read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[] {
