@@ -228,7 +228,7 @@ t.test('the LMDB store behaves like the in-memory model', async (t) => {
         rmSync(dir, { recursive: true, force: true });
       }
     }),
-    { numRuns: 50, seed: Number(process.env.MAILBOX_PROPERTY_SEED ?? Date.now() % 1_000_000), endOnFailure: true },
+    { numRuns: Number(process.env.MAILBOX_PROPERTY_RUNS ?? 50), seed: Number(process.env.MAILBOX_PROPERTY_SEED ?? Date.now() % 1_000_000), endOnFailure: true },
   );
   t.pass(`${runs} runs, ${steps} steps matched the model`);
 });
