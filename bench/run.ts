@@ -448,9 +448,10 @@ interface StorePhase {
 
 /**
  * One sender writes STORE|RECEIPT SENDs of bodyBytes to `recipients` (none connected) in turn,
- * at most windowMsgs awaiting their RESULT, for T.storeMs; then waits for the last RESULT.
+ * at most windowMsgs awaiting their RESULT, for durationMs; then waits for the last RESULT.
  */
-async function storePhase(server: RunningSystem, recipients: Identity[], bodyBytes: number, windowMsgs: number, label: string): Promise<StorePhase> {
+async function storePhase(server: RunningSystem, recipients: Identity[], bodyBytes: number, windowMsgs: number, label: string,
+  durationMs: number = T.storeMs): Promise<StorePhase> {
   const sender = generateIdentity();
   let ok = 0;
   let refused = 0;
@@ -475,10 +476,10 @@ async function storePhase(server: RunningSystem, recipients: Identity[], bodyByt
   const maxMessages = 5_000_000;
   let sent = 0;
   let batchIndex = 0;
-  progress.begin(label, T.storeMs, () => `${ok.toLocaleString('en-US')} stored`);
+  progress.begin(label, durationMs, () => `${ok.toLocaleString('en-US')} stored`);
   const m1 = meter(server.pid);
   const t0 = performance.now();
-  const stopAt = t0 + T.storeMs;
+  const stopAt = t0 + durationMs;
   await new Promise<void>((resolveSend) => {
     const pump = (): void => {
       while (performance.now() < stopAt && sent < maxMessages && sent - results + perBatch <= windowMsgs) {
@@ -513,6 +514,7 @@ async function runStoreSpread(): Promise<BenchRecord> {
   const server = await startSystem('pulltab', 'store');
   try {
     const recipients = Array.from({ length: count }, () => generateIdentity());
+    await storePhase(server, recipients, bodyBytes, 8192, `store to ${count} offline recipients, warm-up (not measured) pulltab`, T.warmMs);
     const s = await storePhase(server, recipients, bodyBytes, 8192, `store to ${count} offline recipients (STORE|RECEIPT) pulltab`);
     return {
       system: 'pulltab', messageBytes: bodyBytes, latencyUs: null, relayPeakRssMiB: procStatusBytes(server.pid, 'VmHWM') / MiB,
@@ -520,61 +522,76 @@ async function runStoreSpread(): Promise<BenchRecord> {
       msgsPerSec: s.ok / s.seconds, MBps: (s.ok / s.seconds) * bodyBytes / 1e6, relayCpuPct: s.use.serverPct, loadgenCpuPct: s.use.loadgenPct,
       durationSec: s.seconds, messages: s.ok, dropped: s.refused,
       extra: { stored: s.ok, refused: s.refused, firstRefusal: s.firstRefusal || null, recipients: count, windowMsgs: 8192 },
-      note: 'messages to the recipients in turn; rate = RESULT OK per second',
+      note: 'after a warm-up; messages to the recipients in turn; rate = RESULT OK per second',
     };
   } finally {
     await server.stop();
   }
 }
 
+interface DrainPhase {
+  delivered: number;
+  queueEmpty: boolean;
+  seconds: number;
+  use: ReturnType<typeof usage>;
+}
+
+/** The recipient connects and reads its mailbox (`expected` messages), acknowledging once per chunk, until QUEUE_EMPTY. */
+async function drainPhase(server: RunningSystem, recipient: Identity, expected: number, label: string): Promise<DrainPhase> {
+  let delivered = 0;
+  let queueEmpty = false;
+  progress.begin(label, Math.max(1000, (expected / 50_000) * 1000), () => `${delivered.toLocaleString('en-US')} of ${expected.toLocaleString('en-US')}`);
+  const m1 = meter(server.pid);
+  const t0 = performance.now();
+  let lastId = 0;
+  let ackedId = 0;
+  const rxPeer = new PulltabPeer({ port: server.port, signer: new Signer(recipient) });
+  rxPeer.onFrame = (type, buf, start, end) => {
+    if (type === FrameType.DELIVER) {
+      const d = parseDeliver(buf, start, end);
+      if (d) { lastId = d.deliveryId; delivered++; }
+    } else if (type === FrameType.QUEUE_EMPTY) {
+      queueEmpty = true;
+    }
+  };
+  rxPeer.onChunkEnd = () => {
+    if (lastId !== ackedId) { ackedId = lastId; rxPeer.socket.write(encodeAck(lastId)); }
+  };
+  await rxPeer.ready;
+  const deadline = performance.now() + 120_000;
+  while (!(queueEmpty && delivered >= expected) && performance.now() < deadline) await sleep(5);
+  const seconds = (performance.now() - t0) / 1000;
+  const use = usage(m1, meter(server.pid));
+  rxPeer.socket.destroy();
+  progress.end(`${fmtRate(delivered / seconds)} drained msgs/s (${delivered.toLocaleString('en-US')} of ${expected.toLocaleString('en-US')}${queueEmpty && delivered >= expected ? '' : ', INCOMPLETE'}), server CPU ${use.serverPct.toFixed(0)}%`);
+  return { delivered, queueEmpty, seconds, use };
+}
+
 async function runStoreAndDrain(): Promise<BenchRecord[]> {
   const bodyBytes = 1024;
   const server = await startSystem('pulltab', 'store');
   try {
-    const recipient: Identity = generateIdentity();
     const windowMsgs = 8192;
+    // Warm-up, as the other throughput scenarios have: store to and drain another recipient first,
+    // so the measured phases run on compiled code (its messages stay in the store, unmeasured).
+    const warm = generateIdentity();
+    const w = await storePhase(server, [warm], bodyBytes, windowMsgs, 'store and drain warm-up (not measured) pulltab', T.warmMs);
+    await drainPhase(server, warm, w.ok, 'drain warm-up (not measured) pulltab');
+
+    const recipient: Identity = generateIdentity();
     const { ok, refused, firstRefusal, seconds: storeSec, use: storeU } =
       await storePhase(server, [recipient], bodyBytes, windowMsgs, 'store (offline recipient, STORE|RECEIPT) pulltab');
-
-    // Drain: the recipient connects and reads its mailbox, acknowledging once per chunk.
-    let delivered = 0;
-    let queueEmpty = false;
-    progress.begin('drain (recipient connects, ACKs) pulltab', Math.max(1000, (ok / 50_000) * 1000), () => `${delivered.toLocaleString('en-US')} of ${ok.toLocaleString('en-US')}`);
-    const m3 = meter(server.pid);
-    const t2 = performance.now();
-    let lastId = 0;
-    let ackedId = 0;
-    const rxPeer = new PulltabPeer({ port: server.port, signer: new Signer(recipient) });
-    rxPeer.onFrame = (type, buf, start, end) => {
-      if (type === FrameType.DELIVER) {
-        const d = parseDeliver(buf, start, end);
-        if (d) { lastId = d.deliveryId; delivered++; }
-      } else if (type === FrameType.QUEUE_EMPTY) {
-        queueEmpty = true;
-      }
-    };
-    rxPeer.onChunkEnd = () => {
-      if (lastId !== ackedId) { ackedId = lastId; rxPeer.socket.write(encodeAck(lastId)); }
-    };
-    await rxPeer.ready;
-    const drainDeadline = performance.now() + 120_000;
-    while (!(queueEmpty && delivered >= ok) && performance.now() < drainDeadline) await sleep(5);
-    const t3 = performance.now();
-    const m4 = meter(server.pid);
-    const drainU = usage(m3, m4);
-    const drainSec = (t3 - t2) / 1000;
+    const { delivered, queueEmpty, seconds: drainSec, use: drainU } = await drainPhase(server, recipient, ok, 'drain (recipient connects, ACKs) pulltab');
     const complete = queueEmpty && delivered >= ok;
     const peak = procStatusBytes(server.pid, 'VmHWM') / MiB;
-    rxPeer.socket.destroy();
-    progress.end(`${fmtRate(delivered / drainSec)} drained msgs/s (${delivered.toLocaleString('en-US')} of ${ok.toLocaleString('en-US')}${complete ? '' : ', INCOMPLETE'}), server CPU ${drainU.serverPct.toFixed(0)}%`);
     const common = { system: 'pulltab', messageBytes: bodyBytes, latencyUs: null, relayPeakRssMiB: peak };
     return [
       {
         ...common, scenario: 'store', variant: 'store to offline (STORE|RECEIPT, end to end)',
         msgsPerSec: ok / storeSec, MBps: (ok / storeSec) * bodyBytes / 1e6, relayCpuPct: storeU.serverPct, loadgenCpuPct: storeU.loadgenPct,
         durationSec: storeSec, messages: ok, dropped: refused,
-        extra: { stored: ok, refused, firstRefusal: firstRefusal || null, windowMsgs },
-        note: 'rate = RESULT OK received per second, from first send to last RESULT',
+        extra: { stored: ok, refused, firstRefusal: firstRefusal || null, windowMsgs, warmupStored: w.ok },
+        note: 'after a warm-up; rate = RESULT OK received per second, from first send to last RESULT',
       },
       {
         ...common, scenario: 'store', variant: 'drain on connect (DELIVER + ACK, end to end)',

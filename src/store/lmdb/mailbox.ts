@@ -38,6 +38,7 @@ import {
   readU32, readU64, RECIPIENT_BYTES, SENDER_BYTES, STORE_FORMAT, u32Value, u64Value, usageValue, writeU64, type EntryMeta,
 } from './keys.js';
 import { Slab } from './slab.js';
+import { HandedOut } from './handed-out.js';
 import { PendingBySeq } from './pending.js';
 
 export interface LmdbMailboxOptions {
@@ -205,12 +206,8 @@ class LmdbMailbox implements LmdbMailboxStore {
 
   private readonly pendingNew = new PendingBySeq<PendingEntry>();
   private readonly pendingDeleted = new Set<number>();
-  /**
-   * What ack needs to know of the entries reads handed out (size, body, index key), so that
-   * acknowledging them does not read each one again: that read was a third of the drain's CPU.
-   * Dropped when the entry is deleted; only a cache (bounded, a miss reads the entry).
-   */
-  private readonly handedOut = new Map<number, PendingEntry>();
+  /** What ack needs of the entries reads handed out, so that it need not read them again. */
+  private readonly handedOut = new HandedOut<PendingEntry>(HANDED_OUT_MAX);
   private readonly indexOverlay = new Map<string, IndexSlot>();
   private readonly bodyOverlay = new Map<number, BodySlot>();
 
@@ -481,7 +478,7 @@ class LmdbMailbox implements LmdbMailboxStore {
     bodyId: number, indexKeyBuf: Buffer | null, op: Op): void {
     this.remove(this.entries, entryKey(recipient, seq, this.kEntry), op);
     this.pendingNew.delete(seq);
-    if (this.handedOut.size > 0) this.handedOut.delete(seq);
+    if (this.handedOut.size > 0) this.handedOut.take(rid, seq);
     this.pendingDeleted.add(seq);
     this.open.deleted.push(seq);
     if (bodyId !== 0) this.releaseBody(bodyId, op);
@@ -509,7 +506,7 @@ class LmdbMailbox implements LmdbMailboxStore {
     keep?: (meta: EntryMeta) => boolean): boolean {
     if (this.pendingDeleted.has(seq)) return false;
     // Known without reading it: not committed yet, or handed out by a read (the drain, then its ack).
-    const known = this.pendingNew.get(seq) ?? this.handedOut.get(seq);
+    const known = this.pendingNew.get(seq) ?? this.handedOut.take(rid, seq);
     if (known !== undefined) {
       if (known.rid !== rid) return false;
       if (keep && keep({ flags: 0, wrappedKeyLength: 0, bodyLength: known.cost, storedAt: known.storedAt, expiresAt: known.expiresAt, bodyId: known.bodyId })) return false;
@@ -754,14 +751,13 @@ class LmdbMailbox implements LmdbMailboxStore {
 
   /** Remembers what ack will need of an entry a read hands out (value: its header and fields, still valid). */
   private noteHandedOut(recipient: Uint8Array, rid: string, seq: number, value: Uint8Array, expiresAt: number): void {
-    if (this.handedOut.size >= HANDED_OUT_MAX) this.handedOut.clear();
     let idxKey: Buffer | null = null;
     if (value[1]! & FLAG_STORAGE_KEY) {
       idxKey = Buffer.allocUnsafe(INDEX_KEY_BYTES);
       idxKey.set(recipient, 0);
       idxKey.set(value.subarray(24, 24 + SENDER_BYTES + 16), RECIPIENT_BYTES);
     }
-    this.handedOut.set(seq, {
+    this.handedOut.add(rid, seq, {
       rid, expiresAt, storedAt: readU64(value, 8), cost: readU32(value, 4) + value[2]!, bodyId: readU64(value, 72), idxKey,
     });
   }
