@@ -2,9 +2,10 @@
  * Mailbox storage benchmark (LMDB store, real disk, default durable commits).
  *
  *   store  enqueue bodies to many offline recipients, one recipient per message, with a bounded
- *          number of enqueues in flight; only outcomes that resolved ok (= committed) count.
- *   drain  read each recipient's mailbox in batches and acknowledge each batch, with a bounded
- *          number of ack batches in flight; only acks that resolved (= committed) count.
+ *          number in flight, as the router does (enqueueNow, then one committed() per turn); only
+ *          ok outcomes whose commit succeeded count.
+ *   drain  read each recipient's mailbox in batches (readEach, as the router) and acknowledge each
+ *          batch, with a bounded number of ack batches in flight; only acks that resolved count.
  *
  * Run: node --import @tapjs/typescript/import bench/store-bench.ts [--quick] [--dir /path] [--recipients N]
  * (or import runStoreBench from the harness).
@@ -80,23 +81,29 @@ async function storeScenario(store: LmdbMailboxStore, keys: Uint8Array[], bodyBy
   const deadline = start + seconds * 1000;
   await new Promise<void>((resolve) => {
     let stopping = false;
-    const done = (outcomes: Array<{ ok: boolean }>): void => {
-      pending--;
-      if (outcomes[0]!.ok) ok++;
-      else refused++;
-      if (!stopping && performance.now() >= deadline) stopping = true;
-      if (stopping) {
-        if (pending === 0) resolve();
-      } else {
-        pump();
-      }
-    };
+    // As the router stores: each turn's enqueues decided at once, then one promise for their commit.
     const pump = (): void => {
-      while (pending < inFlight) {
-        pending++;
+      let accepted = 0;
+      let n = 0;
+      for (; pending + n < inFlight; n++) {
         const to = keys[issued++ % keys.length]!;
-        store.enqueue({ sender, storageKey: null, ttlSeconds: 86_400, body, recipients: [{ key: to, wrappedKey }] }).then(done);
+        const outcomes = store.enqueueNow({ sender, storageKey: null, ttlSeconds: 86_400, body, recipients: [{ key: to, wrappedKey }] });
+        if (outcomes[0]!.ok) accepted++;
+        else refused++;
       }
+      if (n === 0) return;
+      pending += n;
+      void store.committed().then((committed) => {
+        pending -= n;
+        if (committed) ok += accepted;
+        else refused += accepted;
+        if (!stopping && performance.now() >= deadline) stopping = true;
+        if (stopping) {
+          if (pending === 0) resolve();
+        } else {
+          pump();
+        }
+      });
     };
     pump();
   });
@@ -122,13 +129,14 @@ async function drainScenario(store: LmdbMailboxStore, keys: Uint8Array[], batch:
       while (!stopping && pending < inFlightBatches) {
         const i = next++ % keys.length;
         const key = keys[i]!;
-        const entries = store.read(key, after.get(i) ?? 0, batch);
-        if (entries.length === 0) {
+        // As the router drains: entries lent to a visitor (which only notes the seq here).
+        const seqs: number[] = [];
+        store.readEach(key, after.get(i) ?? 0, batch, (entry) => { seqs.push(entry.seq); });
+        if (seqs.length === 0) {
           if (++emptyInARow >= keys.length) stopping = true; // every mailbox is empty
           continue;
         }
         emptyInARow = 0;
-        const seqs = entries.map((e) => e.seq);
         after.set(i, seqs[seqs.length - 1]!);
         pending++;
         store.ack(key, seqs).then(() => {
