@@ -28,6 +28,9 @@
 export const STORE_FORMAT = 2;
 /** Version of one entry's header (its first byte). */
 export const ENTRY_FORMAT = 1;
+/** meta keys: the store's layout version, and the last assigned seq. */
+export const FORMAT_KEY = Buffer.from('format');
+export const SEQ_KEY = Buffer.from('seq');
 /** Width of an expiry mark's bucket: the sweep finds a recipient's expiring entries through it. */
 export const EXPIRY_BUCKET_MS = 60_000;
 export const RECIPIENT_BYTES = 32;

@@ -22,9 +22,12 @@
  *    `bodyOverlay` (shared-body refcounts not yet committed). An operation drops what it put in an
  *    overlay once its transaction has committed (and only if no later operation replaced it), when
  *    LMDB itself answers the same. All operations of one lmdb-js batch share one commit promise, so
- *    one handler per batch settles them all (no per-operation promise chains).
+ *    one handler per batch settles them all (no per-operation promise chains); enqueueNow() +
+ *    committed() hand that one promise to the router, which answers a whole turn's SENDs with it.
+ *  - `handedOut` (./handed-out.ts) remembers what ack needs of the entries a read handed out.
  * If a commit ever fails, the callers get STORE_ERROR / a rejection and the store repairs itself:
- * it waits for every write in flight, then recomputes usage, refcounts and indexes from the entries.
+ * it waits for every write in flight, then recomputes usage, refcounts and indexes from the entries
+ * (./consistency.ts).
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import {
@@ -34,9 +37,10 @@ import {
 } from '../mailbox.js';
 import {
   bytesId, encodeEntry, entryKey, ENTRY_KEY_BYTES, EXPIRY_BUCKET_MS, expiryBucket, FLAG_SHARED_BODY,
-  FLAG_STORAGE_KEY, HEADER_BYTES, idBytes, indexKey, INDEX_KEY_BYTES, MARK_KEY_BYTES, markKey, MAX_U53, parseHeader,
-  readU32, readU64, RECIPIENT_BYTES, SENDER_BYTES, STORE_FORMAT, u32Value, u64Value, usageValue, writeU64, type EntryMeta,
+  FLAG_STORAGE_KEY, FORMAT_KEY, HEADER_BYTES, idBytes, indexKey, INDEX_KEY_BYTES, MARK_KEY_BYTES, markKey, MAX_U53, parseHeader,
+  readU32, readU64, RECIPIENT_BYTES, SENDER_BYTES, SEQ_KEY, STORE_FORMAT, u32Value, u64Value, usageValue, writeU64, type EntryMeta,
 } from './keys.js';
+import { checkConsistency } from './consistency.js';
 import { Slab } from './slab.js';
 import { HandedOut } from './handed-out.js';
 import { PendingBySeq } from './pending.js';
@@ -145,13 +149,10 @@ interface Accepted {
 }
 
 const EMPTY = Buffer.alloc(0);
-const SEQ_KEY = Buffer.from('seq');
-const FORMAT_KEY = Buffer.from('format');
 const CHUNK = 4096;
 const CHUNK_WRITES = 16_384;
 const MARK_CACHE_MAX = 100_000;
 const HANDED_OUT_MAX = 262_144;
-const MAX_PROBLEMS = 200;
 
 const noop = (): void => {};
 
@@ -936,134 +937,21 @@ class LmdbMailbox implements LmdbMailboxStore {
   // ---------------------------------------------------------------- consistency
 
   private recompute(): { problems: string[]; fix: (op: Op) => void } {
-    const problems: string[] = [];
-    const problem = (s: string): void => {
-      if (problems.length < MAX_PROBLEMS) problems.push(s);
-    };
-    const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex').slice(0, 16);
-    const usage = new Map<string, Usage>();
-    const refCount = new Map<number, number>();
-    const indexWant = new Map<string, number>();
-    const marksWant = new Set<string>();
-    let maxSeq = 0;
-    for (const { key, value } of this.entries.getRange({})) {
-      const rid = bytesId(key, 0, RECIPIENT_BYTES);
-      const seq = readU64(key, RECIPIENT_BYTES);
-      maxSeq = Math.max(maxSeq, seq);
-      const meta = parseHeader(value);
-      const u = usage.get(rid) ?? { count: 0, bytes: 0 };
-      u.count++;
-      u.bytes += meta.bodyLength + meta.wrappedKeyLength;
-      usage.set(rid, u);
-      if (meta.flags & FLAG_SHARED_BODY) refCount.set(meta.bodyId, (refCount.get(meta.bodyId) ?? 0) + 1);
-      else if (value.length !== HEADER_BYTES + meta.wrappedKeyLength + meta.bodyLength) problem(`entry ${hex(key)}/${seq}: inline body length mismatch`);
-      if (meta.flags & FLAG_STORAGE_KEY) {
-        const id = bytesId(key, 0, RECIPIENT_BYTES) + bytesId(value, 24, 72);
-        const had = indexWant.get(id);
-        if (had !== undefined) problem(`entries ${had} and ${seq} share recipient, sender and storage key`);
-        indexWant.set(id, Math.max(had ?? 0, seq));
-      }
-      marksWant.add(bytesId(markKey(expiryBucket(meta.expiresAt), key.subarray(0, RECIPIENT_BYTES))));
-    }
-    const storedSeq = this.meta.getBinary(SEQ_KEY);
-    if (maxSeq > (storedSeq ? readU64(storedSeq, 0) : 0)) problem(`seq counter below the highest stored seq ${maxSeq}`);
-
-    const fixes: Array<(op: Op) => void> = [];
-    // usage records and the in-memory counters
-    const usageStored = new Map<string, Usage>();
-    for (const { key, value } of this.usageDb.getRange({})) usageStored.set(bytesId(key), { count: readU64(value, 0), bytes: readU64(value, 8) });
-    for (const [rid, want] of usage) {
-      const got = usageStored.get(rid);
-      if (!got || got.count !== want.count || got.bytes !== want.bytes) {
-        problem(`usage record of ${hex(idBytes(rid))}: ${JSON.stringify(got ?? null)}, entries say ${JSON.stringify(want)}`);
-        fixes.push((op) => this.put(this.usageDb, idBytes(rid), usageValue(want.count, want.bytes), op));
-      }
-      const mem = this.usageMap.get(rid);
-      if (!mem || mem.count !== want.count || mem.bytes !== want.bytes) problem(`in-memory usage of ${hex(idBytes(rid))} disagrees with the entries`);
-    }
-    for (const rid of usageStored.keys()) {
-      if (!usage.has(rid)) {
-        problem(`usage record of ${hex(idBytes(rid))} without entries`);
-        fixes.push((op) => this.remove(this.usageDb, idBytes(rid), op));
-      }
-    }
-    for (const rid of this.usageMap.keys()) if (!usage.has(rid)) problem(`in-memory usage of ${hex(idBytes(rid))} without entries`);
-    let count = 0;
-    let bytes = 0;
-    for (const u of usage.values()) {
-      count += u.count;
-      bytes += u.bytes;
-    }
-    if (count !== this.totalCount || bytes !== this.totalBytes) problem(`totals ${this.totalCount}/${this.totalBytes}, entries say ${count}/${bytes}`);
-
-    // shared bodies and their refcounts
-    for (const { key, value } of this.refs.getRange({})) {
-      const id = readU64(key, 0);
-      const want = refCount.get(id) ?? 0;
-      const got = readU32(value, 0);
-      if (want === 0) {
-        problem(`refcount of body ${id} without entries`);
-        fixes.push((op) => this.remove(this.refs, key, op));
-      } else if (got !== want) {
-        problem(`refcount of body ${id} is ${got}, entries say ${want}`);
-        fixes.push((op) => this.put(this.refs, key, u32Value(want), op));
-      }
-    }
-    for (const [id, want] of refCount) {
-      if (this.refs.getBinary(u64Value(id)) === undefined) {
-        problem(`body ${id} has no refcount`);
-        fixes.push((op) => this.put(this.refs, u64Value(id), u32Value(want), op));
-      }
-      if (this.bodies.getBinary(u64Value(id)) === undefined) problem(`body ${id} is missing (its entries cannot be delivered)`);
-    }
-    for (const key of this.bodies.getKeys({})) {
-      const id = readU64(key, 0);
-      if (!refCount.has(id)) {
-        problem(`body ${id} is not referenced`);
-        fixes.push((op) => this.remove(this.bodies, key, op));
-      }
-    }
-
-    // replacement index
-    for (const { key, value } of this.index.getRange({})) {
-      const id = bytesId(key);
-      const want = indexWant.get(id);
-      const got = readU64(value, 0);
-      if (want === undefined) {
-        problem(`index slot for seq ${got} without its entry`);
-        fixes.push((op) => this.remove(this.index, idBytes(id), op));
-      } else if (want !== got) {
-        problem(`index slot points at ${got}, newest entry is ${want}`);
-        fixes.push((op) => this.put(this.index, idBytes(id), u64Value(want), op));
-      }
-    }
-    for (const [id, want] of indexWant) {
-      if (this.index.getBinary(idBytes(id)) === undefined) {
-        problem(`entry ${want} has a storage key but no index slot`);
-        fixes.push((op) => this.put(this.index, idBytes(id), u64Value(want), op));
-      }
-    }
-
-    // expiry marks: every entry needs its recipient's mark for its bucket. A mark without entries
-    // is normal (they were acknowledged); the sweep deletes it once its bucket has passed.
-    for (const id of marksWant) {
-      if (this.marks.getBinary(idBytes(id)) === undefined) {
-        const mark = idBytes(id);
-        problem(`recipient ${hex(mark.subarray(8))} has entries expiring from ${new Date(readU64(mark, 0)).toISOString()} but no expiry mark`);
-        fixes.push((op) => this.put(this.marks, mark, EMPTY, op));
-      }
-    }
-
+    const tables = { entries: this.entries, bodies: this.bodies, refs: this.refs, index: this.index, marks: this.marks, usage: this.usageDb, meta: this.meta };
+    const report = checkConsistency(tables, { usage: this.usageMap, count: this.totalCount, bytes: this.totalBytes });
     return {
-      problems,
+      problems: report.problems,
       fix: (op) => {
-        for (const f of fixes) f(op);
+        for (const f of report.fixes) {
+          if (f.value === null) this.remove(f.db, f.key, op);
+          else this.put(f.db, f.key, f.value, op);
+        }
         this.usageMap.clear();
-        for (const [rid, u] of usage) this.usageMap.set(rid, u);
-        this.totalCount = count;
-        this.totalBytes = bytes;
+        for (const [rid, u] of report.usage) this.usageMap.set(rid, u);
+        this.totalCount = report.count;
+        this.totalBytes = report.bytes;
         this.dirtyUsage.clear();
-        if (maxSeq > this.seqCounter) this.seqCounter = maxSeq;
+        if (report.maxSeq > this.seqCounter) this.seqCounter = report.maxSeq;
         this.seqDirty = true;
         this.put(this.meta, SEQ_KEY, u64Value(this.seqCounter), op);
       },
