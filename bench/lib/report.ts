@@ -142,6 +142,18 @@ export function evaluateTargets(records: BenchRecord[]): TargetResult[] {
       observed: typeof per !== 'number' ? 'not measured' : `${per.toFixed(1)} KiB per connection at ${fmtInt(Number(i!.extra!['connections']))}`,
     });
   }
+  // Issue 3: store-and-forward through the relay, one offline recipient, 1 KiB.
+  for (const [variant, target, what] of [
+    ['store to offline (STORE|RECEIPT, end to end)', 'store ≥ 100,000 msgs/s of 1 KiB to an offline recipient, receipts after commit', 'stored'],
+    ['drain on connect (DELIVER + ACK, end to end)', 'drain ≥ 100,000 msgs/s of 1 KiB to a connecting recipient, with ACKs', 'drained'],
+  ] as const) {
+    const r = find(records, 'store', 'pulltab', 1024, variant);
+    out.push({
+      target,
+      met: r?.msgsPerSec == null ? null : r.msgsPerSec >= 100_000,
+      observed: r?.msgsPerSec == null ? 'not measured' : `${fmtInt(r.msgsPerSec)} ${what} msgs/s`,
+    });
+  }
   return out;
 }
 
