@@ -2,7 +2,7 @@
  * Mailbox storage benchmark (LMDB store, real disk, default durable commits).
  *
  *   store  enqueue bodies to many offline recipients, one recipient per message, with a bounded
- *          number in flight, as the router does (enqueueNow, then one committed() per turn); only
+ *          number in flight, as the router does (enqueueNow, then one durable() per turn); only
  *          ok outcomes whose commit succeeded count.
  *   drain  read each recipient's mailbox in batches (readEach, as the router) and acknowledge each
  *          batch, with a bounded number of ack batches in flight; only acks that resolved count.
@@ -93,7 +93,7 @@ async function storeScenario(store: LmdbMailboxStore, keys: Uint8Array[], bodyBy
       }
       if (n === 0) return;
       pending += n;
-      void store.committed().then((committed) => {
+      void store.durable().then((committed) => {
         pending -= n;
         if (committed) ok += accepted;
         else refused += accepted;

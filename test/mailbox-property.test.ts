@@ -32,7 +32,7 @@ type Enqueue = {
   bodySize: number;
   bodySeed: number;
   to: Array<{ r: number; wk: number }>;
-  /** Through enqueueNow() + committed() (the router's way) instead of enqueue(). */
+  /** Through enqueueNow() + durable() (the router's way) instead of enqueue(). */
   split: boolean;
 };
 type Ack = { kind: 'ack'; r: number; pick: number; extra: number | null };
@@ -62,7 +62,7 @@ const enqueueArb: fc.Arbitrary<Enqueue> = fc.record({
 function enqueueBy(split: boolean, store: MailboxStore, req: EnqueueRequest): Promise<unknown> {
   if (!split) return store.enqueue(req);
   const outcomes = store.enqueueNow(req);
-  return store.committed().then((ok) => (ok ? outcomes : 'the commit failed'));
+  return store.durable().then((ok) => (ok ? outcomes : 'the commit failed'));
 }
 
 const ackArb: fc.Arbitrary<Ack> = fc.record({

@@ -481,6 +481,44 @@ t.test('lmdb: a format-1 store (one expiry key per entry) is migrated at open', 
   t.equal(gone.getKeysCount({}), 0, 'the old expiry keys are gone');
 });
 
+t.test('lmdb: durable() and enqueue resolve only after the transaction is flushed to disk, not at its commit', async (t) => {
+  const store = makeLmdb(t, { limits: { maxCountPerRecipient: 1e9, maxBytesPerRecipient: 1e15, maxTotalBytes: 1e15 } });
+  await store.ready;
+  // lmdb-js (overlapping sync, separateFlushed) resolves a write at its commit and carries the flush
+  // as `.flushed`; under continuous writes the flush of one transaction comes while the next is written.
+  const lastWrite = (): Promise<unknown> & { flushed?: PromiseLike<unknown> } =>
+    (store as unknown as { lastWrite: Promise<unknown> & { flushed?: PromiseLike<unknown> } }).lastWrite;
+  const checks: Array<Promise<{ flushedFirst: boolean; gap: boolean }>> = [];
+  let lastDurable: Promise<boolean> | null = null;
+  const until = Date.now() + 400;
+  for (let turn = 0; turn < 2000 && Date.now() < until && checks.length < 60; turn++) {
+    for (let i = 0; i < 40; i++) store.enqueueNow(req({ to: [A], body: bytes(200, i) }));
+    const durable = store.durable();
+    if (durable !== lastDurable) {
+      lastDurable = durable;
+      const write = lastWrite();
+      if (!write.flushed) throw new Error('the write carries no flush promise');
+      let committed = false;
+      let flushed = false;
+      let gap = false;
+      void write.then(() => { committed = true; });
+      void Promise.resolve(write.flushed).then(() => { flushed = true; gap = committed; });
+      checks.push(durable.then((ok) => ({ flushedFirst: ok && flushed, gap })));
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const results = await Promise.all(checks);
+  t.ok(results.length > 0, `${results.length} transactions observed`);
+  t.ok(results.every((r) => r.flushedFirst), 'every durable() resolved after its transaction was flushed');
+  t.comment(`${results.filter((r) => r.gap).length} of ${results.length} flushes came after their commit had resolved`);
+  const viaEnqueue = store.enqueue(req({ to: [B] }));
+  const write = lastWrite();
+  let flushed = false;
+  void Promise.resolve(write.flushed).then(() => { flushed = true; });
+  t.same(codes(await viaEnqueue), ['ok']);
+  t.ok(flushed, 'enqueue resolved after the flush');
+});
+
 t.test('lmdb: the map grows by itself from a small initial size', async (t) => {
   const store = makeLmdb(t, {});
   await store.close();

@@ -220,13 +220,13 @@ t.test('a failed commit answers STORE_ERROR for the messages it carried, and the
   const alice = await connectClient(relay, { raw: true });
   t.teardown(() => alice.close());
   // The store's commit outcome, as the router sees it, says "failed" for one batch.
-  const store = relay.store as { committed: () => Promise<boolean> };
-  const real = store.committed;
-  store.committed = () => Promise.resolve(false);
+  const store = relay.store as { durable: () => Promise<boolean> };
+  const real = store.durable;
+  store.durable = () => Promise.resolve(false);
   const one = alice.send([bob.publicKey], 'one', { store: true });
   const two = alice.send([bob.publicKey, carol.publicKey], 'two', { store: true });
   const [r1, r2] = await Promise.all([one, two]);
-  store.committed = real;
+  store.durable = real;
   t.same(r1.outcomes.map((o) => o.codeName), ['STORE_ERROR'], 'one recipient');
   t.same(r2.outcomes.map((o) => o.codeName), ['STORE_ERROR', 'STORE_ERROR'], 'two recipients');
   const r3 = await alice.send([bob.publicKey], 'three', { store: true });

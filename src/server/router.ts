@@ -41,7 +41,7 @@ export class Router {
   readonly #config: RelayConfig;
   readonly #log: Logger;
   readonly #stats: RelayStats;
-  /** Enqueues not yet committed, per recipient: the backlog is not drained until they land. */
+  /** Enqueues not yet durable, per recipient: the backlog is not drained until they land. */
   readonly #pendingEnqueues = new Map<string, number>();
   /** Reused for every SEND: the router handles one frame at a time. */
   readonly #view = newSendView();
@@ -228,7 +228,7 @@ export class Router {
     return Code.DELIVERED;
   }
 
-  /** Stores a SEND's one recipient entry (buf[o..]); the sender is answered once it is committed. */
+  /** Stores a SEND's one recipient entry (buf[o..]); the sender is answered once it is durable. */
   #enqueueOne(
     sender: Session, seq: number, wantReceipt: boolean, keyId: string, buf: Buffer, o: number,
     storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
@@ -246,7 +246,7 @@ export class Router {
     this.#awaitCommit(new StoredSend(sender, seq, wantReceipt, bodyEnd - bodyStart, keyId, marker, results[0] ?? STORE_FAILED, null));
   }
 
-  /** Stores the recipient entries of a SEND listed in `indexes`; the sender is answered once they are committed. */
+  /** Stores the recipient entries of a SEND listed in `indexes`; the sender is answered once they are durable. */
   #enqueueFor(
     sender: Session, seq: number, wantReceipt: boolean, indexes: number[], outcomes: number[],
     buf: Buffer, storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
@@ -272,7 +272,7 @@ export class Router {
    * event turn (a socket read) shares one commit, so one handler answers them all, in order.
    */
   #awaitCommit(item: StoredSend): void {
-    const commit = this.#store.committed();
+    const commit = this.#store.durable();
     let group = this.#commitGroup;
     if (group === null || this.#commitGroupOf !== commit) {
       const fresh: StoredSend[] = [];

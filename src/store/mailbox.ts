@@ -41,8 +41,13 @@
  * swept it still counts against quotas. removeOlderThan(ageMs, now) deletes entries with
  * storedAt < now - ageMs.
  *
- * Visibility. read() shows committed entries only: an entry becomes readable once its enqueue
- * promise could have resolved ok; an acknowledged entry disappears from read() at once. ack()
+ * Durability. "Durable" means on disk: it survives a crash of the relay process and of its machine.
+ * The LMDB store resolves enqueue() and durable() only after the transaction holding the writes has
+ * committed AND been flushed to disk (lmdb-js overlapping sync: the flush of one transaction runs
+ * while the next one is written, so waiting for it costs latency, not throughput).
+ *
+ * Visibility. read() shows committed entries only: an entry becomes readable once it is committed,
+ * which may be a moment before its enqueue promise resolves (that also waits for the flush); an acknowledged entry disappears from read() at once. ack()
  * deletes the recipient's entries with those seqs, expired or not, committed or not (an accepted
  * entry exists from the moment enqueue() returns); a seq that names no such entry (unknown, another
  * recipient's, already acked or replaced) is ignored.
@@ -122,12 +127,12 @@ export const DEFAULT_MAILBOX_LIMITS: Readonly<MailboxLimits> = Object.freeze({
 });
 
 export interface MailboxStore {
-  /** One outcome per recipient, in order; resolves only after the commit that makes ok outcomes durable. Never rejects. */
+  /** One outcome per recipient, in order; resolves only once ok outcomes are durable (see Durability). Never rejects. */
   enqueue(request: EnqueueRequest): Promise<EnqueueOutcome[]>;
   /**
    * enqueue() in two halves, for a caller that stores many messages per event turn and wants one
    * promise for all of them (the router, one per socket read): decides and returns the outcomes at
-   * once and issues the writes. Its ok outcomes are durable once the promise `committed()` returns
+   * once and issues the writes. Its ok outcomes are durable once the promise `durable()` returns
    * after this call resolves true; false means that commit failed and they are not stored (answer
    * STORE_ERROR). Accepted entries exist at once as for enqueue() (ack can delete them; read() shows
    * them after the commit). While the store cannot write at once (closing, or repairing itself after
@@ -135,10 +140,10 @@ export interface MailboxStore {
    */
   enqueueNow(request: EnqueueRequest): EnqueueOutcome[];
   /**
-   * Resolves once every write issued so far has committed: true, or false if the commit carrying the
+   * Resolves once every write issued so far is durable: true, or false if the commit carrying the
    * latest writes failed. Calls in one event turn get the same promise. Never rejects.
    */
-  committed(): Promise<boolean>;
+  durable(): Promise<boolean>;
   /** Entries of `recipient` with seq > afterSeq, in seq order, at most `limit`, never expired ones. Synchronous. */
   read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[];
   /**

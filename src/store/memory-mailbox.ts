@@ -8,7 +8,7 @@ import {
   type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore, type QuotaHook, type Usage,
 } from './mailbox.js';
 
-const COMMITTED: Promise<boolean> = Promise.resolve(true);
+const DURABLE: Promise<boolean> = Promise.resolve(true);
 
 interface Body {
   bytes: Uint8Array;
@@ -61,9 +61,9 @@ export class MemoryMailbox implements MailboxStore {
     return this.enqueueNow(request);
   }
 
-  /** Every write is "committed" at once in the model. */
-  committed(): Promise<boolean> {
-    return COMMITTED;
+  /** Every write is "durable" at once in the model. */
+  durable(): Promise<boolean> {
+    return DURABLE;
   }
 
   enqueueNow(request: EnqueueRequest): EnqueueOutcome[] {

@@ -4,8 +4,9 @@
  * Write path (strfry's, anchors §2(c) 8): one writer. Every mutation is decided synchronously on the
  * JS thread and turned into plain asynchronous `put`/`remove` calls; lmdb-js batches all writes
  * issued in one event turn into ONE transaction that its write thread executes and commits (group
- * commit). A caller's promise resolves when that transaction has committed (default sync settings:
- * a commit survives kill -9; noSync is never used). Because all writes of one logical operation are
+ * commit). A caller's promise resolves when that transaction has committed and been flushed to disk
+ * (lmdb-js overlapping sync: the flush runs while the next transaction is written; noSync is never
+ * used), so what it confirms survives kill -9 and power loss. Because all writes of one logical operation are
  * issued in the same turn, each operation is atomic on disk: entries, the replacement index, the
  * expiry marks, body refcounts, per-recipient usage and the seq counter always agree after a crash.
  *
@@ -23,7 +24,7 @@
  *    overlay once its transaction has committed (and only if no later operation replaced it), when
  *    LMDB itself answers the same. All operations of one lmdb-js batch share one commit promise, so
  *    one handler per batch settles them all (no per-operation promise chains); enqueueNow() +
- *    committed() hand that one promise to the router, which answers a whole turn's SENDs with it.
+ *    durable() hand that one promise to the router, which answers a whole turn's SENDs with it.
  *  - `handedOut` (./handed-out.ts) remembers what ack needs of the entries a read handed out.
  * If a commit ever fails, the callers get STORE_ERROR / a rejection and the store repairs itself:
  * it waits for every write in flight, then recomputes usage, refcounts and indexes from the entries
@@ -175,6 +176,17 @@ function refuseAll(request: EnqueueRequest, code: RefusalCode): EnqueueOutcome[]
   return out;
 }
 
+/**
+ * Resolves true once the transaction that carries `commit` has been flushed to disk. lmdb-js
+ * (overlappingSync, the default on Linux) resolves a write's promise at its commit and flushes while
+ * the next transaction is written; with `separateFlushed` the promise carries that flush as
+ * `.flushed`. A promise without it (nothing written yet) has nothing to flush.
+ */
+function flushedAfter(commit: Promise<unknown>): Promise<boolean> | boolean {
+  const flushed = (commit as { flushed?: PromiseLike<unknown> }).flushed;
+  return flushed === undefined ? true : Promise.resolve(flushed).then(() => true);
+}
+
 function failedCommit(outcome: EnqueueOutcome): EnqueueOutcome {
   return outcome.ok ? { ok: false, code: 'STORE_ERROR' } : outcome;
 }
@@ -213,7 +225,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly bodyOverlay = new Map<number, BodySlot>();
 
   private lastWrite: Promise<unknown> = Promise.resolve();
-  /** committed()'s answer while no batch is open: the outcome of lastWrite `of`. */
+  /** durable()'s answer while no batch is open: the outcome of lastWrite `of`. */
   private quietCommit: { of: Promise<unknown>; done: Promise<boolean> } | null = null;
   private open: Regs = newRegs();
   private batch: Batch | null = null;
@@ -249,6 +261,8 @@ class LmdbMailbox implements LmdbMailboxStore {
       keyEncoding: 'binary',
       encoding: 'binary',
       pageSize: options.pageSize ?? 8192,
+      // Each write's promise carries `.flushed`: receipts wait for the flush to disk, not only the commit.
+      separateFlushed: true,
       ...(options.mapSize !== undefined ? { mapSize: options.mapSize } : {}),
     });
     try {
@@ -349,7 +363,8 @@ class LmdbMailbox implements LmdbMailboxStore {
     let b = this.batch;
     if (b === null || b.commit !== commit) {
       const nb: Batch = { ...newRegs(), commit, done: Promise.resolve(true), ops: 0 };
-      nb.done = commit.then(
+      // The overlays go at the commit (LMDB answers reads the same from then on); callers wait for the flush.
+      const visible = commit.then(
         () => {
           this.settle(nb);
           return true;
@@ -360,6 +375,7 @@ class LmdbMailbox implements LmdbMailboxStore {
           return false;
         },
       );
+      nb.done = visible.then((ok) => ok && flushedAfter(commit));
       this.batch = b = nb;
     }
     b.ops++;
@@ -542,12 +558,13 @@ class LmdbMailbox implements LmdbMailboxStore {
     return this.acceptAndBind(request).outcomes;
   }
 
-  committed(): Promise<boolean> {
+  durable(): Promise<boolean> {
     const b = this.batch;
     if (b !== null && b.commit === this.lastWrite) return b.done;
     // No batch open this turn (nothing written, or its batch settled): one promise per last write.
     if (this.quietCommit === null || this.quietCommit.of !== this.lastWrite) {
-      this.quietCommit = { of: this.lastWrite, done: this.lastWrite.then(() => true, () => false) };
+      const last = this.lastWrite;
+      this.quietCommit = { of: last, done: last.then(() => flushedAfter(last), () => false) };
     }
     return this.quietCommit.done;
   }
