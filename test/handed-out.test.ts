@@ -35,7 +35,7 @@ t.test('HandedOut behaves like a Map per recipient', async (t) => {
     const take = (rid: string, s: number): boolean => {
       const want = model.get(rid)?.get(s);
       model.get(rid)?.delete(s);
-      return real.take(rid, s) === want && real.take(rid, s) === undefined;
+      return real.get(rid, s) === want && real.take(rid, s) === want && real.take(rid, s) === undefined && real.get(rid, s) === undefined;
     };
     for (const o of ops) {
       const rid = o.kind === 'clear' ? '' : `r${o.r}`;

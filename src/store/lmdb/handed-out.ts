@@ -28,6 +28,11 @@ export class HandedOut<T> {
     if (queue.push(seq, record)) this.#size++;
   }
 
+  /** The record for (rid, seq), or undefined. */
+  get(rid: string, seq: number): T | undefined {
+    return this.#byRecipient.get(rid)?.get(seq);
+  }
+
   /** The record for (rid, seq), forgotten; undefined if there is none. */
   take(rid: string, seq: number): T | undefined {
     const queue = this.#byRecipient.get(rid);
@@ -68,7 +73,29 @@ class SeqQueue<T> {
     return true;
   }
 
+  get(seq: number): T | undefined {
+    const i = this.#indexOf(seq);
+    return i < 0 ? undefined : this.#records[i];
+  }
+
   take(seq: number): T | undefined {
+    const i = this.#indexOf(seq);
+    if (i < 0) return undefined;
+    const record = this.#records[i];
+    if (record === undefined) return undefined;
+    this.#records[i] = undefined;
+    this.#live--;
+    while (this.#head < this.#seqs.length && this.#records[this.#head] === undefined) this.#head++;
+    if (this.#live === 0) {
+      this.#seqs = [];
+      this.#records = [];
+      this.#head = 0;
+    }
+    return record;
+  }
+
+  /** The index of seq at or after #head (binary search), or -1. */
+  #indexOf(seq: number): number {
     const seqs = this.#seqs;
     let lo = this.#head;
     let hi = seqs.length - 1;
@@ -77,21 +104,9 @@ class SeqQueue<T> {
       const s = seqs[mid]!;
       if (s < seq) lo = mid + 1;
       else if (s > seq) hi = mid - 1;
-      else {
-        const record = this.#records[mid];
-        if (record === undefined) return undefined;
-        this.#records[mid] = undefined;
-        this.#live--;
-        while (this.#head < seqs.length && this.#records[this.#head] === undefined) this.#head++;
-        if (this.#live === 0) {
-          this.#seqs = [];
-          this.#records = [];
-          this.#head = 0;
-        }
-        return record;
-      }
+      else return mid;
     }
-    return undefined;
+    return -1;
   }
 
   #compact(): void {

@@ -6,9 +6,10 @@
  * issued in one event turn into ONE transaction that its write thread executes and commits (group
  * commit). A caller's promise resolves when that transaction has committed and been flushed to disk
  * (lmdb-js overlapping sync: the flush runs while the next transaction is written; noSync is never
- * used), so what it confirms survives kill -9 and power loss. Because all writes of one logical operation are
- * issued in the same turn, each operation is atomic on disk: entries, the replacement index, the
- * expiry marks, body refcounts, per-recipient usage and the seq counter always agree after a crash.
+ * used), so what it confirms survives kill -9 and power loss. Because all writes of one logical
+ * operation are issued in the same turn, each operation is atomic on disk: entries, the replacement
+ * index, the expiry marks, body refcounts, per-recipient usage and the seq counter always agree
+ * after a crash.
  *
  * Decisions need state that includes writes not yet committed (quota of a burst of enqueues, a
  * replacement of an entry enqueued a moment ago, two acks of a shared body in one turn). So:
@@ -523,7 +524,8 @@ class LmdbMailbox implements LmdbMailboxStore {
     keep?: (meta: EntryMeta) => boolean): boolean {
     if (this.pendingDeleted.has(seq)) return false;
     // Known without reading it: not committed yet, or handed out by a read (the drain, then its ack).
-    const known = this.pendingNew.get(seq) ?? this.handedOut.take(rid, seq);
+    // (deleteEntry forgets the handed-out record; one kept here stays for the next ack.)
+    const known = this.pendingNew.get(seq) ?? this.handedOut.get(rid, seq);
     if (known !== undefined) {
       if (known.rid !== rid) return false;
       if (keep && keep({ flags: 0, wrappedKeyLength: 0, bodyLength: known.cost, storedAt: known.storedAt, expiresAt: known.expiresAt, bodyId: known.bodyId })) return false;
