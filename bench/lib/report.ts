@@ -144,7 +144,7 @@ export function evaluateTargets(records: BenchRecord[]): TargetResult[] {
   }
   // Issue 3: store-and-forward through the relay, one offline recipient, 1 KiB.
   for (const [variant, target, what] of [
-    ['store to offline (STORE|RECEIPT, end to end)', 'store ≥ 100,000 msgs/s of 1 KiB to an offline recipient, receipts after commit', 'stored'],
+    ['store to offline (STORE|RECEIPT, end to end)', 'store ≥ 100,000 msgs/s of 1 KiB to an offline recipient, receipts after commit and flush', 'stored'],
     ['drain on connect (DELIVER + ACK, end to end)', 'drain ≥ 100,000 msgs/s of 1 KiB to a connecting recipient, with ACKs', 'drained'],
   ] as const) {
     const r = find(records, 'store', 'pulltab', 1024, variant);
