@@ -232,3 +232,23 @@ t.test('a failed commit answers STORE_ERROR for the messages it carried, and the
   const r3 = await alice.send([bob.publicKey], 'three', { store: true });
   t.same(r3.outcomes.map((o) => o.codeName), ['STORED'], 'the next commit stores again');
 });
+
+t.test('RESULTs of stored messages come in SEND order, one- and two-recipient messages mixed', async (t) => {
+  const relay = await startRelay();
+  t.teardown(() => relay.close());
+  const bob = generateIdentity();
+  const carol = generateIdentity();
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  const answered: number[] = [];
+  const sends: Array<Promise<unknown>> = [];
+  for (let i = 0; i < 300; i++) {
+    const to = i % 3 === 1 ? [bob.publicKey, carol.publicKey] : [bob.publicKey];
+    sends.push(alice.send(to, `m${i}`, { store: true }).then((r) => {
+      if (r.outcomes.every((o) => o.codeName === 'STORED')) answered.push(i);
+    }));
+  }
+  await Promise.all(sends);
+  t.equal(answered.length, 300, 'every message stored');
+  t.same(answered, Array.from({ length: 300 }, (_, i) => i), 'answered in the order sent');
+});
