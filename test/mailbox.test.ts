@@ -519,6 +519,30 @@ t.test('lmdb: durable() and enqueue resolve only after the transaction is flushe
   t.ok(flushed, 'enqueue resolved after the flush');
 });
 
+t.test('lmdb: a failed commit is reported, new stores are refused while the store repairs itself, then accepted', async (t) => {
+  const failures: unknown[] = [];
+  let repaired: (problems: string[]) => void = () => {};
+  const repairedOnce = new Promise<string[]>((resolve) => { repaired = resolve; });
+  const store = openLmdbMailbox({
+    path: tempDir(t), sweepIntervalMs: 0,
+    onCommitFailure: (err) => failures.push(err),
+    onRepaired: (problems) => repaired(problems),
+  });
+  t.teardown(() => store.close());
+  await store.ready;
+  t.same(codes(await store.enqueue(req({ to: [A] }))), ['ok']);
+  // The path a rejected lmdb-js commit takes (a real one needs a failing disk).
+  (store as unknown as { noteFailure(err: unknown): void }).noteFailure(new Error('MDB_MAP_FULL'));
+  t.equal(failures.length, 1, 'reported once');
+  t.equal((failures[0] as Error).message, 'MDB_MAP_FULL');
+  await new Promise((resolve) => setImmediate(resolve));
+  t.same(codes(store.enqueueNow(req({ to: [B] }))), ['STORE_ERROR'], 'refused while repairing');
+  t.same(await repairedOnce, [], 'the repair found the store consistent');
+  t.equal(store.stats().commitFailures, 1);
+  t.same(codes(await store.enqueue(req({ to: [B] }))), ['ok'], 'accepted again after the repair');
+  t.same(store.read(A, 0, 10).length, 1);
+});
+
 t.test('lmdb: the map grows by itself from a small initial size', async (t) => {
   const store = makeLmdb(t, {});
   await store.close();

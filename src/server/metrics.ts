@@ -28,6 +28,8 @@ export interface MetricsSource {
   mailbox(): { count: number; bytes: number; recipients: number };
   /** Bytes of the LMDB data files in use. */
   storeFileBytes(): number;
+  /** Mailbox commits that failed since start (each answered STORE_ERROR and followed by a repair). */
+  storeCommitFailures(): number;
   eventLog(): { written: number; dropped: number; errors: number } | null;
   /** Admin answers by status name. */
   adminAnswers(): Record<string, number>;
@@ -108,6 +110,7 @@ export function createRegistry(source: MetricsSource): Registry {
   gauge('pulltab_mailbox_bytes', 'Stored bytes (body plus wrapped key, per recipient)', () => source.mailbox().bytes);
   gauge('pulltab_mailbox_recipients', 'Recipients with stored messages', () => source.mailbox().recipients);
   gauge('pulltab_lmdb_file_bytes', 'Bytes of the LMDB mailbox data file in use', () => source.storeFileBytes());
+  counter('pulltab_store_commit_failures_total', 'Mailbox commits that failed (answered STORE_ERROR, then repaired)', () => source.storeCommitFailures());
 
   labelled('pulltab_admin_requests_total', 'Admin requests answered, by status', 'status', () => source.adminAnswers());
   labelled('pulltab_event_log_lines_total', 'Event log lines, by outcome', 'outcome', (): Record<string, number> => {

@@ -93,6 +93,13 @@ export class Relay {
       },
       // Each recipient's mailbox quota comes from its policy.
       quotaFor: (recipient) => policies.quotaFor(recipient),
+      onCommitFailure: (err) => {
+        this.log.error({ event: 'mailbox_commit_failed', err: err instanceof Error ? err.message : String(err) },
+          'a mailbox write failed; its senders got STORE_ERROR and the store repairs itself');
+      },
+      onRepaired: (problems) => {
+        this.log.warn({ event: 'mailbox_repaired', problems: problems.length, first: problems.slice(0, 5) }, 'mailbox store repaired');
+      },
     });
     this.router = new Router(this.store, config, this.log, this.stats);
     const events = this.events;
@@ -240,6 +247,7 @@ export class Relay {
       policyDisconnects: () => ({ kicked: relay.stats.policyDisconnects.kicked, not_authorized: relay.stats.policyDisconnects.notAuthorized }),
       mailbox: () => relay.store.totals(),
       storeFileBytes: () => (relay.store as Partial<LmdbMailboxStore>).stats?.().mapBytes ?? 0,
+      storeCommitFailures: () => (relay.store as Partial<LmdbMailboxStore>).stats?.().commitFailures ?? 0,
       eventLog: () => (relay.events ? { written: relay.events.written, dropped: relay.events.dropped, errors: relay.events.errors } : null),
       adminAnswers: () => relay.admin.answers,
       ready: () => relay.ready,

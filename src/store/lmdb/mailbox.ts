@@ -61,8 +61,13 @@ export interface LmdbMailboxOptions {
    */
   pageSize?: number;
   /** Period of the background expiry sweep in ms; 0 disables it. Default 60 s. A sweep always runs at open. */
-  sweepIntervalMs?: number;  /** Each recipient's own count and byte limits (its policy's); see ../mailbox.ts. */
+  sweepIntervalMs?: number;
+  /** Each recipient's own count and byte limits (its policy's); see ../mailbox.ts. */
   quotaFor?: QuotaHook;
+  /** Told when a commit fails (or writes may have been left half done); a repair follows. Must not throw. */
+  onCommitFailure?: (error: unknown) => void;
+  /** Told when a repair after a failure has finished, with what it found and fixed. Must not throw. */
+  onRepaired?: (problems: string[]) => void;
 }
 
 export interface LmdbMailboxStats {
@@ -210,6 +215,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly clock: () => number;
   private currentLimits: MailboxLimits;
   private readonly quotaFor: QuotaHook | null;
+  private readonly hooks: Pick<LmdbMailboxOptions, 'onCommitFailure' | 'onRepaired'>;
 
   private readonly usageMap = new Map<string, Usage>();
   private totalCount = 0;
@@ -256,6 +262,7 @@ class LmdbMailbox implements LmdbMailboxStore {
     this.clock = options.now ?? Date.now;
     this.currentLimits = resolveLimits(DEFAULT_MAILBOX_LIMITS, options.limits);
     this.quotaFor = options.quotaFor ?? null;
+    this.hooks = { onCommitFailure: options.onCommitFailure, onRepaired: options.onRepaired };
     this.env = open<Buffer, Buffer>({
       path: options.path,
       maxDbs: 16,
@@ -370,9 +377,9 @@ class LmdbMailbox implements LmdbMailboxStore {
           this.settle(nb);
           return true;
         },
-        () => {
+        (err: unknown) => {
           this.settle(nb);
-          this.noteFailure();
+          this.noteFailure(err);
           return false;
         },
       );
@@ -398,14 +405,16 @@ class LmdbMailbox implements LmdbMailboxStore {
     for (const [id, slot] of b.bodies) if (this.bodyOverlay.get(id) === slot) this.bodyOverlay.delete(id);
   }
 
-  private noteFailure(): void {
+  private noteFailure(error: unknown): void {
     this.commitFailures++;
+    this.hooks.onCommitFailure?.(error);
     if (this.repairScheduled || this.closed || this.closing) return;
     this.repairScheduled = true;
     setImmediate(() => {
-      this.repair().catch(noop).finally(() => {
-        this.repairScheduled = false;
-      });
+      this.repair().then((problems) => this.hooks.onRepaired?.(problems), (err: unknown) => this.hooks.onCommitFailure?.(err))
+        .finally(() => {
+          this.repairScheduled = false;
+        });
     });
   }
 
@@ -578,11 +587,11 @@ class LmdbMailbox implements LmdbMailboxStore {
     try {
       const outcomes = this.accept(request, op);
       return { outcomes, done: op.writes === 0 ? null : this.bind() };
-    } catch {
+    } catch (err) {
       // Never throw out of enqueue. Writes issued before the throw may still commit: repair.
       if (op.writes > 0) {
         void this.settled();
-        this.noteFailure();
+        this.noteFailure(err);
       }
       return { outcomes: refuseAll(request, 'STORE_ERROR'), done: null };
     }
@@ -796,7 +805,7 @@ class LmdbMailbox implements LmdbMailboxStore {
     } catch (err) {
       if (op.writes > 0) {
         void this.settled();
-        this.noteFailure();
+        this.noteFailure(err);
       }
       return Promise.reject(err);
     }
@@ -857,7 +866,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       } catch (err) {
         if (op.writes > 0) {
           void this.settled();
-          this.noteFailure();
+          this.noteFailure(err);
         }
         throw err;
       }
