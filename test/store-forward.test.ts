@@ -2,8 +2,18 @@
 // ordering across the switch from mailbox to live, replacement by storage key.
 import t from 'tap';
 import { generateIdentity } from '../src/crypto/keys.js';
-import type { ReceivedMessage } from '../src/client/client.js';
+import type { ReceivedMessage, RelayClient } from '../src/client/client.js';
+import type { Relay } from '../src/server/relay.js';
 import { connectClient, connectCollecting, killRelay, once, removeDir, sleep, spawnRelay, startRelay, tempDir, waitForCount } from './helpers.js';
+
+/** A relay in this process and a raw-body sender connected to it, both closed when the test ends. */
+async function relayWithSender(t: { teardown(fn: () => unknown): void }): Promise<{ relay: Relay; alice: RelayClient }> {
+  const relay = await startRelay();
+  t.teardown(() => relay.close());
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  return { relay, alice };
+}
 
 t.test('crash: every message with a STORED receipt survives kill -9 and is delivered once, in order', async (t) => {
   const dir = tempDir();
@@ -51,11 +61,8 @@ t.test('crash: every message with a STORED receipt survives kill -9 and is deliv
 });
 
 t.test('ack: a recipient that disconnects before acknowledging gets those messages again, never the acknowledged ones', async (t) => {
-  const relay = await startRelay();
-  t.teardown(() => relay.close());
+  const { relay, alice } = await relayWithSender(t);
   const bob = generateIdentity();
-  const alice = await connectClient(relay, { raw: true });
-  t.teardown(() => alice.close());
   for (let i = 0; i < 10; i++) {
     const r = await alice.send([bob.publicKey], `m${i}`, { store: true });
     t.equal(r.outcomes[0].codeName, 'STORED');
@@ -79,11 +86,8 @@ t.test('ack: a recipient that disconnects before acknowledging gets those messag
 });
 
 t.test('a storable message written live to a connection that dies unacknowledged is delivered again', async (t) => {
-  const relay = await startRelay();
-  t.teardown(() => relay.close());
+  const { relay, alice } = await relayWithSender(t);
   const bob = generateIdentity();
-  const alice = await connectClient(relay, { raw: true });
-  t.teardown(() => alice.close());
   const { client: first, messages: firstMessages } = await connectCollecting(relay, { identity: bob, raw: true, autoAck: false });
   await sleep(100);
   const r = await alice.send([bob.publicKey], 'live but unacknowledged', { store: true });
@@ -151,11 +155,8 @@ t.test('quota and TTL refusals name their reason', async (t) => {
 });
 
 t.test('messages put back by a replaced connection reach its successor', async (t) => {
-  const relay = await startRelay();
-  t.teardown(() => relay.close());
+  const { relay, alice } = await relayWithSender(t);
   const bob = generateIdentity();
-  const alice = await connectClient(relay, { raw: true });
-  t.teardown(() => alice.close());
   const { client: first, messages: firstMessages } = await connectCollecting(relay, { identity: bob, raw: true, autoAck: false });
   first.on('error', () => {});
   await sleep(100);
@@ -194,11 +195,8 @@ t.test('a message put back after a lost connection never replaces a newer one wi
 });
 
 t.test('close() delivers the final acknowledgement: nothing acknowledged comes again', async (t) => {
-  const relay = await startRelay();
-  t.teardown(() => relay.close());
+  const { relay, alice } = await relayWithSender(t);
   const bob = generateIdentity();
-  const alice = await connectClient(relay, { raw: true });
-  t.teardown(() => alice.close());
   await Promise.all(Array.from({ length: 400 }, (_, i) => alice.send([bob.publicKey], Buffer.alloc(2000, i % 256), { store: true })));
   const { client: first, messages: firstMessages } = await connectCollecting(relay, { identity: bob, raw: true, autoAck: false });
   await waitForCount(firstMessages, 50);
@@ -213,12 +211,9 @@ t.test('close() delivers the final acknowledgement: nothing acknowledged comes a
 });
 
 t.test('a failed commit answers STORE_ERROR for the messages it carried, and the relay goes on storing', async (t) => {
-  const relay = await startRelay();
-  t.teardown(() => relay.close());
+  const { relay, alice } = await relayWithSender(t);
   const bob = generateIdentity();
   const carol = generateIdentity();
-  const alice = await connectClient(relay, { raw: true });
-  t.teardown(() => alice.close());
   // The store's commit outcome, as the router sees it, says "failed" for one batch.
   const store = relay.store as { durable: () => Promise<boolean> };
   const real = store.durable;
@@ -234,12 +229,9 @@ t.test('a failed commit answers STORE_ERROR for the messages it carried, and the
 });
 
 t.test('RESULTs of stored messages come in SEND order, one- and two-recipient messages mixed', async (t) => {
-  const relay = await startRelay();
-  t.teardown(() => relay.close());
+  const { alice } = await relayWithSender(t);
   const bob = generateIdentity();
   const carol = generateIdentity();
-  const alice = await connectClient(relay, { raw: true });
-  t.teardown(() => alice.close());
   const answered: number[] = [];
   const sends: Array<Promise<unknown>> = [];
   for (let i = 0; i < 300; i++) {

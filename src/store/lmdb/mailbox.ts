@@ -233,7 +233,7 @@ class LmdbMailbox implements LmdbMailboxStore {
 
   private lastWrite: Promise<unknown> = Promise.resolve();
   /** durable()'s answer while no batch is open: the outcome of lastWrite `of`. */
-  private quietCommit: { of: Promise<unknown>; done: Promise<boolean> } | null = null;
+  private quietDurable: { of: Promise<unknown>; done: Promise<boolean> } | null = null;
   private open: Regs = newRegs();
   private batch: Batch | null = null;
   private inflight = 0;
@@ -573,11 +573,11 @@ class LmdbMailbox implements LmdbMailboxStore {
     const b = this.batch;
     if (b !== null && b.commit === this.lastWrite) return b.done;
     // No batch open this turn (nothing written, or its batch settled): one promise per last write.
-    if (this.quietCommit === null || this.quietCommit.of !== this.lastWrite) {
+    if (this.quietDurable === null || this.quietDurable.of !== this.lastWrite) {
       const last = this.lastWrite;
-      this.quietCommit = { of: last, done: last.then(() => flushedAfter(last), () => false) };
+      this.quietDurable = { of: last, done: last.then(() => flushedAfter(last), () => false) };
     }
-    return this.quietCommit.done;
+    return this.quietDurable.done;
   }
 
   /** Decides and writes a request; `done` is its batch's outcome, null when it wrote nothing. */
