@@ -28,6 +28,14 @@ const configShape = z.object({
   maxRecipients: int(1, 255).default(64),
   /** Bytes queued to one connection before its messages spill to its mailbox or are refused. */
   outboundBudgetBytes: int(64 * 1024).default(4 * MiB),
+  /**
+   * Body bytes of one connection's storable SENDs awaiting their commit, and of all connections',
+   * past which the relay stops reading from the sender until commits catch up (memory bound).
+   */
+  storePendingBytesPerConnection: int(64 * 1024).default(16 * MiB),
+  storePendingBytesTotal: int(64 * 1024).default(256 * MiB),
+  /** Frames read from one connection in one event-loop turn before the others get theirs (fairness). */
+  readFramesPerTurn: int(1).default(1024),
   /** Messages written to a connection and not yet acknowledged, before the relay waits for acks. */
   inflightWindow: int(1, 1_000_000).default(4096),
   /** Seconds a stored message lives when the sender gives no TTL. */
@@ -138,7 +146,7 @@ export const RELOADABLE_KEYS = [
   'maxConnections', 'maxHandshakes', 'handshakeTimeoutMs', 'maxPayloadBytes', 'maxRecipients', 'outboundBudgetBytes',
   'inflightWindow', 'defaultTtlSeconds', 'maxTtlSeconds', 'writeDeadlineMs', 'pingIntervalMs', 'pingTimeoutMs',
   'acceptRatePerSecond', 'acceptBurst', 'rateBytesPerSecond', 'rateBurstBytes', 'rateMessagesPerSecond',
-  'rateBurstMessages', 'logDeliveries',
+  'rateBurstMessages', 'logDeliveries', 'storePendingBytesPerConnection', 'storePendingBytesTotal', 'readFramesPerTurn',
 ] as const satisfies readonly (keyof RelayConfig)[];
 
 export function defaultConfig(overrides: RelayConfigInput = {}): RelayConfig {

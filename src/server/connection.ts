@@ -15,7 +15,7 @@ import {
 import { FrameReader } from '../protocol/reader.js';
 import type { RelayConfig } from './config.js';
 import type { Router } from './router.js';
-import { Session, type SenderLimits } from './session.js';
+import { ReadPause, Session, type SenderLimits } from './session.js';
 import { TokenBucket } from './token-bucket.js';
 import type { RelayStats } from './stats.js';
 
@@ -60,8 +60,11 @@ export class Connection {
   // Rate limiting (null buckets: unlimited).
   #byteBucket: TokenBucket | null = null;
   #messageBucket: TokenBucket | null = null;
-  #throttled = false;
   #toldRateLimited = false;
+  /** Why the socket is not being read (ReadPause bits); read while 0. */
+  #pauses = 0;
+  /** Frames handled since this connection last let the others have a turn. */
+  #framesSinceYield = 0;
   // Liveness: something arrived since the last tick; when we last heard; when we pinged.
   #heard = true;
   #lastHeardAt = Date.now();
@@ -94,7 +97,9 @@ export class Connection {
     socket.on('error', () => { /* 'close' follows; socket errors are routine (resets) */ });
     socket.on('close', () => this.#onClose());
     socket.on('drain', () => {
-      if (this.session) this.#ctx.router.handleWritable(this.session);
+      if (!this.session) return;
+      this.#ctx.router.handleWritable(this.session);
+      this.#resumeIfOutputDrained();
     });
     this.#handshakeTimer = setTimeout(() => {
       this.#ctx.stats.handshakesTimedOut++;
@@ -113,7 +118,7 @@ export class Connection {
   #onData(chunk: Buffer): void {
     this.#heard = true;
     this.#ctx.stats.bytesIn += chunk.length;
-    // Bytes already read are never dropped: the chunk is handled, and reading pauses after it.
+    // Bytes already read are never dropped: the reader keeps what it has not handled while paused.
     if (this.#byteBucket !== null && !this.#byteBucket.take(chunk.length)) this.#throttle(this.#byteBucket.waitMs());
     try {
       this.#reader.push(chunk);
@@ -127,43 +132,19 @@ export class Connection {
   #onFrame(type: number, buf: Buffer, start: number, end: number): boolean | void {
     this.#ctx.stats.framesIn++;
     if (this.#state === 'active') {
+      this.#onActiveFrame(type, buf, start, end);
+      if (this.#state !== 'active') return;
       const session = this.session!;
-      switch (type) {
-        case FrameType.SEND:
-          if (this.#ctx.router.handleSend(session, buf, start, end) === 'close-malformed') {
-            this.#protocolError(Code.MALFORMED_FRAME, 'SEND shorter than its sequence number');
-          }
-          if (this.#messageBucket !== null && !this.#messageBucket.take(1)) {
-            this.#throttle(this.#messageBucket.waitMs());
-            return false; // the reader keeps the rest of the chunk until the bucket refills
-          }
-          return;
-        case FrameType.ACK: {
-          const id = parseAck(buf, start, end);
-          if (id === null) return this.#protocolError(Code.MALFORMED_FRAME, 'ACK must be 8 bytes');
-          this.#ctx.router.handleAck(session, id);
-          return;
-        }
-        case FrameType.PING:
-          if (end - start !== PING_LENGTH) return this.#protocolError(Code.MALFORMED_FRAME, 'PING must be 8 bytes');
-          session.out.writeFrame(encodeFrame(FrameType.PONG, buf.subarray(start, end)));
-          return;
-        case FrameType.PONG:
-          return;
-        case FrameType.CLOSE:
-          this.close(Code.OK, 'closed by client', false);
-          return;
-        case FrameType.ADMIN_REQUEST: {
-          const request = parseAdminRequest(buf, start, end);
-          if (request === null) return this.#protocolError(Code.MALFORMED_FRAME, 'ADMIN_REQUEST shorter than its request id');
-          this.#ctx.admin(session, request.json).then((answer) => {
-            if (!session.closed) session.out.writeFrame(encodeAdminResponse({ requestId: request.requestId, ...answer }));
-          });
-          return;
-        }
-        default:
-          return this.#protocolError(Code.UNEXPECTED_FRAME, `frame type 0x${type.toString(16)} is not sent by clients`);
+      // Replies to what this connection sends (PONGs, RESULTs, admin answers) count against its
+      // output too: past the bound it is not read until it reads what it was sent.
+      if (session.out.pendingBytes > this.#outputPauseBytes()) {
+        this.#ctx.stats.outputPauses++;
+        this.#pause(ReadPause.OUTPUT);
       }
+      // Fairness: one connection's flood never holds the event loop for longer than its share.
+      if (++this.#framesSinceYield >= this.#ctx.config.readFramesPerTurn) this.#yieldTurn();
+      // false: the reader keeps the rest of the chunk until reading resumes.
+      return this.#pauses === 0;
     }
     if (this.#state === 'handshake') {
       if (type !== FrameType.CLIENT_HELLO) {
@@ -171,6 +152,83 @@ export class Connection {
       }
       this.#onClientHello(buf, start, end);
     }
+  }
+
+  #onActiveFrame(type: number, buf: Buffer, start: number, end: number): void {
+    const session = this.session!;
+    switch (type) {
+      case FrameType.SEND:
+        if (this.#ctx.router.handleSend(session, buf, start, end) === 'close-malformed') {
+          this.#protocolError(Code.MALFORMED_FRAME, 'SEND shorter than its sequence number');
+        }
+        if (this.#messageBucket !== null && !this.#messageBucket.take(1)) this.#throttle(this.#messageBucket.waitMs());
+        return;
+      case FrameType.ACK: {
+        const id = parseAck(buf, start, end);
+        if (id === null) return this.#protocolError(Code.MALFORMED_FRAME, 'ACK must be 8 bytes');
+        this.#ctx.router.handleAck(session, id);
+        return;
+      }
+      case FrameType.PING:
+        if (end - start !== PING_LENGTH) return this.#protocolError(Code.MALFORMED_FRAME, 'PING must be 8 bytes');
+        session.out.writeFrame(encodeFrame(FrameType.PONG, buf.subarray(start, end)));
+        return;
+      case FrameType.PONG:
+        return;
+      case FrameType.CLOSE:
+        this.close(Code.OK, 'closed by client', false);
+        return;
+      case FrameType.ADMIN_REQUEST: {
+        const request = parseAdminRequest(buf, start, end);
+        if (request === null) return this.#protocolError(Code.MALFORMED_FRAME, 'ADMIN_REQUEST shorter than its request id');
+        this.#ctx.admin(session, request.json).then((answer) => {
+          if (!session.closed) session.out.writeFrame(encodeAdminResponse({ requestId: request.requestId, ...answer }));
+        });
+        return;
+      }
+      default:
+        return this.#protocolError(Code.UNEXPECTED_FRAME, `frame type 0x${type.toString(16)} is not sent by clients`);
+    }
+  }
+
+  /**
+   * Output past which the connection is not read: the outbound budget (where routing to it
+   * stops) plus the largest message one routing decision can add over it, so only replies to
+   * its own frames can take it there.
+   */
+  #outputPauseBytes(): number {
+    const config = this.#ctx.config;
+    return config.outboundBudgetBytes + config.maxPayloadBytes + 64 * 1024;
+  }
+
+  #resumeIfOutputDrained(): void {
+    if ((this.#pauses & ReadPause.OUTPUT) !== 0 && this.session!.out.pendingBytes <= this.#ctx.config.outboundBudgetBytes) {
+      this.#resume(ReadPause.OUTPUT);
+    }
+  }
+
+  /** Lets the other connections' reads run before this one's next frame. */
+  #yieldTurn(): void {
+    this.#framesSinceYield = 0;
+    if ((this.#pauses & ReadPause.TURN) !== 0) return;
+    this.#ctx.stats.turnYields++;
+    this.#pause(ReadPause.TURN);
+    setImmediate(() => this.#resume(ReadPause.TURN));
+  }
+
+  /** Stops reading for a reason; TCP holds the client back meanwhile. */
+  #pause(reason: number): void {
+    if (this.#pauses === 0) this.socket.pause();
+    this.#pauses |= reason;
+  }
+
+  /** Drops a reason; once none is left, handles what the reader held back, then reads again. */
+  #resume(reason: number): void {
+    if ((this.#pauses & reason) === 0) return;
+    this.#pauses &= ~reason;
+    if (this.#pauses !== 0 || this.#state !== 'active') return;
+    this.#reader.resume(); // may pause again, for what it had held back
+    if (this.#pauses === 0 && this.#state === 'active') this.socket.resume();
   }
 
   #onClientHello(buf: Buffer, start: number, end: number): void {
@@ -202,6 +260,8 @@ export class Connection {
     this.#leaveHandshake();
     const session = new Session(hello.clientKey, this.socket, ctx.limitsFor(hello.clientKey));
     session.closeConnection = (code, reason, retryAfterMs) => this.close(code, reason, true, retryAfterMs);
+    session.pauseReading = (reason) => this.#pause(reason);
+    session.resumeReading = (reason) => this.#resume(reason);
     this.session = session;
     this.#state = 'active';
     ctx.stats.handshakesOk++;
@@ -229,20 +289,14 @@ export class Connection {
    * client is told once per connection, with a NOTICE.
    */
   #throttle(waitMs: number): void {
-    if (this.#throttled) return;
-    this.#throttled = true;
+    if ((this.#pauses & ReadPause.RATE) !== 0) return;
     this.#ctx.stats.rateLimitPauses++;
-    this.socket.pause();
+    this.#pause(ReadPause.RATE);
     if (!this.#toldRateLimited && this.session) {
       this.#toldRateLimited = true;
       this.session.out.writeFrame(encodeClose(FrameType.NOTICE, { code: Code.RATE_LIMITED, retryAfterMs: waitMs, reason: codeMessage(Code.RATE_LIMITED) }));
     }
-    setTimeout(() => {
-      this.#throttled = false;
-      if (this.#state !== 'active') return;
-      this.#reader.resume(); // may throttle again, for what it had held back
-      if (!this.#throttled) this.socket.resume();
-    }, Math.max(1, waitMs)).unref();
+    setTimeout(() => this.#resume(ReadPause.RATE), Math.max(1, waitMs)).unref();
   }
 
   /** Housekeeping, called by the relay every few hundred milliseconds. */
@@ -266,6 +320,8 @@ export class Connection {
       this.close(Code.IDLE_TIMEOUT, codeMessage(Code.IDLE_TIMEOUT));
       return;
     }
+    // A drain event can be missed when the output shrank without a blocked write: check here too.
+    this.#resumeIfOutputDrained();
     // Slow consumer: output waiting, and the kernel has taken none of it for the deadline.
     const socket = this.socket;
     const dispatched = socket.bytesWritten - socket.writableLength;

@@ -100,9 +100,13 @@ export function createRegistry(source: MetricsSource): Registry {
     live: s.messagesOut - s.deliveredFromMailbox, mailbox: s.deliveredFromMailbox,
   }));
   counter('pulltab_messages_stored_total', 'Messages committed to a mailbox (per recipient)', () => s.stored);
+  counter('pulltab_messages_stored_live_total', 'Storable messages written live and kept in the mailbox until acknowledged (per recipient)', () => s.storedLive);
+  labelled('pulltab_read_pauses_total', 'Times reading from a connection was paused for a bound other than its rate limit, by reason', 'reason', () => ({
+    output: s.outputPauses, store: s.storePauses, turn: s.turnYields,
+  }));
   counter('pulltab_messages_spilled_total', 'Times a connected recipient fell behind and its messages went to its mailbox', () => s.spilled);
   labelled('pulltab_messages_dropped_total', 'Messages not delivered nor stored, by reason', 'reason', () => ({
-    offline: s.dropped.offline, busy: s.dropped.busy, held: s.droppedHeld, requeue_failed: s.requeueFailed,
+    offline: s.dropped.offline, busy: s.dropped.busy, held: s.droppedHeld,
     refused: s.refused, store_refused: s.refusedStore,
   }));
 

@@ -220,8 +220,8 @@ export class Relay {
       handshakes: { ok: s.handshakesOk, timedOut: s.handshakesTimedOut, ...s.handshakesRefused },
       messages: {
         in: s.messagesIn, deliveredLive: s.messagesOut - s.deliveredFromMailbox, deliveredFromMailbox: s.deliveredFromMailbox,
-        stored: s.stored, spilled: s.spilled, refused: s.refused, refusedStore: s.refusedStore,
-        dropped: { ...s.dropped, held: s.droppedHeld, requeueFailed: s.requeueFailed },
+        stored: s.stored, storedLive: s.storedLive, spilled: s.spilled, refused: s.refused, refusedStore: s.refusedStore,
+        dropped: { ...s.dropped, held: s.droppedHeld },
       },
       traffic: this.traffic(),
       disconnects: {
@@ -229,6 +229,7 @@ export class Relay {
         ...s.policyDisconnects,
       },
       rateLimitPauses: s.rateLimitPauses,
+      readPauses: { output: s.outputPauses, store: s.storePauses, turn: s.turnYields },
       mailbox: { ...this.store.totals(), fileBytes: storeStats?.mapBytes ?? 0 },
       eventLog: this.events ? { written: this.events.written, dropped: this.events.dropped, errors: this.events.errors } : null,
     };

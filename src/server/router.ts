@@ -5,6 +5,11 @@
 // recipient's mailbox may hold entries (its backlog), storable messages join the mailbox
 // behind them and non-storable ones wait in memory (bounded by the outbound budget) until
 // the backlog is drained; then everything flows live again.
+//
+// Durability: a storable message is always written to the mailbox, also when it goes out live
+// at once, and its sender is answered (DELIVERED or STORED) only after that commit is durable;
+// the recipient's ACK deletes the entry. So a success RESULT survives kill -9 until the
+// recipient acknowledges, and a connection that dies unacknowledged leaves nothing to put back.
 import type { Logger } from 'pino';
 import { encodeKey } from '../crypto/keys.js';
 import {
@@ -16,7 +21,7 @@ import {
 } from '../protocol/frames.js';
 import type { EnqueueOutcome, MailboxEntry, MailboxStore, RefusalCode } from '../store/mailbox.js';
 import type { RelayConfig } from './config.js';
-import type { HeldMarker, Session, UnackedLive } from './session.js';
+import { ReadPause, type HeldMarker, type Session } from './session.js';
 import type { RelayStats } from './stats.js';
 
 const REFUSAL_CODES: Record<RefusalCode, number> = {
@@ -30,7 +35,9 @@ const REFUSAL_CODES: Record<RefusalCode, number> = {
 };
 
 const DRAIN_BATCH = 256;
+/** #routeOne's verdicts for a storable message: into the mailbox only, or stored and written live. */
 const PENDING = -1;
+const LIVE = -2;
 const STORE_FAILED: EnqueueOutcome = { ok: false, code: 'STORE_ERROR' };
 
 export type SendVerdict = 'ok' | 'close-malformed';
@@ -43,6 +50,10 @@ export class Router {
   readonly #stats: RelayStats;
   /** Enqueues not yet durable, per recipient: the backlog is not drained until they land. */
   readonly #pendingEnqueues = new Map<string, number>();
+  /** Body bytes handed to the store and not yet durable, relay-wide (bounded: see #awaitCommit). */
+  #storeBytesPending = 0;
+  /** Senders not read from until their stores (or everyone's) commit. */
+  readonly #storePaused = new Set<Session>();
   /** Reused for every SEND: the router handles one frame at a time. */
   readonly #view = newSendView();
   /** SENDs stored in this event turn, answered when `#commitGroupOf` (their commit) resolves. */
@@ -67,22 +78,20 @@ export class Router {
     return previous;
   }
 
-  /** Called when a session's connection has closed. Unacknowledged storable messages go back to the mailbox. */
+  /**
+   * Called when a session's connection has closed. Its unacknowledged stored messages (from the
+   * mailbox or written live) are still in the mailbox: the key's next connection gets them.
+   */
   unregister(session: Session): void {
     // A late close of a replaced connection must not evict its successor.
     if (this.sessions.get(session.keyId) === session) this.sessions.delete(session.keyId);
     for (const item of session.held) if (Buffer.isBuffer(item)) this.#stats.droppedHeld++;
     session.held = [];
     session.heldBytes = 0;
-    const now = Date.now();
-    for (const live of session.takeUnackedLive()) {
-      const ttlSeconds = Math.ceil((live.expiresAt - now) / 1000);
-      if (ttlSeconds <= 0) continue;
-      this.#enqueue(session.key, session.keyId, live, ttlSeconds)
-        .then((outcome) => {
-          if (!outcome.ok && outcome.code !== 'SUPERSEDED') this.#stats.requeueFailed++;
-        });
-    }
+    // A successor that connected meanwhile read the committed ones in its own drain; one still
+    // being committed reaches it when its commit settles (#enqueueSettled).
+    session.clearInflight();
+    this.#storePaused.delete(session);
   }
 
   /** Routes one SEND frame whose payload is buf[start, end). */
@@ -112,9 +121,9 @@ export class Router {
       // The common case, kept free of per-message arrays.
       const o = recipientOffsets[0];
       const keyId = buf.toString('latin1', o, o + KEY_LENGTH);
-      const outcome = this.#routeOne(sender, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, storable, ttlSeconds);
-      if (outcome === PENDING) {
-        this.#enqueueOne(sender, seq, wantReceipt, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds);
+      const outcome = this.#routeOne(sender, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, storable);
+      if (outcome === PENDING || outcome === LIVE) {
+        this.#enqueueOne(sender, seq, wantReceipt, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds, outcome === LIVE);
       } else if (wantReceipt || (outcome !== Code.DELIVERED)) {
         this.#sendResult(sender, seq, overallCode(outcome), outcome);
       }
@@ -131,8 +140,8 @@ export class Router {
     const outcomes: number[] = new Array(n);
     const toStore: number[] = [];
     for (let i = 0; i < n; i++) {
-      outcomes[i] = this.#routeOne(sender, keyIds[i], buf, offsets[i], storageKeyOffset, bodyStart, bodyEnd, storable, ttlSeconds);
-      if (outcomes[i] === PENDING) toStore.push(i);
+      outcomes[i] = this.#routeOne(sender, keyIds[i], buf, offsets[i], storageKeyOffset, bodyStart, bodyEnd, storable);
+      if (outcomes[i] === PENDING || outcomes[i] === LIVE) toStore.push(i);
     }
     if (toStore.length > 0) {
       this.#enqueueFor(sender, seq, wantReceipt, toStore, outcomes, buf, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds, offsets);
@@ -142,10 +151,14 @@ export class Router {
     return 'ok';
   }
 
-  /** Delivers to one recipient now, or says PENDING when it must go to the mailbox. */
+  /**
+   * Delivers a non-storable message to one recipient now (or refuses it); for a storable one says
+   * LIVE when it is to be stored and written to the recipient's connection at once, PENDING when
+   * it goes to the mailbox only.
+   */
   #routeOne(
     sender: Session, keyId: string, buf: Buffer, recipientOffset: number, storageKeyOffset: number,
-    bodyStart: number, bodyEnd: number, storable: boolean, ttlSeconds: number,
+    bodyStart: number, bodyEnd: number, storable: boolean,
   ): number {
     const target = this.sessions.get(keyId);
     // A session that is closing is as good as offline: what is written to it now would be lost.
@@ -174,19 +187,27 @@ export class Router {
       this.#stats.dropped.busy++;
       return Code.RECIPIENT_BUSY;
     }
-    const deliveryId = this.#writeDeliver(target, sender.key, buf, recipientOffset, storageKeyOffset, bodyStart, bodyEnd, 0);
-    if (storable) {
-      target.track(deliveryId, 0, {
-        sender: sender.key,
-        storageKey: storageKeyOffset >= 0 ? Buffer.from(buf.subarray(storageKeyOffset, storageKeyOffset + STORAGE_KEY_LENGTH)) : null,
-        wrappedKey: Buffer.from(buf.subarray(recipientOffset + KEY_LENGTH + 1, recipientOffset + KEY_LENGTH + 1 + buf[recipientOffset + KEY_LENGTH])),
-        body: keepable(buf.subarray(bodyStart, bodyEnd)),
-        expiresAt: Date.now() + ttlSeconds * 1000,
-        acceptedSeq: this.#store.lastSeq(),
-      });
-    }
+    if (storable) return LIVE;
+    this.#writeDeliver(target, sender.key, buf, recipientOffset, storageKeyOffset, bodyStart, bodyEnd, 0);
     if (this.#config.logDeliveries) this.#logDelivery(sender.keyText, target.keyText, bodyEnd - bodyStart, 'live');
     return Code.DELIVERED;
+  }
+
+  /**
+   * Writes a storable message, just accepted by the store as entry `seq`, to the recipient's live
+   * connection (#routeOne said LIVE, in this same SEND). Returns the session it went to.
+   */
+  #writeLiveStored(
+    sender: Session, keyId: string, seq: number, buf: Buffer, recipientOffset: number, storageKeyOffset: number,
+    bodyStart: number, bodyEnd: number,
+  ): Session {
+    const target = this.sessions.get(keyId)!;
+    const deliveryId = this.#writeDeliver(target, sender.key, buf, recipientOffset, storageKeyOffset, bodyStart, bodyEnd, 0);
+    target.track(deliveryId, seq);
+    // Not in backlog, so every older entry of this mailbox has been written out: the drain, when
+    // there is one again, starts after this entry instead of sending it a second time.
+    target.lastMailboxSeq = seq;
+    return target;
   }
 
   /** Writes a DELIVER for a recipient entry of a SEND; returns its delivery id. */
@@ -228,13 +249,16 @@ export class Router {
     return Code.DELIVERED;
   }
 
-  /** Stores a SEND's one recipient entry (buf[o..]); the sender is answered once it is durable. */
+  /**
+   * Stores a SEND's one recipient entry (buf[o..]), and writes it to the recipient's connection
+   * too when `live`; the sender is answered once it is durable.
+   */
   #enqueueOne(
     sender: Session, seq: number, wantReceipt: boolean, keyId: string, buf: Buffer, o: number,
-    storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
+    storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number, live: boolean,
   ): void {
     const marker = this.#takeMarker(keyId);
-    this.#enqueueStarted(keyId);
+    if (!live) this.#enqueueStarted(keyId);
     const wStart = o + KEY_LENGTH + 1;
     const results = this.#store.enqueueNow({
       sender: sender.key,
@@ -243,10 +267,15 @@ export class Router {
       body: buf.subarray(bodyStart, bodyEnd),
       recipients: [{ key: buf.subarray(o, o + KEY_LENGTH), wrappedKey: buf.subarray(wStart, wStart + buf[o + KEY_LENGTH]) }],
     });
-    this.#awaitCommit(new StoredSend(sender, seq, wantReceipt, bodyEnd - bodyStart, keyId, marker, results[0] ?? STORE_FAILED, null));
+    const result = results[0] ?? STORE_FAILED;
+    const deliveredTo = live && result.ok ? this.#writeLiveStored(sender, keyId, result.seq, buf, o, storageKeyOffset, bodyStart, bodyEnd) : null;
+    this.#awaitCommit(new StoredSend(sender, seq, wantReceipt, bodyEnd - bodyStart, keyId, marker, result, live, deliveredTo, null));
   }
 
-  /** Stores the recipient entries of a SEND listed in `indexes`; the sender is answered once they are durable. */
+  /**
+   * Stores the recipient entries of a SEND listed in `indexes` (the body once for all of them), and
+   * writes those #routeOne said LIVE for to their connections; the sender is answered once they are durable.
+   */
   #enqueueFor(
     sender: Session, seq: number, wantReceipt: boolean, indexes: number[], outcomes: number[],
     buf: Buffer, storageKeyOffset: number, bodyStart: number, bodyEnd: number, ttlSeconds: number,
@@ -260,11 +289,18 @@ export class Router {
     const keyIds = recipients.map((r) => r.keyId);
     const markers = keyIds.map((keyId) => this.#markers.get(keyId));
     this.#markers.clear();
-    for (const keyId of keyIds) this.#enqueueStarted(keyId);
+    const live = indexes.map((i) => outcomes[i] === LIVE);
+    for (let j = 0; j < keyIds.length; j++) if (!live[j]) this.#enqueueStarted(keyIds[j]);
     const storageKey = storageKeyOffset >= 0 ? buf.subarray(storageKeyOffset, storageKeyOffset + STORAGE_KEY_LENGTH) : null;
     const results = this.#store.enqueueNow({ sender: sender.key, storageKey, ttlSeconds, body: buf.subarray(bodyStart, bodyEnd), recipients });
-    this.#awaitCommit(new StoredSend(sender, seq, wantReceipt, bodyEnd - bodyStart, '', undefined, STORE_FAILED,
-      { outcomes, indexes, keyIds, markers, results }));
+    const deliveredTo = indexes.map((i, j) => {
+      const result = results[j];
+      return live[j] && result !== undefined && result.ok
+        ? this.#writeLiveStored(sender, keyIds[j], result.seq, buf, offsets[i], storageKeyOffset, bodyStart, bodyEnd)
+        : null;
+    });
+    this.#awaitCommit(new StoredSend(sender, seq, wantReceipt, bodyEnd - bodyStart, '', undefined, STORE_FAILED, false, null,
+      { outcomes, indexes, keyIds, markers, results, live, deliveredTo }));
   }
 
   /**
@@ -272,6 +308,17 @@ export class Router {
    * event turn (a socket read) shares one commit, so one handler answers them all, in order.
    */
   #awaitCommit(item: StoredSend): void {
+    // Bodies waiting for their commit are held in memory: bounded per connection and relay-wide
+    // by not reading from a sender past either bound until commits bring it back under.
+    const sender = item.sender;
+    sender.storeBytesPending += item.bytes;
+    this.#storeBytesPending += item.bytes;
+    if ((sender.storeBytesPending > this.#config.storePendingBytesPerConnection || this.#storeBytesPending > this.#config.storePendingBytesTotal)
+      && !this.#storePaused.has(sender)) {
+      this.#storePaused.add(sender);
+      this.#stats.storePauses++;
+      sender.pauseReading(ReadPause.STORE);
+    }
     const commit = this.#store.durable();
     let group = this.#commitGroup;
     if (group === null || this.#commitGroupOf !== commit) {
@@ -290,24 +337,38 @@ export class Router {
     }
     for (const item of group) {
       const { sender, many } = item;
+      sender.storeBytesPending -= item.bytes;
+      this.#storeBytesPending -= item.bytes;
       let code: number;
       let outcomes: number[] | number;
       if (many === null) {
-        outcomes = this.#recordStored(sender, item.keyId, item.marker, committed ? item.result : failedCommit(item.result), item.bytes);
-        this.#enqueueSettled(item.keyId);
+        outcomes = this.#recordStored(sender, item.keyId, item.marker, committed ? item.result : failedCommit(item.result), item.bytes, item.deliveredTo);
+        this.#enqueueSettled(item.keyId, item.live, item.deliveredTo);
         code = overallCode(outcomes);
       } else {
         // Every marker is set before any recipient is drained: a drain releases held messages up to them.
-        const { indexes, keyIds, markers, results } = many;
+        const { indexes, keyIds, markers, results, live, deliveredTo } = many;
         outcomes = many.outcomes;
         for (let j = 0; j < indexes.length; j++) {
           const result = results[j] ?? STORE_FAILED;
-          outcomes[indexes[j]] = this.#recordStored(sender, keyIds[j], markers[j], committed ? result : failedCommit(result), item.bytes);
+          outcomes[indexes[j]] = this.#recordStored(sender, keyIds[j], markers[j], committed ? result : failedCommit(result), item.bytes, deliveredTo[j]);
         }
-        for (const keyId of keyIds) this.#enqueueSettled(keyId);
+        for (let j = 0; j < keyIds.length; j++) this.#enqueueSettled(keyIds[j], live[j], deliveredTo[j]);
         code = overallCode(outcomes);
       }
       if (!sender.closed && (item.wantReceipt || code !== Code.OK)) this.#sendResult(sender, item.seq, code, outcomes);
+    }
+    if (this.#storePaused.size > 0) this.#resumeStorePaused();
+  }
+
+  /** Reads again from senders paused for their pending stores, once they and the relay are under the bounds. */
+  #resumeStorePaused(): void {
+    if (this.#storeBytesPending > this.#config.storePendingBytesTotal) return;
+    const perConnection = this.#config.storePendingBytesPerConnection;
+    for (const session of this.#storePaused) {
+      if (session.storeBytesPending > perConnection) continue;
+      this.#storePaused.delete(session);
+      session.resumeReading(ReadPause.STORE);
     }
   }
 
@@ -319,10 +380,19 @@ export class Router {
     return marker;
   }
 
-  /** Accounts for one recipient's store outcome; returns its RESULT outcome code. */
-  #recordStored(sender: Session, keyId: string, marker: HeldMarker | undefined, result: EnqueueOutcome, bytes: number): number {
+  /**
+   * Accounts for one recipient's store outcome; returns its RESULT outcome code: DELIVERED for an
+   * entry that also went out live (to `deliveredTo`), STORED for one that waits in the mailbox.
+   */
+  #recordStored(sender: Session, keyId: string, marker: HeldMarker | undefined, result: EnqueueOutcome, bytes: number,
+    deliveredTo: Session | null): number {
     if (marker) marker.seq = result.ok ? result.seq : -1;
     if (result.ok) {
+      if (deliveredTo !== null) {
+        this.#stats.storedLive++;
+        if (this.#config.logDeliveries) this.#logDelivery(sender.keyText, deliveredTo.keyText, bytes, 'live');
+        return Code.DELIVERED;
+      }
       this.#stats.stored++;
       if (this.#config.logDeliveries) this.#logDelivery(sender.keyText, keyId, bytes, 'stored');
       return Code.STORED;
@@ -331,27 +401,24 @@ export class Router {
     return REFUSAL_CODES[result.code] ?? Code.STORE_ERROR;
   }
 
-  /** Puts an unacknowledged live message back in its recipient's mailbox, never over a newer namesake. */
-  #enqueue(key: Buffer, keyId: string, live: UnackedLive, ttlSeconds: number): Promise<EnqueueOutcome> {
-    this.#enqueueStarted(keyId);
-    const { sender, storageKey, body, wrappedKey, acceptedSeq } = live;
-    return this.#store.enqueue({ sender, storageKey, ttlSeconds, body, recipients: [{ key, wrappedKey }], keepNewerThan: acceptedSeq })
-      .then((r) => r[0], (): EnqueueOutcome => ({ ok: false, code: 'STORE_ERROR' }))
-      .finally(() => this.#enqueueSettled(keyId));
-  }
-
   #enqueueStarted(keyId: string): void {
     this.#pendingEnqueues.set(keyId, (this.#pendingEnqueues.get(keyId) ?? 0) + 1);
   }
 
-  #enqueueSettled(keyId: string): void {
-    const left = (this.#pendingEnqueues.get(keyId) ?? 1) - 1;
-    if (left > 0) this.#pendingEnqueues.set(keyId, left);
-    else this.#pendingEnqueues.delete(keyId);
-    // Whatever just landed in a connected recipient's mailbox (a spill, or messages put back
-    // by a connection that closed after its replacement drained) must reach it now.
+  /**
+   * One recipient entry's commit has settled (`live`: it was meant to go out live too, and went
+   * to `deliveredTo` unless the store refused it).
+   */
+  #enqueueSettled(keyId: string, live: boolean, deliveredTo: Session | null): void {
+    if (!live) {
+      const left = (this.#pendingEnqueues.get(keyId) ?? 1) - 1;
+      if (left > 0) this.#pendingEnqueues.set(keyId, left);
+      else this.#pendingEnqueues.delete(keyId);
+    }
+    // Whatever just landed in a connected recipient's mailbox (a spill, a message stored while
+    // it connected, or one written live to a connection it has since replaced) must reach it now.
     const target = this.sessions.get(keyId);
-    if (target !== undefined) {
+    if (target !== undefined && (!live || (deliveredTo !== null && target !== deliveredTo))) {
       target.backlog = true;
       this.drain(target);
     }
@@ -370,7 +437,7 @@ export class Router {
       // Held messages that came before this entry go first.
       if (session.held.length > 0) this.#releaseHeld(session, entry.seq - 1);
       const deliveryId = this.#writeStored(session, entry);
-      session.track(deliveryId, entry.seq, null);
+      session.track(deliveryId, entry.seq);
       session.lastMailboxSeq = entry.seq;
       if (session.held.length > 0) this.#releaseHeld(session, entry.seq);
     };
@@ -387,6 +454,17 @@ export class Router {
         this.#endBacklog(session);
         return;
       }
+    }
+    // The window is full. When that took the last entry, say so now rather than after the next
+    // ACK: a client may wait for QUEUE_EMPTY before it acknowledges.
+    if (session.inflightCount >= window && !session.queueEmptySent && !this.#pendingEnqueues.has(session.keyId)) {
+      let more: number;
+      try {
+        more = this.#store.readEach(session.key, session.lastMailboxSeq, 1, ignoreEntry);
+      } catch {
+        return;
+      }
+      if (more === 0) this.#endBacklog(session);
     }
   }
 
@@ -476,6 +554,7 @@ export class Router {
 }
 
 const NO_OUTCOMES: readonly number[] = [];
+const ignoreEntry = (): void => {};
 
 /** A SEND whose recipient entries were handed to the store, waiting for their commit. */
 class StoredSend {
@@ -488,9 +567,13 @@ class StoredSend {
     readonly keyId: string,
     readonly marker: HeldMarker | undefined,
     readonly result: EnqueueOutcome,
+    /** One recipient: it was connected and keeping up, so the entry went out live (to deliveredTo) unless refused. */
+    readonly live: boolean,
+    readonly deliveredTo: Session | null,
     /** Several recipients: the SEND's outcomes so far, and those of the stored ones (at `indexes`). */
     readonly many: {
       outcomes: number[]; indexes: number[]; keyIds: string[]; markers: (HeldMarker | undefined)[]; results: EnqueueOutcome[];
+      live: boolean[]; deliveredTo: (Session | null)[];
     } | null,
   ) {}
 }
@@ -505,15 +588,6 @@ function overallCode(outcomes: readonly number[] | number): number {
   if (typeof outcomes === 'number') return outcomes === Code.DELIVERED || outcomes === Code.STORED ? Code.OK : outcomes;
   for (const c of outcomes) if (c !== Code.DELIVERED && c !== Code.STORED) return c;
   return Code.OK;
-}
-
-/**
- * A body to keep until its ACK (up to inflightWindow per connection): a view when it fills most
- * of the socket read it arrived in, else a copy, so that a small message does not pin a whole
- * 64 KiB read buffer for as long as the recipient takes to acknowledge.
- */
-function keepable(body: Buffer): Buffer {
-  return body.length * 2 >= body.buffer.byteLength ? body : Buffer.from(body);
 }
 
 function encodeKeyId(keyId: string): string {

@@ -4,28 +4,35 @@ import type { Socket } from 'node:net';
 import { encodeKey } from '../crypto/keys.js';
 import { Outbound } from './outbound.js';
 
-/** A storable message written live and not yet acknowledged: put back in the mailbox if the connection dies. */
-export interface UnackedLive {
-  sender: Buffer;
-  storageKey: Buffer | null;
-  wrappedKey: Buffer;
-  body: Buffer;
-  expiresAt: number;
-  /** The store's last seq when this was delivered: a stored namesake with a higher seq is newer. */
-  acceptedSeq: number;
-}
-
 /** A storable message's place among held ones: its mailbox seq once committed (0 before, -1 if refused). */
 export interface HeldMarker {
   seq: number;
 }
 
-/** One delivery the session waits to see acknowledged: a mailbox entry (seq) or a live storable message. */
+/**
+ * One delivery of a mailbox entry the session waits to see acknowledged. A storable message
+ * written live is a mailbox entry too (it is stored as it goes out), so nothing is kept here
+ * but the two numbers: a connection that dies leaves its unacknowledged entries in the mailbox.
+ */
 interface Inflight {
   deliveryId: number;
   seq: number;
-  live: UnackedLive | null;
 }
+
+/**
+ * Why a connection is not being read (a bit each; it is read again once none is left). TCP then
+ * holds the client back: nothing is dropped, and nothing it sends is buffered beyond one read.
+ */
+export const ReadPause = {
+  /** Over its byte or message rate (policy or configuration). */
+  RATE: 1,
+  /** Its own output waits unread past the outbound budget (replies to what it sends). */
+  OUTPUT: 2,
+  /** Its SENDs awaiting their commit pass the per-connection or the relay-wide bound. */
+  STORE: 4,
+  /** It used its share of this event-loop turn; read again in the next. */
+  TURN: 8,
+} as const;
 
 /** The limits that apply to what this session sends; a policy change replaces them at once. */
 export interface SenderLimits {
@@ -65,6 +72,12 @@ export class Session {
   closeConnection: (code: number, reason: string, retryAfterMs?: number) => void = () => {};
   messagesIn = 0;
   messagesOut = 0;
+  /** Body bytes of this connection's SENDs handed to the store and not yet durable. */
+  storeBytesPending = 0;
+  /** Stops reading from the connection for a reason (a ReadPause bit; set by the connection). */
+  pauseReading: (reason: number) => void = () => {};
+  /** Reads again once no reason is left. */
+  resumeReading: (reason: number) => void = () => {};
   readonly #inflight: Inflight[] = [];
   #inflightHead = 0;
 
@@ -95,8 +108,8 @@ export class Session {
     return this.#inflight.length - this.#inflightHead;
   }
 
-  track(deliveryId: number, seq: number, live: UnackedLive | null): void {
-    this.#inflight.push({ deliveryId, seq, live });
+  track(deliveryId: number, seq: number): void {
+    this.#inflight.push({ deliveryId, seq });
   }
 
   /** Removes every delivery up to and including deliveryId; returns the mailbox seqs acknowledged. */
@@ -105,7 +118,7 @@ export class Session {
     const inflight = this.#inflight;
     let head = this.#inflightHead;
     while (head < inflight.length && inflight[head].deliveryId <= deliveryId) {
-      if (inflight[head].seq > 0) seqs.push(inflight[head].seq);
+      seqs.push(inflight[head].seq);
       head++;
     }
     if (head === inflight.length) {
@@ -119,15 +132,9 @@ export class Session {
     return seqs;
   }
 
-  /** Live storable messages still unacknowledged (they go back to the mailbox on close). */
-  takeUnackedLive(): UnackedLive[] {
-    const out: UnackedLive[] = [];
-    for (let i = this.#inflightHead; i < this.#inflight.length; i++) {
-      const live = this.#inflight[i].live;
-      if (live) out.push(live);
-    }
+  /** Forgets what is in flight (the connection closed: the entries stay in the mailbox). */
+  clearInflight(): void {
     this.#inflight.length = 0;
     this.#inflightHead = 0;
-    return out;
   }
 }

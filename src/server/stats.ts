@@ -12,10 +12,17 @@ export class RelayStats {
   messagesOut = 0;
   deliveredFromMailbox = 0;
   stored = 0;
+  /** Storable messages written live and stored until acknowledged (answered DELIVERED). */
+  storedLive = 0;
+  /** Times a sender was not read from because its (or the relay's) stores awaiting commit passed the bound. */
+  storePauses = 0;
+  /** Times a connection was not read from because its own unread output passed the bound. */
+  outputPauses = 0;
+  /** Times a connection used its share of an event-loop turn and was read again in the next. */
+  turnYields = 0;
   spilled = 0;
   refused = 0;
   refusedStore = 0;
-  requeueFailed = 0;
   droppedHeld = 0;
   rateLimitPauses = 0;
   slowConsumers = 0;
