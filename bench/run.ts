@@ -14,7 +14,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { generateIdentity, Signer, type Identity } from '../src/crypto/keys.js';
-import { Code, FrameType } from '../src/protocol/constants.js';
+import { Code, FrameType, SendFlags } from '../src/protocol/constants.js';
 import { encodeAck, encodeSend, parseDeliver, parseResult } from '../src/protocol/frames.js';
 import { PulltabPeer } from './lib/pulltab-peer.js';
 import { formatSummary, summarizeProfile } from './lib/profile-summary.js';
@@ -51,7 +51,7 @@ const T = QUICK
 const SIZES = [64, 1024, 16 * 1024, 64 * 1024];
 const RATES = [10_000, 20_000, 50_000];
 
-const SCENARIOS = ['one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'seal', 'healthz'] as const;
+const SCENARIOS = ['one-to-one', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'seal', 'healthz'] as const;
 if (argv.includes('--help') || argv.includes('-h')) {
   process.stdout.write(`usage: npm run bench -- [--quick] [--scenario NAME]... [--profile]\nscenarios: ${SCENARIOS.join(', ')}\n`);
   process.exit(0);
@@ -189,6 +189,8 @@ interface FlowSpec {
   variant?: string;
   /** Also hammer the relay's /healthz with autocannon during the measured window. */
   healthz?: boolean;
+  /** SEND flags (pulltab): STORE measures the storable path (stored as it goes out live, deleted on ACK). */
+  sendFlags?: number;
 }
 
 async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord> {
@@ -213,6 +215,7 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
       windowBytes: P >= 50 ? 256 * 1024 : Number(process.env.BENCH_WINDOW_MIB ?? 2) * MiB,
       maxMessages: 2_000_000_000,
       maxSeconds: (warmMs + measureMs) / 1000 + 5,
+      sendFlags: spec.sendFlags ?? 0,
     };
     if (system === 'pulltab') {
       const senders = Array.from({ length: P }, () => generateIdentity());
@@ -673,6 +676,14 @@ async function main(): Promise<void> {
 
   if (runs('one-to-one')) {
     for (const size of SIZES) for (const sys of systems) records.push(await safeFlow(sys, { scenario: 'one-to-one', senders: 1, fanout: 1, bodyBytes: size, mode: 'throughput' }));
+  }
+  if (runs('storable-one-to-one')) {
+    // What durability costs a connected recipient: the same 1:1 flow with STORE set (every message
+    // committed to the mailbox as it goes out, deleted by the receiver's ACK), beside the plain one.
+    for (const size of [64, 1024, 16 * 1024]) {
+      records.push(await safeFlow('pulltab', { scenario: 'storable-one-to-one', senders: 1, fanout: 1, bodyBytes: size, mode: 'throughput', variant: 'not storable' }));
+      records.push(await safeFlow('pulltab', { scenario: 'storable-one-to-one', senders: 1, fanout: 1, bodyBytes: size, mode: 'throughput', variant: 'STORE (stored until ACK)', sendFlags: SendFlags.STORE }));
+    }
   }
   if (runs('pairs-100')) {
     for (const sys of systems) records.push(await safeFlow(sys, { scenario: 'pairs-100', senders: 100, fanout: 1, bodyBytes: 1024, mode: 'throughput', variant: '100 pairs' }));

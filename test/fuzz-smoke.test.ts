@@ -1,7 +1,7 @@
 // The fuzz and soak tools, run briefly against a relay process, so `npm test` keeps them (and
 // what they check) working. The real runs are `npm run fuzz` and `npm run soak`.
 import t from 'tap';
-import { formatFuzzReport, runFuzz } from '../scripts/lib/fuzz.js';
+import { formatFuzzReport, FUZZ_BOUNDS, runFuzz } from '../scripts/lib/fuzz.js';
 import { formatSoakReport, runSoak } from '../scripts/lib/soak.js';
 
 t.test('fuzz for 3 s: the relay stays up, answers as documented, and the good pair loses nothing', async (t) => {
@@ -13,6 +13,8 @@ t.test('fuzz for 3 s: the relay stays up, answers as documented, and the good pa
   t.ok(r.frames > 10_000, `${r.frames} frames tried`);
   t.equal(r.mismatches, 0, 'every connection ended as docs/PROTOCOL.md says');
   t.same(r.relayErrors, [], 'no error in the relay log');
+  t.ok(r.anonPeak - r.anonBaseline <= FUZZ_BOUNDS.anonGrowthBytes, 'relay memory bounded beside clients that flood and do not read');
+  t.ok(r.pairRateUnderAttack >= r.pairRateCalm * FUZZ_BOUNDS.pairRateShare, 'the good pair kept its share beside a flooder');
 });
 
 t.test('soak for 3 s: every acknowledged storable message is accounted for', async (t) => {

@@ -215,7 +215,7 @@ async function openSenders(framesPerBatch: number, body: Buffer): Promise<Sender
   for (let i = 0; i < P; i++) {
     if (cfg.system === 'pulltab') {
       const recipients = cfg.receiverKeys!.slice(i * cfg.fanout, (i + 1) * cfg.fanout).map((hex) => ({ key: Buffer.from(hex, 'hex'), wrappedKey: new Uint8Array(0) }));
-      const frame = encodeSend({ seq: i, flags: 0, ttlSeconds: 0, storageKey: null, recipients, body });
+      const frame = encodeSend({ seq: i, flags: cfg.sendFlags ?? 0, ttlSeconds: 0, storageKey: null, recipients, body });
       const batch = Buffer.concat(Array.from({ length: framesPerBatch }, () => frame));
       const peer = new PulltabPeer({ port: cfg.port, signer: new Signer(identityFromSecret(Buffer.from(cfg.senderSecrets![i]!, 'hex'))) });
       peer.onFrame = (type, buf, start, end) => {

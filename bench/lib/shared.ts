@@ -33,6 +33,8 @@ export interface WorkerConfig {
   windowBytes: number;
   maxMessages: number;
   maxSeconds: number;
+  /** SEND flags of every message (pulltab): 0, or STORE for the storable path. */
+  sendFlags?: number;
   /** Hex Ed25519 seeds (pulltab). */
   senderSecrets?: string[];
   receiverSecrets?: string[];

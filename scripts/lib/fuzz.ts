@@ -2,6 +2,7 @@
 // a well-behaved pair of clients whose accepted messages must all arrive.
 import { randomBytes } from 'node:crypto';
 import { DEFAULT_PROTOCOL_LIMITS } from '../../src/protocol/constants.js';
+import { runAbusers, type AbuseReport } from './abusers.js';
 import { fuzzConnection, newTally, type FuzzContext } from './fuzz-conn.js';
 import { FrameFactory } from './fuzz-frames.js';
 import { GoodPair, type PairReport } from './good-pair.js';
@@ -35,7 +36,22 @@ export interface FuzzReport {
   peakRssBytes: number;
   /** RSS at the end: anonymous (heap, buffers) and file-backed (mostly the LMDB map). */
   endRss: { anon: number; file: number };
+  /** Anonymous RSS after the good pair's calm phase, and its peak while fuzzers and abusers ran (sampled). */
+  anonBaseline: number;
+  anonPeak: number;
+  /** The good pair's accepted messages per second alone (calm), and beside the fuzzers and abusers. */
+  pairRateCalm: number;
+  pairRateUnderAttack: number;
+  abuse: AbuseReport;
 }
+
+/** The bounds a run is held to (docs/PROTOCOL.md: outbound budget, pending commits, turns). */
+export const FUZZ_BOUNDS = {
+  /** Growth of the relay's anonymous memory while under attack. */
+  anonGrowthBytes: 256 * 1024 * 1024,
+  /** The good pair's rate under attack, as a share of its rate alone. */
+  pairRateShare: 0.1,
+};
 
 export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const log = options.log ?? (() => {});
@@ -49,7 +65,18 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   try {
     const pair = await GoodPair.start(relay.address);
     pair.run();
+    // The pair alone first: the rate every later figure is compared with.
+    const calmMs = Math.min(2000, Math.max(500, options.seconds * 250));
+    const calmStart = pair.acceptedSoFar;
+    await new Promise((resolve) => setTimeout(resolve, calmMs));
+    const pairRateCalm = ((pair.acceptedSoFar - calmStart) * 1000) / calmMs;
+    const anonBaseline = procStatusBytes(relay.pid, 'RssAnon');
+    let anonPeak = anonBaseline;
+    const sampler = setInterval(() => {
+      if (relay.exit === null) anonPeak = Math.max(anonPeak, procStatusBytes(relay.pid, 'RssAnon'));
+    }, 50);
     const started = Date.now();
+    const attackStart = pair.acceptedSoFar;
     const ctx: FuzzContext = {
       port: relay.port,
       limits,
@@ -64,9 +91,13 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     const workers = Array.from({ length: options.connections ?? 100 }, async () => {
       while (Date.now() < ctx.deadline && relay.exit === null) await fuzzConnection(ctx);
     });
+    const abuse = runAbusers(relay.port, ctx.deadline);
     await Promise.all(workers);
+    const abuseReport = await abuse;
     clearInterval(progress);
+    clearInterval(sampler);
     const seconds = (Date.now() - started) / 1000;
+    const pairRateUnderAttack = (pair.acceptedSoFar - attackStart) / seconds;
     const pairReport = await pair.finish(relay.exit === null ? 15_000 : 0);
     const peakRssBytes = procStatusBytes(relay.pid, 'VmHWM');
     const endRss = { anon: procStatusBytes(relay.pid, 'RssAnon'), file: procStatusBytes(relay.pid, 'RssFile') };
@@ -89,15 +120,28 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       pair: pairReport,
       peakRssBytes,
       endRss,
+      anonBaseline,
+      anonPeak,
+      pairRateCalm,
+      pairRateUnderAttack,
+      abuse: abuseReport,
     };
   } finally {
     await relay.stop();
   }
 }
 
-/** Pass or fail: the relay never went down and the good pair lost nothing. */
+/** Pass or fail: the relay never went down, the good pair lost nothing and kept moving, memory stayed bounded. */
 export function fuzzPassed(r: FuzzReport): boolean {
-  return r.crashes === 0 && r.pair.lost === 0;
+  return r.crashes === 0 && r.pair.lost === 0 && memoryBounded(r) && pairKeptMoving(r);
+}
+
+export function memoryBounded(r: FuzzReport): boolean {
+  return r.anonPeak - r.anonBaseline <= FUZZ_BOUNDS.anonGrowthBytes;
+}
+
+export function pairKeptMoving(r: FuzzReport): boolean {
+  return r.pairRateUnderAttack >= r.pairRateCalm * FUZZ_BOUNDS.pairRateShare;
 }
 
 export function formatFuzzReport(r: FuzzReport): string {
@@ -110,6 +154,9 @@ export function formatFuzzReport(r: FuzzReport): string {
     `  messages lost:      ${p.lost} (good pair: ${p.sent} sent, ${p.accepted} accepted, ${p.received} received, ${p.duplicates} duplicates, `
       + `${p.refused} refused, ${p.unanswered} unanswered, ${p.disconnects} disconnects, ${p.lostAllowed} non-storable lost across a disconnect, ${p.foreign} fuzzed messages received)`,
     `  relay peak RSS:     ${mib(r.peakRssBytes)} (VmHWM; at the end ${mib(r.endRss.anon)} anonymous + ${mib(r.endRss.file)} file-backed)`,
+    `  relay anon memory:  ${mib(r.anonBaseline)} before the attack, peak ${mib(r.anonPeak)} during it (bound: +${mib(FUZZ_BOUNDS.anonGrowthBytes)})${memoryBounded(r) ? '' : ' OVER'}`,
+    `  good pair rate:     ${r.pairRateCalm.toFixed(0)}/s alone, ${r.pairRateUnderAttack.toFixed(0)}/s under attack (bound: ${FUZZ_BOUNDS.pairRateShare * 100}%)${pairKeptMoving(r) ? '' : ' TOO SLOW'}`,
+    `  abusers wrote:      ${Object.entries(r.abuse.written).map(([k, v]) => `${k} ${mib(v)}`).join(', ')}`,
     `  protocol mismatches: ${r.mismatches}`,
     `  relay error logs:   ${r.relayErrors.length}`,
     `  connection endings: ${Object.entries(r.endings).map(([k, v]) => `${k} ${v}`).join(', ')}`,

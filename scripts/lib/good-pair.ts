@@ -114,6 +114,11 @@ export class GoodPair {
     }
   }
 
+  /** Messages the relay has answered DELIVERED or STORED so far (both directions). */
+  get acceptedSoFar(): number {
+    return this.#directions.reduce((n, d) => n + d.accepted.size, 0);
+  }
+
   /** Stops sending, waits for the last receipts, then up to waitMs for every accepted message to arrive. */
   async finish(waitMs = 15_000): Promise<PairReport> {
     this.#stop = true;

@@ -1,0 +1,101 @@
+// Clients that stay within the protocol and still try to take more than their share: the
+// fuzz run starts them beside its fuzzed connections, and asserts the relay's memory stays
+// bounded and the good pair keeps moving (issue 12, items 4, 5 and 7).
+//   - a PING flooder that reads its PONGs (fairness: it must not starve everyone else)
+//   - PING and refused-SEND flooders that never read (replies held to the outbound budget)
+//   - a pipeliner of 1 MiB stored SENDs that never reads its RESULTs (pending commits bounded)
+// Every loop stops at the deadline; traffic goes to the relay on loopback only.
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { generateIdentity, Signer } from '../../src/crypto/keys.js';
+import { FrameType, PROTOCOL_VERSION_MAX, SendFlags } from '../../src/protocol/constants.js';
+import { encodeFrame, encodeSend } from '../../src/protocol/frames.js';
+import { clientSignedBytes, encodeClientHello, parseServerHello, transcript } from '../../src/protocol/handshake.js';
+import { FrameReader } from '../../src/protocol/reader.js';
+
+export interface AbuseReport {
+  /** Bytes each abuser managed to write before the deadline (TCP holds back those the relay stops reading). */
+  written: Record<string, number>;
+}
+
+/** Connects and authenticates with a fresh key; resolves with the socket, its data events still flowing. */
+function authenticated(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, noDelay: true });
+    const identity = generateIdentity();
+    let done = false;
+    const reader = new FrameReader({
+      maxLength: () => 0xffffffff,
+      onFrame: (type, buf, start, end) => {
+        if (done) return;
+        if (type === FrameType.SERVER_HELLO) {
+          const hello = parseServerHello(buf, start, end)!;
+          const clientNonce = randomBytes(32);
+          const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: identity.publicKey, clientNonce, version: PROTOCOL_VERSION_MAX });
+          const signature = Buffer.from(new Signer(identity).sign(clientSignedBytes(t)));
+          socket.write(encodeClientHello({ version: PROTOCOL_VERSION_MAX, flags: 0, clientKey: Buffer.from(identity.publicKey), clientNonce, signature }));
+        } else if (type === FrameType.SERVER_WELCOME) {
+          done = true;
+          socket.removeAllListeners('data');
+          resolve(socket);
+        }
+      },
+      onError: () => {},
+    });
+    socket.on('data', (chunk: Buffer) => reader.push(chunk));
+    socket.on('error', (err) => { if (!done) reject(err); });
+  });
+}
+
+/** Writes `batch` again and again until the deadline, waiting for drain (bounded) when TCP pushes back. */
+async function flood(socket: Socket, next: () => Buffer, deadline: number, maxBytes = Infinity): Promise<number> {
+  let written = 0;
+  while (Date.now() < deadline && !socket.destroyed && written < maxBytes) {
+    const batch = next();
+    written += batch.length;
+    if (!socket.write(batch)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => { clearTimeout(timer); socket.off('drain', done); socket.off('close', done); resolve(); };
+        const timer = setTimeout(done, Math.max(1, Math.min(200, deadline - Date.now())));
+        socket.once('drain', done);
+        socket.once('close', done);
+      });
+    } else {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+  return written;
+}
+
+/** Runs every abuser against the relay at `port` until `deadline`. */
+export async function runAbusers(port: number, deadline: number): Promise<AbuseReport> {
+  const pings = Buffer.concat(Array.from({ length: 5000 }, () => encodeFrame(FrameType.PING, Buffer.alloc(8))));
+  const refused = Buffer.concat(Array.from({ length: 2000 }, (_, i) => encodeSend({ seq: i, flags: 0, ttlSeconds: 0, storageKey: null, recipients: [], body: Buffer.alloc(0) })));
+  const bigBody = Buffer.alloc(1024 * 1024 - 4096, 0x5a);
+  let seq = 0;
+  const stored = (): Buffer => encodeSend({
+    seq: ++seq, flags: SendFlags.STORE | SendFlags.RECEIPT, ttlSeconds: 600, storageKey: null,
+    recipients: [{ key: generateIdentity().publicKey, wrappedKey: Buffer.alloc(0) }], body: bigBody,
+  });
+  const abusers: Array<[string, (s: Socket) => Promise<number>]> = [
+    ['ping flood, reading', (s) => { s.on('data', () => {}); return flood(s, () => pings, deadline); }],
+    ['ping flood, not reading', (s) => { s.pause(); return flood(s, () => pings, deadline); }],
+    ['refused SENDs, not reading', (s) => { s.pause(); return flood(s, () => refused, deadline); }],
+    // 96 MiB of stored messages at most, so a long run does not fill the disk.
+    ['1 MiB stored SENDs, not reading', (s) => { s.pause(); return flood(s, stored, deadline, 96 * 1024 * 1024); }],
+  ];
+  const written: Record<string, number> = {};
+  await Promise.all(abusers.map(async ([name, run]) => {
+    let socket: Socket | null = null;
+    try {
+      socket = await authenticated(port);
+      socket.on('error', () => {});
+      written[name] = await run(socket);
+    } catch {
+      written[name] = written[name] ?? 0;
+    } finally {
+      socket?.destroy();
+    }
+  }));
+  return { written };
+}
