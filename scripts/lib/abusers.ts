@@ -7,15 +7,29 @@
 // Every loop stops at the deadline; traffic goes to the relay on loopback only.
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { generateIdentity, Signer } from '../../src/crypto/keys.js';
 import { FrameType, PROTOCOL_VERSION_MAX, SendFlags } from '../../src/protocol/constants.js';
 import { encodeFrame, encodeSend } from '../../src/protocol/frames.js';
 import { clientSignedBytes, encodeClientHello, parseServerHello, transcript } from '../../src/protocol/handshake.js';
 import { FrameReader } from '../../src/protocol/reader.js';
 
+/** The bounds a fuzz or soak run beside the abusers is held to (docs/PROTOCOL.md: outbound budget, pending commits, turns). */
+export const ABUSE_BOUNDS = {
+  /** Growth of the relay's anonymous memory while they run. */
+  anonGrowthBytes: 256 * 1024 * 1024,
+  /**
+   * The fuzz's good pair: its rate beside the flooders (and the fuzzers), as a share of its rate
+   * alone. Before the relay yielded between connections a PING flood alone took it to about 1%.
+   */
+  pairRateShare: 0.1,
+};
+
 export interface AbuseReport {
   /** Bytes each abuser managed to write before the deadline (TCP holds back those the relay stops reading). */
   written: Record<string, number>;
+  /** Set when the abusers could not run at all (their thread failed). */
+  error?: string;
 }
 
 /** Connects and authenticates with a fresh key; resolves with the socket, its data events still flowing. */
@@ -67,8 +81,12 @@ async function flood(socket: Socket, next: () => Buffer, deadline: number, maxBy
   return written;
 }
 
-/** Runs every abuser against the relay at `port` until `deadline`. */
-export async function runAbusers(port: number, deadline: number): Promise<AbuseReport> {
+/**
+ * Runs every abuser against the relay at `port` until `deadline`; the stored-send pipeliner
+ * starts at `pipelineFrom` (its commits share the one store writer with every storable receipt,
+ * so a fairness measurement of the event loop is taken before it starts).
+ */
+export async function runAbusers(port: number, deadline: number, pipelineFrom = 0): Promise<AbuseReport> {
   const pings = Buffer.concat(Array.from({ length: 5000 }, () => encodeFrame(FrameType.PING, Buffer.alloc(8))));
   const refused = Buffer.concat(Array.from({ length: 2000 }, (_, i) => encodeSend({ seq: i, flags: 0, ttlSeconds: 0, storageKey: null, recipients: [], body: Buffer.alloc(0) })));
   const bigBody = Buffer.alloc(1024 * 1024 - 4096, 0x5a);
@@ -81,8 +99,14 @@ export async function runAbusers(port: number, deadline: number): Promise<AbuseR
     ['ping flood, reading', (s) => { s.on('data', () => {}); return flood(s, () => pings, deadline); }],
     ['ping flood, not reading', (s) => { s.pause(); return flood(s, () => pings, deadline); }],
     ['refused SENDs, not reading', (s) => { s.pause(); return flood(s, () => refused, deadline); }],
-    // 96 MiB of stored messages at most, so a long run does not fill the disk.
-    ['1 MiB stored SENDs, not reading', (s) => { s.pause(); return flood(s, stored, deadline, 96 * 1024 * 1024); }],
+    // 32 MiB of stored messages (twice the per-connection bound on pending commits), then it
+    // stops: a long run must not fill the disk, and while it writes, every storable receipt
+    // waits for the same single-writer commits as its own.
+    ['1 MiB stored SENDs, not reading', async (s) => {
+      s.pause();
+      while (Date.now() < pipelineFrom && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      return flood(s, stored, deadline, 32 * 1024 * 1024);
+    }],
   ];
   const written: Record<string, number> = {};
   await Promise.all(abusers.map(async ([name, run]) => {
@@ -98,4 +122,37 @@ export async function runAbusers(port: number, deadline: number): Promise<AbuseR
     }
   }));
   return { written };
+}
+
+/** The abusers on a worker thread (./abusers-worker.ts; it inherits this process's TypeScript loader). */
+export interface AbuserThread {
+  /** Resolves once the thread has loaded. */
+  ready: Promise<void>;
+  /** Runs the abusers until deadline (see runAbusers); resolves with their report when the thread ends. */
+  run(deadline: number, pipelineFrom?: number): Promise<AbuseReport>;
+}
+
+export function startAbuserThread(port: number): AbuserThread {
+  const worker = new Worker(new URL('./abusers-worker.ts', import.meta.url), { workerData: { port } });
+  let report: AbuseReport = { written: {}, error: 'the abusers\' thread ended without a report' };
+  let markReady!: () => void;
+  const ready = new Promise<void>((resolve) => { markReady = resolve; });
+  const ended = new Promise<AbuseReport>((resolve) => {
+    worker.on('message', (m: AbuseReport | 'ready') => {
+      if (m === 'ready') markReady();
+      else {
+        report = m;
+        void worker.terminate();
+      }
+    });
+    worker.once('error', (err) => { report = { written: {}, error: String(err) }; });
+    worker.once('exit', () => { markReady(); resolve(report); });
+  });
+  return {
+    ready,
+    run: (deadline, pipelineFrom = 0) => {
+      worker.postMessage({ deadline, pipelineFrom });
+      return ended;
+    },
+  };
 }

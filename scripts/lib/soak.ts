@@ -4,6 +4,7 @@
 // relay's memory and open files are read after a warm-up and again at the end, both times
 // with no client connected.
 import { generateIdentity } from '../../src/crypto/keys.js';
+import { ABUSE_BOUNDS, startAbuserThread, type AbuseReport } from './abusers.js';
 import { liveUntil, SoakConnection, type Population } from './soak-client.js';
 import { Ledger, type LedgerReport } from './soak-ledger.js';
 import { ensureBuilt, mib, openFds, procStatusBytes, startRelayProcess } from './relay-process.js';
@@ -18,6 +19,8 @@ export interface SoakOptions {
   /** The relay's inflightWindow (default 16, far below its own default, to exercise spilling). */
   inflightWindow?: number;
   log?: (line: string) => void;
+  /** Run the abusers (scripts/lib/abusers.ts) beside the soak's clients; default true. */
+  abusers?: boolean;
 }
 
 export interface ResourceSample {
@@ -37,6 +40,9 @@ export interface SoakReport extends LedgerReport {
   start: ResourceSample;
   end: ResourceSample;
   peakRssBytes: number;
+  /** Peak anonymous RSS while the soak (and its abusers) ran, sampled. */
+  anonPeak: number;
+  abuse: AbuseReport | null;
   crashes: number;
   relayExit: string | null;
   relayTail: string[];
@@ -98,6 +104,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       friends: Array.from({ length: n }, () => Array.from({ length: 3 }, () => Math.floor(Math.random() * n))),
       pauseMs: options.pauseMs ?? 30,
     };
+    const abusers = options.abusers === false ? null : startAbuserThread(relay.port);
+    await abusers?.ready;
     const active = pop.identities.map((_, i) => i).filter((i) => !pop.late.has(i));
     const live = (ms: number) => Promise.all(active.map((i) => liveUntil(pop, i, Date.now() + ms)));
 
@@ -109,12 +117,21 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     log(`after warm-up: RSS ${mib(start.rssBytes)}, ${start.fds} open files; soaking for ${options.seconds} s`);
 
     const began = Date.now();
+    // Beside the soak's clients, the abusers (floods, non-readers, a stored-send pipeliner): the
+    // ledger must still balance, and the relay's memory stay within its bounds.
+    const abuse = abusers === null ? null : abusers.run(began + options.seconds * 1000);
+    let anonPeak = start.anonBytes;
+    const sampler = setInterval(() => {
+      if (relay.exit === null) anonPeak = Math.max(anonPeak, procStatusBytes(relay.pid, 'RssAnon'));
+    }, 50);
     const progress = setInterval(() => {
       const r = pop.ledger.counts;
       log(`${((Date.now() - began) / 1000).toFixed(0)} s: ${r.messages} messages, ${r.storableAcknowledged} storable acknowledged, relay RSS ${mib(procStatusBytes(relay.pid, 'VmRSS'))}, ${openFds(relay.pid)} open files`);
     }, 10_000);
     await live(options.seconds * 1000);
+    const abuseReport = abuse === null ? null : await abuse;
     clearInterval(progress);
+    clearInterval(sampler);
     const seconds = (Date.now() - began) / 1000;
 
     log('draining every mailbox...');
@@ -125,6 +142,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       ...pop.ledger.report(),
       seconds, identities: n, late: lateCount, drainTimedOut, start, end,
       peakRssBytes: procStatusBytes(relay.pid, 'VmHWM'),
+      anonPeak,
+      abuse: abuseReport,
       crashes: relay.exit === null ? 0 : 1,
       relayExit: relay.exit === null ? null : `code ${relay.exit.code}, signal ${relay.exit.signal}`,
       relayTail: relay.tail(),
@@ -137,7 +156,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
 
 /** Pass or fail: the relay stayed up, every acknowledged storable message is accounted for, every duplicate explained. */
 export function soakPassed(r: SoakReport): boolean {
-  return r.crashes === 0 && r.storableMissing === 0 && r.duplicatesUnexplained === 0;
+  return r.crashes === 0 && r.storableMissing === 0 && r.duplicatesUnexplained === 0 && soakMemoryBounded(r);
+}
+
+export function soakMemoryBounded(r: SoakReport): boolean {
+  return r.anonPeak - r.start.anonBytes <= ABUSE_BOUNDS.anonGrowthBytes;
 }
 
 export function formatSoakReport(r: SoakReport): string {
@@ -153,6 +176,7 @@ export function formatSoakReport(r: SoakReport): string {
     `  relay RSS:            ${mib(r.start.rssBytes)} after warm-up, ${mib(r.end.rssBytes)} at the end (ratio ${ratio(r.end.rssBytes, r.start.rssBytes)}), peak ${mib(r.peakRssBytes)}`,
     `    of which anonymous: ${mib(r.start.anonBytes)} → ${mib(r.end.anonBytes)} (ratio ${ratio(r.end.anonBytes, r.start.anonBytes)}); file-backed (LMDB map): ${mib(r.start.fileBytes)} → ${mib(r.end.fileBytes)}`,
     `  relay open files:     ${r.start.fds} after warm-up, ${r.end.fds} at the end (ratio ${ratio(r.end.fds, r.start.fds)})`,
+    `  relay anon memory:    ${mib(r.start.anonBytes)} after warm-up, peak ${mib(r.anonPeak)} beside the abusers (bound: +${mib(ABUSE_BOUNDS.anonGrowthBytes)})${soakMemoryBounded(r) ? '' : ' OVER'}`,
     `  relay crashes:        ${r.crashes}${r.relayExit ? ` (exited: ${r.relayExit})` : ''}`,
     `  relay error logs:     ${r.relayErrors.length}`,
   ];

@@ -32,7 +32,7 @@ const configShape = z.object({
    * Body bytes of one connection's storable SENDs awaiting their commit, and of all connections',
    * past which the relay stops reading from the sender until commits catch up (memory bound).
    */
-  storePendingBytesPerConnection: int(64 * 1024).default(16 * MiB),
+  storePendingBytesPerConnection: int(64 * 1024).default(4 * MiB),
   storePendingBytesTotal: int(64 * 1024).default(256 * MiB),
   /** Frames read from one connection in one event-loop turn before the others get theirs (fairness). */
   readFramesPerTurn: int(1).default(1024),
