@@ -11,7 +11,9 @@ import { pino } from 'pino';
 import { RelayClient, type ReceivedMessage, type RelayClientOptions } from '../src/client/client.js';
 import { generateIdentity, Signer, type Identity } from '../src/crypto/keys.js';
 import { FrameType, PROTOCOL_VERSION_MAX } from '../src/protocol/constants.js';
-import { clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript, type ServerWelcome } from '../src/protocol/handshake.js';
+import {
+  clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript, type ServerHello, type ServerWelcome,
+} from '../src/protocol/handshake.js';
 import { FrameReader } from '../src/protocol/reader.js';
 import type { RelayConfigInput } from '../src/server/config.js';
 import { Relay } from '../src/server/relay.js';
@@ -86,6 +88,13 @@ export interface RawFrame {
   payload: Buffer;
 }
 
+/** What RawPeer.handshake sends instead of an honest CLIENT_HELLO. */
+export interface ForgedHello {
+  clientKey: Uint8Array;
+  clientNonce: Uint8Array;
+  signature: Uint8Array;
+}
+
 /** A protocol peer that speaks frames by hand. */
 export class RawPeer {
   readonly socket: Socket;
@@ -143,17 +152,31 @@ export class RawPeer {
     this.socket.write(bytes);
   }
 
-  /** Runs the client side of the handshake; returns the welcome. */
-  async handshake(identity: Identity = generateIdentity(), options: { corruptSignature?: boolean; version?: number } = {}): Promise<ServerWelcome> {
+  /**
+   * Runs the client side of the handshake; returns the welcome. `forge` replaces the client's
+   * key, nonce and signature (for keys no one holds the secret of); it sees the SERVER_HELLO.
+   */
+  async handshake(identity: Identity = generateIdentity(), options: {
+    corruptSignature?: boolean; version?: number; forge?: (hello: ServerHello, version: number) => ForgedHello;
+  } = {}): Promise<ServerWelcome> {
     const helloFrame = await this.next();
     if (!helloFrame || helloFrame.type !== FrameType.SERVER_HELLO) throw new Error('expected SERVER_HELLO');
     const hello = parseServerHello(helloFrame.payload, 0, helloFrame.payload.length)!;
-    const clientNonce = Buffer.alloc(32, 9);
     const version = options.version ?? PROTOCOL_VERSION_MAX;
+    if (options.forge) {
+      const forged = options.forge(hello, version);
+      this.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(forged.clientKey), clientNonce: Buffer.from(forged.clientNonce), signature: Buffer.from(forged.signature) }));
+      return this.#welcome();
+    }
+    const clientNonce = Buffer.alloc(32, 9);
     const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: identity.publicKey, clientNonce, version });
     const signature = Buffer.from(new Signer(identity).sign(clientSignedBytes(t)));
     if (options.corruptSignature) signature[10] ^= 0x40;
     this.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(identity.publicKey), clientNonce, signature }));
+    return this.#welcome();
+  }
+
+  async #welcome(): Promise<ServerWelcome> {
     const welcomeFrame = await this.next();
     if (!welcomeFrame || welcomeFrame.type !== FrameType.SERVER_WELCOME) throw new Error(`expected SERVER_WELCOME, got ${welcomeFrame?.type}`);
     return parseServerWelcome(welcomeFrame.payload, 0, welcomeFrame.payload.length)!;

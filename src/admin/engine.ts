@@ -88,10 +88,14 @@ export const keyArg = z.string().transform((text, ctx) => {
   }
 });
 
-/** Request envelope: { "command": "...", "args": { ... } }. */
+/**
+ * Request envelope: { "command": "...", "args": { ... } }. `args` is passed on as parsed, every
+ * member kept, for the command's strict schema to judge: a z.record here would silently drop a
+ * "__proto__" member, and the command would never see (or refuse) it.
+ */
 const requestSchema = z.object({
   command: z.string().min(1).max(64),
-  args: z.record(z.string(), z.unknown()).optional(),
+  args: z.custom<Record<string, unknown>>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'args must be an object').optional(),
 }).strict();
 
 /** Requests of one session being carried out at once; more are answered RATE_LIMITED. */
@@ -200,10 +204,19 @@ export class AdminEngine {
   }
 }
 
+/**
+ * JSON objects become null-prototype objects, at every level: a member the client did not send
+ * (toString, constructor, hasOwnProperty...) can then never be read from one, and a member it
+ * did send, "__proto__" included, is an own member that the strict schemas refuse as unknown.
+ */
+function nullPrototype(_key: string, value: unknown): unknown {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? Object.assign(Object.create(null), value) : value;
+}
+
 function parseRequest(json: string): z.infer<typeof requestSchema> {
   let data: unknown;
   try {
-    data = JSON.parse(json);
+    data = JSON.parse(json, nullPrototype);
   } catch {
     throw new AdminError(Code.BAD_REQUEST, 'the request is not JSON');
   }

@@ -1,7 +1,7 @@
 // pulltab send: seal a message for one or more recipients and wait for the relay's answer.
 import { readFileSync } from 'node:fs';
 import { ConnectError, RelayClient } from '../client/client.js';
-import { decodeKey, KeyFormatError } from '../crypto/keys.js';
+import { decodeKey, KeyFormatError, requireUsableKey } from '../crypto/keys.js';
 import { AddressError } from '../protocol/address.js';
 import { CliError, flag, numberOption, parseCommand, requireOption, stringOption } from './args.js';
 import { loadIdentity } from './keys.js';
@@ -34,7 +34,7 @@ export async function send(argv: string[]): Promise<number> {
   const to = requireOption('send', values, 'to').split(',').map((s) => s.trim()).filter(Boolean);
   let recipients: Uint8Array[];
   try {
-    recipients = to.map((k) => decodeKey(k));
+    recipients = to.map((k) => requireUsableKey(decodeKey(k), 'recipient'));
   } catch (err) {
     throw new CliError(`send: --to: ${(err as KeyFormatError).message}`, 2);
   }

@@ -3,7 +3,7 @@
 // async iterator, and acknowledges each message after handing it over.
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { decodeKey, encodeKey, Signer, type Identity } from '../crypto/keys.js';
+import { decodeKey, encodeKey, requireUsableKey, Signer, type Identity } from '../crypto/keys.js';
 import { openMessage, sealMessage, SealError } from '../crypto/seal.js';
 import { parseRelayAddress, type RelayAddress } from '../protocol/address.js';
 import { Code, codeMessage, codeName, DeliverFlags, SendFlags, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
@@ -245,11 +245,14 @@ export class RelayClient extends EventEmitter {
    * Sends body to each recipient (public keys as bytes or base58). Sealed for them unless the
    * client is raw. With a receipt (the default) resolves with each recipient's outcome once the
    * relay has delivered or stored (after commit) or refused it; without, resolves once written.
+   * Throws KeyFormatError for a recipient that is not a 32-byte key, or is small-order or
+   * non-canonical (nothing is sent).
    */
   send(recipients: Array<Uint8Array | string>, body: Uint8Array | string, options: SendOptions = {}): Promise<SendResult> {
     const link = this.#link;
     if (!link || !link.ready) return Promise.reject(new NotConnectedError('not connected to the relay'));
-    const keys = recipients.map((r) => (typeof r === 'string' ? decodeKey(r) : r));
+    // Refused here, raw or sealed: the relay would refuse the whole message (BAD_RECIPIENT).
+    const keys = recipients.map((r) => requireUsableKey(typeof r === 'string' ? decodeKey(r) : r, 'recipient'));
     const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
     let wrapped: Uint8Array[];
     let payload: Uint8Array;

@@ -4,11 +4,17 @@
 // Keys are generated and encoded with @noble/curves. Signing and verification on the relay
 // use node:crypto, which verifies about ten times faster than noble on this hardware;
 // test/keys.test.ts checks that the two agree.
+//
+// Verification is strict RFC 8032 (not ZIP-215): node:crypto (OpenSSL) already refuses
+// S >= L and a non-canonical R (it compares R's bytes with the canonical encoding it
+// computes), but takes any 32 bytes that decode as a key, small-order and non-canonical ones
+// included; verifySignature refuses those (unusable-keys.ts) itself.
 import { createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { base58 } from '@scure/base';
+import { isUnusableKey } from './unusable-keys.js';
 
 export const PUBLIC_KEY_LENGTH = 32;
 export const SECRET_KEY_LENGTH = 32;
@@ -40,6 +46,19 @@ export function identityFromSecret(secretKey: Uint8Array): Identity {
 /** The text form of a public key used everywhere a person sees one: base58 (Bitcoin alphabet). */
 export function encodeKey(key: Uint8Array): string {
   return base58.encode(key);
+}
+
+/**
+ * Returns key if it can be someone's public key; throws KeyFormatError for a small-order or
+ * non-canonical encoding (unusable-keys.ts), which no secret key stands behind. Clients call it
+ * on every recipient and relay key they are given; decodeKey alone accepts these keys, so that
+ * an administrator can still name one (to empty its mailbox).
+ */
+export function requireUsableKey(key: Uint8Array, what = 'key'): Uint8Array {
+  if (isUnusableKey(key)) {
+    throw new KeyFormatError(`${what} ${encodeKey(key)} is not a usable Ed25519 public key (a small-order or non-canonical point: no one holds its secret key)`);
+  }
+  return key;
 }
 
 /** Parses a base58 public key, insisting on exactly 32 bytes. */
@@ -118,14 +137,26 @@ export class Signer {
   }
 }
 
-/** Verifies an Ed25519 signature with node:crypto. Never throws: a malformed key is false. */
+/**
+ * Verifies an Ed25519 signature with node:crypto, strictly (see the top of this file). Never
+ * throws: a malformed or unusable key is false. An unusable key still costs one verification
+ * (against a stand-in key, result ignored), so the handshake does the same work on every path.
+ */
 export function verifySignature(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
   if (publicKey.length !== PUBLIC_KEY_LENGTH || signature.length !== SIGNATURE_LENGTH) return false;
+  const usable = !isUnusableKey(publicKey);
   try {
-    return nodeVerify(null, message, publicKeyObject(publicKey), signature);
+    const verified = nodeVerify(null, message, usable ? publicKeyObject(publicKey) : standInKey(), signature);
+    return usable && verified;
   } catch {
     return false;
   }
+}
+
+let standIn: KeyObject | null = null;
+/** Any valid key will do: what it verifies is never used. */
+function standInKey(): KeyObject {
+  return (standIn ??= publicKeyObject(ed25519.getPublicKey(new Uint8Array(SECRET_KEY_LENGTH).fill(1))));
 }
 
 // Building a KeyObject costs about as much as a verification; JWK import is the cheapest
@@ -144,12 +175,15 @@ function publicKeyObject(publicKey: Uint8Array): KeyObject {
   return key;
 }
 
-/** Reference signing and verification with @noble/curves, used by tests to cross-check node:crypto. */
+/**
+ * Reference signing and verification with @noble/curves, used by tests to cross-check node:crypto.
+ * zip215: false is noble's strict RFC 8032 mode (canonical A and R, S < L, A not of small order).
+ */
 export const nobleEd25519 = {
   sign: (message: Uint8Array, secretKey: Uint8Array): Uint8Array => ed25519.sign(message, secretKey),
   verify: (signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean => {
     try {
-      return ed25519.verify(signature, message, publicKey);
+      return ed25519.verify(signature, message, publicKey, { zip215: false });
     } catch {
       return false;
     }

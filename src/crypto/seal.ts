@@ -20,6 +20,7 @@ import { hchacha, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { Signer, verifySignature, type Identity } from './keys.js';
+import { isUnusableKey } from './unusable-keys.js';
 
 // ---------------------------------------------------------------------------------------
 // Format constants
@@ -426,7 +427,8 @@ function keysEqual(a: Uint8Array, b: Uint8Array): boolean {
 /**
  * Seals plaintext from sender to recipients (1..255 distinct Ed25519 public keys; the
  * sender may be one of them). Throws SealError TOO_MANY_RECIPIENTS over 255, MALFORMED for
- * an empty list, a duplicate, or a key that is not a usable Ed25519 public key.
+ * an empty list, a duplicate, or a key that is not a usable Ed25519 public key (not on the
+ * curve, or small-order or non-canonical: unusable-keys.ts).
  * Pass the same Identity object each time: its node:crypto keys are cached per object.
  */
 export function sealMessage(
@@ -442,6 +444,9 @@ export function sealMessage(
   const seen = new Set<string>();
   for (const r of recipients) {
     if (!(r instanceof Uint8Array) || r.length !== KEY_LENGTH) throw new SealError('MALFORMED', `a recipient key is ${KEY_LENGTH} bytes`);
+    // The set the relay refuses (BAD_RECIPIENT). The key conversion or the key agreement
+    // below would refuse these too, but with a vaguer reason; this names it.
+    if (isUnusableKey(r)) throw new SealError('MALFORMED', 'a recipient key is a small-order or non-canonical Ed25519 point');
     const id = Buffer.from(r.buffer, r.byteOffset, r.length).toString('latin1');
     if (seen.has(id)) throw new SealError('MALFORMED', 'duplicate recipient');
     seen.add(id);

@@ -1,6 +1,6 @@
 // The relay address a client is given: pulltab://RELAYKEY@HOST:PORT, with the relay's public
 // key in base58, so one string says where to connect and which key to pin.
-import { decodeKey, encodeKey, KeyFormatError } from '../crypto/keys.js';
+import { decodeKey, encodeKey, KeyFormatError, requireUsableKey } from '../crypto/keys.js';
 
 export interface RelayAddress {
   relayKey: Uint8Array;
@@ -22,7 +22,7 @@ export function parseRelayAddress(text: string): RelayAddress {
   if (!match) throw new AddressError(`not a relay address (expected pulltab://KEY@HOST:PORT): ${JSON.stringify(text.slice(0, 120))}`);
   let relayKey: Uint8Array;
   try {
-    relayKey = decodeKey(match[1]);
+    relayKey = requireUsableKey(decodeKey(match[1]), 'relay key');
   } catch (err) {
     throw new AddressError(`bad relay key in address: ${(err as KeyFormatError).message}`);
   }

@@ -75,6 +75,7 @@ export const Code = {
   STORE_ERROR: 0x020a,
   RECIPIENT_BUSY: 0x020b,
   MALFORMED_SEND: 0x020c,
+  BAD_RECIPIENT: 0x020d,
   // Admin answers (ADMIN_RESPONSE status) and notices.
   FORBIDDEN: 0x0301,
   BAD_REQUEST: 0x0302,
@@ -121,6 +122,7 @@ export const CODE_MESSAGES: Record<CodeName, string> = {
   STORE_ERROR: 'relay could not store the message',
   RECIPIENT_BUSY: 'recipient is not reading fast enough and the message was not storable',
   MALFORMED_SEND: 'malformed SEND frame',
+  BAD_RECIPIENT: 'a recipient key is a small-order or non-canonical Ed25519 point, which no one can hold',
   FORBIDDEN: 'the caller lacks the capability this admin command needs',
   BAD_REQUEST: 'malformed admin request',
   NOT_FOUND: 'no such policy, user or command',

@@ -242,6 +242,8 @@ export class Connection {
       clientKey: hello.clientKey, clientNonce: hello.clientNonce, version: hello.version,
     });
     // The same work on every path: verify, decide, sign, answer with the same frame shape.
+    // A small-order or non-canonical clientKey fails here too (AUTH_FAILED), after one
+    // verification like any other: verifySignature is strict RFC 8032 and refuses those keys.
     const signatureOk = verifySignature(hello.clientKey, clientSignedBytes(t), hello.signature);
     let status: number = Code.OK;
     if (!signatureOk) status = Code.AUTH_FAILED;

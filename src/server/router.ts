@@ -12,6 +12,7 @@
 // recipient acknowledges, and a connection that dies unacknowledged leaves nothing to put back.
 import type { Logger } from 'pino';
 import { encodeKey } from '../crypto/keys.js';
+import { UNUSABLE_KEY_IDS } from '../crypto/unusable-keys.js';
 import {
   Code, DeliverFlags, FRAME_HEADER_LENGTH, KEY_LENGTH, SendFlags, STORAGE_KEY_LENGTH,
 } from '../protocol/constants.js';
@@ -121,6 +122,8 @@ export class Router {
       // The common case, kept free of per-message arrays.
       const o = recipientOffsets[0];
       const keyId = buf.toString('latin1', o, o + KEY_LENGTH);
+      // A small-order or non-canonical key: no one can connect as it, so nothing is kept for it.
+      if (UNUSABLE_KEY_IDS.has(keyId)) return this.#refuse(sender, seq, Code.BAD_RECIPIENT);
       const outcome = this.#routeOne(sender, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, storable);
       if (outcome === PENDING || outcome === LIVE) {
         this.#enqueueOne(sender, seq, wantReceipt, keyId, buf, o, storageKeyOffset, bodyStart, bodyEnd, ttlSeconds, outcome === LIVE);
@@ -136,6 +139,7 @@ export class Router {
       keyIds[i] = buf.toString('latin1', o, o + KEY_LENGTH);
     }
     if (new Set(keyIds).size !== n) return this.#refuse(sender, seq, Code.DUPLICATE_RECIPIENT);
+    for (let i = 0; i < n; i++) if (UNUSABLE_KEY_IDS.has(keyIds[i])) return this.#refuse(sender, seq, Code.BAD_RECIPIENT);
     const offsets = recipientOffsets.slice(0, n);
     const outcomes: number[] = new Array(n);
     const toStore: number[] = [];
