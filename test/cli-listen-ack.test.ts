@@ -21,7 +21,8 @@ t.test('listen --count N prints and acknowledges exactly N; listen --until-empty
     const sent = Array.from({ length: total }, (_, i) => `${count} of ${total}, message ${i}`);
     for (const body of sent) t.equal((await alice.send([bobKey], body, { store: true })).outcomes[0].codeName, 'STORED');
     t.same(bodies(await listen('--count', String(count))), sent.slice(0, count), `--count ${count} prints exactly ${count}`);
+    // Anything left behind would show up in the next round's exact output, or in the last listen.
     t.same(bodies(await listen('--until-empty')), sent.slice(count), `then --until-empty prints exactly the other ${total - count}`);
-    t.same(bodies(await listen('--until-empty')), [], 'and then nothing');
   }
+  t.same(bodies(await listen('--until-empty')), [], 'and then nothing');
 });
