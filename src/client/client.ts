@@ -1,6 +1,8 @@
 // RelayClient: the library native clients use. It connects (and reconnects with backoff and
 // jitter), seals what it sends and opens what it receives, hands messages over as events or an
-// async iterator, and acknowledges each message after handing it over.
+// async iterator, and acknowledges each message after handing it over. Until the application
+// attaches a consumer it holds what arrives (bounded: past the bound it stops reading, so TCP
+// pushes back on the relay): a message nobody has taken is never acknowledged.
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { decodeKey, encodeKey, requireUsableKey, Signer, type Identity } from '../crypto/keys.js';
@@ -29,6 +31,11 @@ export interface RelayClientOptions {
   receiptTimeoutMs?: number;
   /** Acknowledge each message once handed over (default true). */
   autoAck?: boolean;
+  /**
+   * Most messages held while no consumer takes them (default 1024): at the bound the client
+   * stops reading from the relay until a consumer has taken half of them.
+   */
+  holdLimit?: number;
 }
 
 export interface SendOptions {
@@ -98,7 +105,12 @@ interface PendingReceipt {
   timer: NodeJS.Timeout;
 }
 
-const ITERATOR_HIGH_WATER = 1024;
+/** A message received and not yet handed over; message null: one that failed to open, acknowledged when its turn comes. */
+interface HeldMessage {
+  message: ReceivedMessage | null;
+  deliveryId: number;
+  generation: number;
+}
 
 export declare interface RelayClient {
   on(event: 'connected', listener: () => void): this;
@@ -129,12 +141,21 @@ export class RelayClient extends EventEmitter {
   #ackUpTo = 0;
   #ackSent = 0;
   #ackScheduled = false;
-  // Async-iterator plumbing: messages waiting for a consumer, and a consumer waiting for one.
+  /** The delivery id being handed to 'message' listeners right now (0: none); close() from a listener acknowledges it. */
+  #handingOver = 0;
+  /**
+   * Messages waiting for a consumer, in delivery order: none attached yet, or the iterator is
+   * behind. ACKs are cumulative, so nothing after the first held message is acknowledged.
+   */
+  readonly #held: HeldMessage[] = [];
+  #drainScheduled = false;
   #iterating = false;
-  readonly #queue: Array<{ message: ReceivedMessage; generation: number }> = [];
   /** Counts connections: a delivery id means something only on the connection that sent it. */
   #generation = 0;
+  /** The iterator's consumer waiting for a message (only while nothing is held). */
   #waiter: ((result: IteratorResult<ReceivedMessage>) => void) | null = null;
+  /** No more messages will come: the connection ended for good. */
+  #ended = false;
   #connectWaiter: { resolve(): void; reject(err: Error): void } | null = null;
 
   constructor(options: RelayClientOptions) {
@@ -151,7 +172,18 @@ export class RelayClient extends EventEmitter {
       connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
       receiptTimeoutMs: options.receiptTimeoutMs ?? 30_000,
       autoAck: options.autoAck ?? true,
+      holdLimit: options.holdLimit ?? 1024,
     };
+    if (!Number.isInteger(this.#options.holdLimit) || this.#options.holdLimit < 1) {
+      throw new RangeError('holdLimit is a whole number of messages, at least 1');
+    }
+    // A 'message' listener attached after messages arrived takes the held ones, once it is in place.
+    (this as EventEmitter).on('newListener', (event: string | symbol) => { if (event === 'message') this.#scheduleDrain(); });
+  }
+
+  /** Messages received and not yet handed over (no consumer attached, or the iterator is behind). */
+  get heldCount(): number {
+    return this.#held.length;
   }
 
   get connected(): boolean {
@@ -183,6 +215,7 @@ export class RelayClient extends EventEmitter {
         this.emit('connected');
         this.#connectWaiter?.resolve();
         this.#connectWaiter = null;
+        return this.#held.length < this.#options.holdLimit;
       },
       onDeliver: (fields) => this.#onDeliver(fields, generation),
       onResult: (fields) => this.#onResult(fields),
@@ -219,6 +252,7 @@ export class RelayClient extends EventEmitter {
       pending.reject(new NotConnectedError(`connection lost before the relay answered an admin request: ${end.reason}`));
     }
     this.#adminPending.clear();
+    this.#dropRedelivered();
     const willRetry = !this.#closed && !end.fatal && this.#options.reconnect;
     if (this.#connectWaiter && !willRetry) {
       this.#connectWaiter.reject(new ConnectError(end.reason, end.code));
@@ -227,6 +261,7 @@ export class RelayClient extends EventEmitter {
     this.emit('disconnected', { code: end.code, reason: end.reason, willRetry });
     if (end.fatal && !this.#closed && end.code !== Code.OK) this.#emitError(new ConnectError(end.reason, end.code));
     if (!willRetry) {
+      this.#ended = true;
       this.#finishIterator();
       return;
     }
@@ -324,7 +359,10 @@ export class RelayClient extends EventEmitter {
     }
   }
 
-  #onDeliver(fields: DeliverFields, generation: number): void {
+  /** Returns false to stop reading: as many messages are held as the client will hold. */
+  #onDeliver(fields: DeliverFields, generation: number): boolean {
+    // Closing: nothing more is handed over, so nothing more is acknowledged; the relay sends it again.
+    if (this.#closed) return false;
     let message: ReceivedMessage;
     const base = {
       from: Buffer.from(fields.sender),
@@ -339,27 +377,93 @@ export class RelayClient extends EventEmitter {
         const opened = openMessage(this.identity, fields.sender, fields.wrappedKey, fields.body);
         message = { ...base, fromText: encodeKey(base.from), body: opened.body, messageId: opened.messageId, recipients: opened.recipients };
       } catch (err) {
-        // A message that cannot be opened is reported and acknowledged: redelivering it cannot help.
+        // A message that cannot be opened is reported and acknowledged: redelivering it cannot
+        // help. Its ACK would cover the held messages before it, so it waits for its turn.
         if (!(err instanceof SealError)) throw err;
         this.emit('invalid', err, fields.deliveryId);
+        if (this.#held.length > 0) return this.#hold(null, fields.deliveryId, generation);
         this.#handedOver(fields.deliveryId, generation);
-        return;
+        return true;
       }
     }
-    if (this.#iterating) {
-      if (this.#waiter) {
+    if (this.#held.length === 0) {
+      if (this.#iterating) {
         const waiter = this.#waiter;
-        this.#waiter = null;
-        waiter({ value: message, done: false });
-        this.#handedOver(message.deliveryId, generation);
-      } else {
-        this.#queue.push({ message, generation });
-        if (this.#queue.length >= ITERATOR_HIGH_WATER) this.#link?.socket.pause();
+        if (waiter) {
+          this.#waiter = null;
+          waiter({ value: message, done: false });
+          this.#handedOver(message.deliveryId, generation);
+          return true;
+        }
+      } else if (this.listenerCount('message') > 0) {
+        this.#emitMessage(message, generation);
+        return true;
       }
-      return;
     }
-    this.emit('message', message);
+    return this.#hold(message, message.deliveryId, generation);
+  }
+
+  #hold(message: ReceivedMessage | null, deliveryId: number, generation: number): boolean {
+    this.#held.push({ message, deliveryId, generation });
+    return this.#held.length < this.#options.holdLimit;
+  }
+
+  #emitMessage(message: ReceivedMessage, generation: number): void {
+    this.#handingOver = this.#options.autoAck && generation === this.#generation ? message.deliveryId : 0;
+    try {
+      this.emit('message', message);
+    } finally {
+      this.#handingOver = 0;
+    }
     this.#handedOver(message.deliveryId, generation);
+  }
+
+  #scheduleDrain(): void {
+    if (this.#drainScheduled || this.#held.length === 0) return;
+    this.#drainScheduled = true;
+    queueMicrotask(() => {
+      this.#drainScheduled = false;
+      this.#drain();
+    });
+  }
+
+  /** Hands the held messages to the 'message' listeners, in order, while there are any. */
+  #drain(): void {
+    while (this.#held.length > 0 && !this.#closed && !this.#iterating && this.listenerCount('message') > 0) {
+      const entry = this.#held.shift()!;
+      this.#emitMessage(entry.message!, entry.generation);
+      this.#settleInvalid();
+      this.#resumeReading();
+    }
+  }
+
+  /** Acknowledges the held messages that failed to open once everything before them is handed over. */
+  #settleInvalid(): void {
+    while (this.#held.length > 0 && this.#held[0].message === null) {
+      const entry = this.#held.shift()!;
+      this.#handedOver(entry.deliveryId, entry.generation);
+    }
+  }
+
+  /**
+   * The connection ended: held messages from its mailbox backlog come again on the next one
+   * (they were never acknowledged), so holding them too would only make duplicates. Live ones
+   * stay: a non-storable message is never sent again. Invalid ones are reported again.
+   */
+  #dropRedelivered(): void {
+    const held = this.#held;
+    let kept = 0;
+    for (let i = 0; i < held.length; i++) {
+      const entry = held[i];
+      if (entry.generation === this.#generation && (entry.message === null || entry.message.fromMailbox)) continue;
+      held[kept++] = entry;
+    }
+    held.length = kept;
+  }
+
+  /** Reads from the relay again once consumers have taken half of what the client holds at most. */
+  #resumeReading(): void {
+    if (this.#held.length <= this.#options.holdLimit >> 1) this.#link?.resume();
   }
 
   /**
@@ -390,25 +494,31 @@ export class RelayClient extends EventEmitter {
     });
   }
 
-  /** Messages as an async iterator; each is acknowledged when the iterator hands it over. */
+  /**
+   * Messages as an async iterator, held ones first; each is acknowledged when the iterator hands
+   * it over. Leaving a for-await loop leaves the rest held (unacknowledged) for the next consumer.
+   */
   messages(): AsyncIterableIterator<ReceivedMessage> {
     this.#iterating = true;
     const client = this;
     return {
       [Symbol.asyncIterator]() { return this; },
       next(): Promise<IteratorResult<ReceivedMessage>> {
-        const entry = client.#queue.shift();
-        if (entry) {
-          const { message, generation } = entry;
-          client.#handedOver(message.deliveryId, generation);
-          if (client.#queue.length < ITERATOR_HIGH_WATER / 2) client.#link?.socket.resume();
-          return Promise.resolve({ value: message, done: false });
-        }
         if (client.#closed) return Promise.resolve({ value: undefined, done: true });
+        const entry = client.#held.shift();
+        if (entry) {
+          client.#handedOver(entry.deliveryId, entry.generation);
+          client.#settleInvalid();
+          client.#resumeReading();
+          return Promise.resolve({ value: entry.message!, done: false });
+        }
+        if (client.#ended) return Promise.resolve({ value: undefined, done: true });
         return new Promise((resolve) => { client.#waiter = resolve; });
       },
       return(): Promise<IteratorResult<ReceivedMessage>> {
         client.#iterating = false;
+        client.#finishIterator();
+        client.#scheduleDrain();
         return Promise.resolve({ value: undefined, done: true });
       },
     };
@@ -422,7 +532,10 @@ export class RelayClient extends EventEmitter {
     }
   }
 
-  /** Closes the connection and stops reconnecting. Pending receipts are rejected. */
+  /**
+   * Closes the connection and stops reconnecting. Pending receipts are rejected. Acknowledges
+   * what was handed over (from a 'message' listener: up to the message in hand) and nothing else.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -431,9 +544,13 @@ export class RelayClient extends EventEmitter {
       this.#connectWaiter.reject(new ConnectError('client closed', Code.OK));
       this.#connectWaiter = null;
     }
+    // What was not handed over stays unacknowledged: the relay delivers it again.
+    this.#held.length = 0;
     const link = this.#link;
     if (link) {
-      // Flush a pending ack first so the relay does not redeliver what was handed over.
+      // Flush a pending ack first so the relay does not redeliver what was handed over,
+      // including the message a 'message' listener calling close() is being handed.
+      if (this.#handingOver > this.#ackUpTo) this.#ackUpTo = this.#handingOver;
       if (this.#ackUpTo > this.#ackSent && link.ready) {
         this.#ackSent = this.#ackUpTo;
         link.write(encodeAck(this.#ackUpTo));

@@ -27,8 +27,10 @@ export interface LinkEnd {
 }
 
 export interface LinkHandlers {
-  onReady(): void;
-  onDeliver(fields: DeliverFields): void;
+  /** Returns false to start without reading (the client already holds as many messages as it will). */
+  onReady(): boolean;
+  /** Returns false to stop reading (the client holds as many messages as it will): see resume(). */
+  onDeliver(fields: DeliverFields): boolean;
   onResult(fields: ResultFields): void;
   onQueueEmpty(): void;
   onNotice(code: number, reason: string): void;
@@ -54,6 +56,7 @@ export class Link {
   #end: LinkEnd | null = null;
   #timer: NodeJS.Timeout | null;
   #corked = false;
+  #paused = false;
 
   constructor(address: RelayAddress, signer: Signer, handlers: LinkHandlers, timeoutMs: number) {
     this.#address = address;
@@ -98,6 +101,17 @@ export class Link {
     socket.write(frame);
   }
 
+  /**
+   * Reads again after onDeliver returned false: first the frames the reader kept back (which may
+   * stop it again), then the socket. While stopped, TCP pushes back on the relay.
+   */
+  resume(): void {
+    if (!this.#paused || this.#state === 'ended') return;
+    this.#paused = false;
+    this.#reader.resume();
+    if (!this.#paused) this.socket.resume();
+  }
+
   /** Ends the link with this reason (once); the socket is destroyed. */
   fail(code: number, reason: string, fatal: boolean, retryAfterMs = 0): void {
     if (this.#end) return;
@@ -132,14 +146,14 @@ export class Link {
     this.#handlers.onEnd(this.#end);
   }
 
-  #onFrame(type: number, buf: Buffer, start: number, end: number): void {
+  #onFrame(type: number, buf: Buffer, start: number, end: number): boolean | void {
     if (this.#state === 'ready') {
       switch (type) {
         case FrameType.DELIVER: {
           const fields = parseDeliver(buf, start, end);
           if (fields === null) return this.fail(Code.MALFORMED_FRAME, 'relay sent a malformed DELIVER', false);
-          this.#handlers.onDeliver(fields);
-          return;
+          if (this.#handlers.onDeliver(fields)) return;
+          return this.#pause();
         }
         case FrameType.RESULT: {
           const fields = parseResult(buf, start, end);
@@ -193,7 +207,7 @@ export class Link {
     this.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(this.#signer.publicKey), clientNonce: this.#nonce, signature: Buffer.from(signature) }));
   }
 
-  #onWelcome(buf: Buffer, start: number, end: number): void {
+  #onWelcome(buf: Buffer, start: number, end: number): boolean | void {
     const welcome = parseServerWelcome(buf, start, end);
     if (welcome === null) return this.fail(Code.MALFORMED_FRAME, 'relay sent a malformed SERVER_WELCOME', false);
     // The relay proves it holds the pinned key by signing this very handshake.
@@ -206,7 +220,14 @@ export class Link {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     this.#state = 'ready';
-    this.#handlers.onReady();
+    if (!this.#handlers.onReady()) return this.#pause();
+  }
+
+  /** The reader keeps the rest of this chunk; the socket stops reading until resume(). */
+  #pause(): false {
+    this.#paused = true;
+    this.socket.pause();
+    return false;
   }
 
   #onClose(buf: Buffer, start: number, end: number): void {
