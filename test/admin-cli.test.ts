@@ -2,7 +2,7 @@
 // root key, listeners as separate processes, tables and --json, exit codes, and the event log.
 import t from 'tap';
 import { join } from 'node:path';
-import { killRelay, removeDir, runCli, sleep, spawnRelay, tempDir } from './helpers.js';
+import { killRelay, removeDir, runCli, spawnRelay, tempDir, waitForSessions } from './helpers.js';
 
 t.test('block, kick, usage and stats through the CLI; the event log summarised', async (t) => {
   const dir = tempDir();
@@ -19,7 +19,7 @@ t.test('block, kick, usage and stats through the CLI; the event log summarised',
 
   // Bob listens; blocking him disconnects him, and he cannot come back.
   const bobListening = runCli(['listen', '--relay', relay.address, '--key', key('bob'), '--timeout', '20']);
-  await sleep(800);
+  await waitForSessions(relay, 1);
   const conns = await admin(['connections', '--json']);
   t.equal(conns.code, 0, conns.stderr);
   t.same(JSON.parse(conns.stdout).connections.map((c: { key: string }) => c.key), [bobKey, rootKey], 'bob, and the admin command itself');
@@ -36,7 +36,7 @@ t.test('block, kick, usage and stats through the CLI; the event log summarised',
 
   // Alice listens and is kicked.
   const aliceListening = runCli(['listen', '--relay', relay.address, '--key', key('alice'), '--timeout', '20']);
-  await sleep(800);
+  await waitForSessions(relay, 1);
   const kicked = await admin(['kick', aliceKey]);
   t.equal(kicked.code, 0, kicked.stderr);
   t.equal(kicked.stdout, `kicked ${aliceKey}\n`);

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { killRelay, removeDir, runCli, spawnRelay, tempDir } from './helpers.js';
+import { killRelay, removeDir, runCli, spawnRelay, tempDir, waitForSessions } from './helpers.js';
 
 t.test('keygen, id, send and listen through a relay', async (t) => {
   const dir = tempDir();
@@ -22,7 +22,7 @@ t.test('keygen, id, send and listen through a relay', async (t) => {
   t.equal((await runCli(['keygen', '--out', join(dir, 'bob.key')])).code, 1, 'keygen never overwrites');
 
   const listening = runCli(['listen', '--relay', relay.address, '--key', join(dir, 'bob.key'), '--count', '2', '--timeout', '15', '--json']);
-  await new Promise((r) => setTimeout(r, 800));
+  await waitForSessions(relay, 1);
   const sent = await runCli(['send', '--relay', relay.address, '--key', join(dir, 'alice.key'), '--to', bobKey, 'hello Bob']);
   t.equal(sent.code, 0, sent.stderr);
   t.match(sent.stderr, /delivered/);

@@ -287,3 +287,32 @@ export function httpGet(port: number, path: string, method = 'GET'): Promise<{ s
     req.end();
   });
 }
+
+/** The metrics port of a spawned relay (spawnRelay asks for a free one), from its relay_started log line. */
+export function metricsPortOf(relay: SpawnedRelay): number {
+  for (const line of relay.output().split('\n')) {
+    if (line.includes('"relay_started"')) return (JSON.parse(line) as { metricsPort: number }).metricsPort;
+  }
+  throw new Error('the relay has not logged relay_started');
+}
+
+/** Sum of a metric's samples on a spawned relay's /metrics (a name, or a name with its labels). */
+export async function relayMetric(relay: SpawnedRelay, name: string): Promise<number> {
+  const { body } = await httpGet(metricsPortOf(relay), '/metrics');
+  let total = 0;
+  for (const line of body.split('\n')) if (line.startsWith(name + ' ') || line.startsWith(name + '{')) total += Number(line.split(' ').pop());
+  return total;
+}
+
+/**
+ * Waits (bounded) until a spawned relay has at least n authenticated connections: a CLI listener
+ * started in another process is connected once this resolves, however slowly it started.
+ */
+export async function waitForSessions(relay: SpawnedRelay, n: number, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await relayMetric(relay, 'pulltab_connections{state="authenticated"}')) < n) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${n} connection(s)`);
+    await sleep(50);
+  }
+}
+

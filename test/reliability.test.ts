@@ -7,7 +7,7 @@ import { Code, FrameType, SendFlags } from '../src/protocol/constants.js';
 import { encodeAck, encodeAdminRequest, encodeFrame, encodeSend, parseDeliver, parseResult } from '../src/protocol/frames.js';
 import { procStatusBytes } from '../scripts/lib/relay-process.js';
 import {
-  httpGet, killRelay, RawPeer, removeDir, sleep, spawnRelay, tempDir, type SpawnedRelay,
+  killRelay, RawPeer, relayMetric, removeDir, sleep, spawnRelay, tempDir, type SpawnedRelay,
 } from './helpers.js';
 
 const NO_WRAPPED_KEY = Buffer.alloc(0);
@@ -51,22 +51,6 @@ async function until(what: string, check: () => boolean, timeoutMs = 10_000): Pr
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
   }
-}
-
-/** The relay's metrics port, from its relay_started log line. */
-function metricsPort(relay: SpawnedRelay): number {
-  for (const line of relay.output().split('\n')) {
-    if (!line.includes('"relay_started"')) continue;
-    return (JSON.parse(line) as { metricsPort: number }).metricsPort;
-  }
-  throw new Error('no relay_started line');
-}
-
-async function metric(relay: SpawnedRelay, name: string): Promise<number> {
-  const { body } = await httpGet(metricsPort(relay), '/metrics');
-  let total = 0;
-  for (const line of body.split('\n')) if (line.startsWith(name + ' ') || line.startsWith(name + '{')) total += Number(line.split(' ').pop());
-  return total;
 }
 
 /** The relay's anonymous resident memory (heap, buffers; not LMDB's file-backed map), sampled until stopped. */
@@ -166,7 +150,7 @@ t.test('pipelined stored sends do not grow relay memory: reading pauses at the p
   const outcomes = take(alice, FrameType.RESULT).map((p) => parseResult(p, 0, p.length)!.outcomes[0]);
   t.equal(written, n);
   t.same([...new Set(outcomes)], [Code.STORED], 'every one stored');
-  t.ok(await metric(relay, 'pulltab_read_pauses_total{reason="store"}') > 0, 'the sender was paused for its pending stores');
+  t.ok(await relayMetric(relay, 'pulltab_read_pauses_total{reason="store"}') > 0, 'the sender was paused for its pending stores');
   t.ok(peak - baseline < 96 * MiB, `relay anonymous memory grew by ${((peak - baseline) / MiB).toFixed(0)} MiB for ${n} MiB pipelined (bound ${bound / MiB} MiB)`);
   alice.close();
 });
@@ -205,7 +189,7 @@ t.test('replies to a client that does not read are held to the outbound budget',
       await drainOrTimeout(peer.socket, 200);
     }
     const peak = sampler.stop();
-    const pauses = await metric(relay, 'pulltab_read_pauses_total{reason="output"}');
+    const pauses = await relayMetric(relay, 'pulltab_read_pauses_total{reason="output"}');
     t.ok(pauses > 0, `${kind}: reading was paused for output (${pauses} times)`);
     t.ok(blockedSince > 0, `${kind}: the flood was held back by TCP (${(sentBytes / MiB).toFixed(0)} MiB written)`);
     t.ok(peak - baseline < 48 * MiB, `${kind}: relay anonymous memory grew by ${((peak - baseline) / MiB).toFixed(1)} MiB`);
@@ -274,7 +258,7 @@ t.test('one connection flooding PINGs (and reading the PONGs) does not starve a 
   await flood;
   flooder.close();
   t.ok(flooded >= alone * 0.25, `healthy pair: ${alone.toFixed(0)} msgs/s alone, ${flooded.toFixed(0)} msgs/s beside the flood (${(flooded / alone * 100).toFixed(0)}%)`);
-  t.ok(await metric(relay, 'pulltab_read_pauses_total{reason="turn"}') > 0, 'the flooder was made to yield its turn');
+  t.ok(await relayMetric(relay, 'pulltab_read_pauses_total{reason="turn"}') > 0, 'the flooder was made to yield its turn');
   alice.close();
   bobPeer.close();
 });
