@@ -1,7 +1,7 @@
 # Pulltab relay image: build with the dev toolchain, run as a non-root user with the data
 # directory on a volume.  docker build -t pulltab . && docker run -p 2652:2652 -v pulltab-data:/data pulltab
-# Node 24 LTS by default (the line the test suite runs on besides 20); another line with
-# --build-arg NODE_MAJOR=26. scripts/docker-check.sh builds, runs and checks this image.
+# Node 24 LTS (the line the test suite runs on besides 20); --build-arg NODE_MAJOR picks
+# another (26 is not supported yet: README.md). scripts/docker-check.sh builds and checks it.
 ARG NODE_MAJOR=24
 
 FROM node:${NODE_MAJOR}-bookworm-slim AS build

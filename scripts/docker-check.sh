@@ -10,7 +10,7 @@
 #     mailboxes (a stored message is delivered after the replacement).
 # Needs Docker, node:MAJOR-bookworm-slim (on this machine: ../shared/tools/docker-base.sh)
 # and `npm ci` done in the clone. Not part of `npm test`: it takes minutes (most of them the
-# build). Usage: bash scripts/docker-check.sh   (NODE_MAJOR=26 to build on another line;
+# build). Usage: bash scripts/docker-check.sh   (NODE_MAJOR=N to build on another Node line;
 # IMAGE=name:tag to name the image, kept afterwards; the containers and volume are removed).
 # Containers use the host's network (this machine has no Docker bridge), on free ports.
 set -euo pipefail
