@@ -97,6 +97,9 @@ t.test('bad arguments and a refused connection end in one clear line', async (t)
   const help = await runCli(['send', '--help']);
   t.equal(help.code, 0);
   t.match(help.stdout, /Usage: pulltab send/);
+  const version = await runCli(['--version']);
+  t.equal(version.code, 0, version.stderr);
+  t.equal(version.stdout, JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version + '\n', '--version prints package.json\'s version');
   const badConfig = await runCli(['serve', '--port', 'seventy']);
   t.equal(badConfig.code, 2);
   t.match(badConfig.stderr, /port/);

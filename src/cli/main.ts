@@ -8,6 +8,7 @@ import { id, keygen } from './keys.js';
 import { listen } from './listen.js';
 import { send } from './send.js';
 import { serve } from './serve.js';
+import { packageVersion } from './version.js';
 
 const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = { serve, keygen, id, send, listen, admin, events };
 
@@ -22,7 +23,7 @@ Commands:
   admin     administer a relay: policies, users, connections, usage, stats
   events    summarise a relay's event log by event name
 
-Run pulltab COMMAND --help for a command's options.
+Run pulltab COMMAND --help for a command's options; pulltab --version prints the version.
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -30,6 +31,10 @@ async function main(argv: string[]): Promise<number> {
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(USAGE);
     return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(packageVersion() + '\n');
+    return 0;
   }
   const command = COMMANDS[name];
   if (!command) throw new CliError(`unknown command ${JSON.stringify(name)}; run pulltab --help`, 2);
