@@ -515,7 +515,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       this.recoveryTimer = null;
       void this.recover();
     }, this.probeDelay);
-    this.recoveryTimer.unref();
+    // Not unref()'d: a recovery is work in progress (close() stops it).
   }
 
   /**
