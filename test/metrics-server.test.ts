@@ -17,6 +17,7 @@ t.test('scrapes read the counters at scrape time', async (t) => {
     mailbox: () => ({ count: 5, bytes: 500, recipients: 2 }),
     storeFileBytes: () => 65536,
     storeCommitFailures: () => 3,
+    storeWritable: () => true,
     eventLog: () => ({ written: 7, dropped: 1, errors: 0 }),
     adminAnswers: () => ({ OK: 2, FORBIDDEN: 1 }),
     ready: () => ready,
@@ -66,7 +67,7 @@ t.test('a port in use is an error at start', async (t) => {
   const source = {
     stats, connections: () => ({ handshake: 0, authenticated: 0 }), traffic: () => ({ framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0 }),
     handshakeRefusals: () => ({}), policyDisconnects: () => ({}), mailbox: () => ({ count: 0, bytes: 0, recipients: 0 }),
-    storeFileBytes: () => 0, storeCommitFailures: () => 0, eventLog: () => null, adminAnswers: () => ({}), ready: () => true,
+    storeFileBytes: () => 0, storeCommitFailures: () => 0, storeWritable: () => true, eventLog: () => null, adminAnswers: () => ({}), ready: () => true,
   };
   const a = await startMetricsServer({ host: '127.0.0.1', port: 0, source });
   t.teardown(() => a.close());

@@ -1,7 +1,8 @@
 // The operators' HTTP listener, apart from the relay port and bound to loopback by default:
 //   GET /metrics   Prometheus text format (prom-client)
 //   GET /healthz   200 while the process serves HTTP at all
-//   GET /readyz    200 while the relay accepts connections, 503 before it does and once it stops
+//   GET /readyz    200 while the relay accepts connections and can store, 503 before it does, once it
+//                  stops, and while its mailbox store cannot write (a full disk)
 // Counting costs the relay's paths a plain increment (RelayStats); the values are read here, when
 // a scrape asks, through prom-client collect() callbacks. Nothing here logs or exposes an address.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -28,8 +29,10 @@ export interface MetricsSource {
   mailbox(): { count: number; bytes: number; recipients: number };
   /** Bytes of the LMDB data files in use. */
   storeFileBytes(): number;
-  /** Mailbox commits that failed since start (each answered STORE_ERROR and followed by a repair). */
+  /** Mailbox commits that failed since start (each answered STORE_ERROR; the store is unwritable until it recovers). */
   storeCommitFailures(): number;
+  /** false while the mailbox store cannot commit (stores are refused STORE_ERROR; /readyz says not ready). */
+  storeWritable(): boolean;
   eventLog(): { written: number; dropped: number; errors: number } | null;
   /** Admin answers by status name. */
   adminAnswers(): Record<string, number>;
@@ -114,14 +117,15 @@ export function createRegistry(source: MetricsSource): Registry {
   gauge('pulltab_mailbox_bytes', 'Stored bytes (body plus wrapped key, per recipient)', () => source.mailbox().bytes);
   gauge('pulltab_mailbox_recipients', 'Recipients with stored messages', () => source.mailbox().recipients);
   gauge('pulltab_lmdb_file_bytes', 'Bytes of the LMDB mailbox data file in use', () => source.storeFileBytes());
-  counter('pulltab_store_commit_failures_total', 'Mailbox commits that failed (answered STORE_ERROR, then repaired)', () => source.storeCommitFailures());
+  counter('pulltab_store_commit_failures_total', 'Mailbox commits that failed (answered STORE_ERROR; unwritable until recovered)', () => source.storeCommitFailures());
+  gauge('pulltab_store_writable', '1 while the mailbox store can commit, 0 from a failed commit until it has recovered', () => (source.storeWritable() ? 1 : 0));
 
   labelled('pulltab_admin_requests_total', 'Admin requests answered, by status', 'status', () => source.adminAnswers());
   labelled('pulltab_event_log_lines_total', 'Event log lines, by outcome', 'outcome', (): Record<string, number> => {
     const e = source.eventLog();
     return e ? { written: e.written, dropped: e.dropped } : {};
   });
-  gauge('pulltab_ready', '1 while the relay accepts connections', () => (source.ready() ? 1 : 0));
+  gauge('pulltab_ready', '1 while ready: accepting connections and able to store', () => (source.ready() ? 1 : 0));
 
   // process_* and nodejs_* (CPU, memory, handles, GC, and nodejs_eventloop_lag_seconds).
   collectDefaultMetrics({ register: registry });

@@ -94,11 +94,14 @@ export class Relay {
       // Each recipient's mailbox quota comes from its policy.
       quotaFor: (recipient) => policies.quotaFor(recipient),
       onCommitFailure: (err) => {
-        this.log.error({ event: 'mailbox_commit_failed', err: err instanceof Error ? err.message : String(err) },
-          'a mailbox write failed; its senders got STORE_ERROR and the store repairs itself');
+        this.log.error({ event: 'mailbox_commit_failed', err: errorText(err) },
+          'a mailbox write failed; its senders got STORE_ERROR, and stores are refused until the store has recovered by itself');
+      },
+      onProbeFailed: (err, retryInMs) => {
+        this.log.warn({ event: 'mailbox_probe_failed', err: errorText(err), retryInMs }, 'the mailbox store still cannot write');
       },
       onRepaired: (problems) => {
-        this.log.warn({ event: 'mailbox_repaired', problems: problems.length, first: problems.slice(0, 5) }, 'mailbox store repaired');
+        this.log.warn({ event: 'mailbox_repaired', problems: problems.length, first: problems.slice(0, 5) }, 'mailbox store repaired and writable again');
       },
     });
     this.router = new Router(this.store, config, this.log, this.stats);
@@ -154,7 +157,9 @@ export class Relay {
   static async start(input: RelayConfigInput = {}, options: RelayOptions = {}): Promise<Relay> {
     const config = defaultConfig(input);
     const relay = new Relay(config, options);
-    await relay.store.sweepExpired();
+    // A sweep that cannot commit (a full disk) leaves the store unwritable, not the relay stopped:
+    // it serves live traffic and drains, and says not ready until the store has recovered.
+    await relay.store.sweepExpired().catch((err: Error) => relay.log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
     await new Promise<void>((resolve, reject) => {
       relay.#server.once('error', reject);
       relay.#server.listen(config.port, config.host, () => {
@@ -191,9 +196,14 @@ export class Relay {
     return this.#metrics?.port ?? null;
   }
 
-  /** Accepting connections: started, and not closing. */
+  /** Ready (/readyz): accepting connections (started, not closing) and able to store messages. */
   get ready(): boolean {
-    return this.#ready && this.#closed === null;
+    return this.#ready && this.#closed === null && this.storeWritable;
+  }
+
+  /** false while the mailbox store cannot commit (from a failed commit until it has recovered by itself). */
+  get storeWritable(): boolean {
+    return (this.store as Partial<LmdbMailboxStore>).writable?.() ?? true;
   }
 
   /** Frames and bytes read and written so far (written: closed connections plus live ones). */
@@ -230,7 +240,7 @@ export class Relay {
       },
       rateLimitPauses: s.rateLimitPauses,
       readPauses: { output: s.outputPauses, store: s.storePauses, turn: s.turnYields },
-      mailbox: { ...this.store.totals(), fileBytes: storeStats?.mapBytes ?? 0 },
+      mailbox: { ...this.store.totals(), fileBytes: storeStats?.mapBytes ?? 0, writable: this.storeWritable },
       eventLog: this.events ? { written: this.events.written, dropped: this.events.dropped, errors: this.events.errors } : null,
     };
   }
@@ -249,6 +259,7 @@ export class Relay {
       mailbox: () => relay.store.totals(),
       storeFileBytes: () => (relay.store as Partial<LmdbMailboxStore>).stats?.().mapBytes ?? 0,
       storeCommitFailures: () => (relay.store as Partial<LmdbMailboxStore>).stats?.().commitFailures ?? 0,
+      storeWritable: () => relay.storeWritable,
       eventLog: () => (relay.events ? { written: relay.events.written, dropped: relay.events.dropped, errors: relay.events.errors } : null),
       adminAnswers: () => relay.admin.answers,
       ready: () => relay.ready,
@@ -350,4 +361,8 @@ export class Relay {
     })();
     return this.#closed;
   }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

@@ -135,8 +135,8 @@ export interface MailboxStore {
    * once and issues the writes. Its ok outcomes are durable once the promise `durable()` returns
    * after this call resolves true; false means that commit failed and they are not stored (answer
    * STORE_ERROR). Accepted entries exist at once as for enqueue() (ack can delete them; read() shows
-   * them after the commit). While the store cannot write at once (closing, or repairing itself after
-   * a failed commit) every recipient is refused STORE_ERROR. Never throws.
+   * them after the commit). While the store cannot write at once (closing, or unwritable since a
+   * failed commit until it has recovered) every recipient is refused STORE_ERROR. Never throws.
    */
   enqueueNow(request: EnqueueRequest): EnqueueOutcome[];
   /**
@@ -152,7 +152,12 @@ export interface MailboxStore {
    * store lends them from its map without copying), and `visit` must not call the store.
    */
   readEach(recipient: Uint8Array, afterSeq: number, limit: number, visit: (entry: MailboxEntry) => void): number;
-  /** Deletes exactly these entries of recipient (acknowledged). Unknown seqs are ignored. Resolves after commit. */
+  /**
+   * Deletes exactly these entries of recipient (acknowledged). Unknown seqs are ignored. Resolves
+   * after commit. A store that cannot commit now (the LMDB one on a full disk) keeps them, no longer
+   * shows them to read(), and commits them once it can, then resolves; it rejects only if the store
+   * closes first (then they were not deleted).
+   */
   ack(recipient: Uint8Array, seqs: number[]): Promise<void>;
   /** The highest seq assigned so far: every entry, committed or not, has seq <= lastSeq(). 0 before the first. */
   lastSeq(): number;

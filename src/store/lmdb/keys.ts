@@ -11,7 +11,9 @@
  *            "recipient has (or had) an entry expiring in [bucketStart, bucketStart + EXPIRY_BUCKET_MS)";
  *            one key per recipient and minute of expiry, not per entry, so a message costs one write.
  *   usage    key recipient(32)                                   val count u64 | bytes u64
- *   meta     key 'format'  val u32 STORE_FORMAT;  key 'seq'  val u64 last assigned seq
+ *   meta     key 'format'  val u32 STORE_FORMAT;  key 'seq'  val u64 last assigned seq;
+ *            key 'probe'  zeros, only between a write probe and the repair that follows it
+ *            (./mailbox.ts, after a failed commit)
  *
  * Store formats: 1 had an `expiry` sub-database with one key per entry (expiresAt | recipient | seq);
  * 2 replaced it with `marks`. Opening a format-1 store migrates it in one transaction.
@@ -31,6 +33,7 @@ export const ENTRY_FORMAT = 1;
 /** meta keys: the store's layout version, and the last assigned seq. */
 export const FORMAT_KEY = Buffer.from('format');
 export const SEQ_KEY = Buffer.from('seq');
+export const PROBE_KEY = Buffer.from('probe');
 /** Width of an expiry mark's bucket: the sweep finds a recipient's expiring entries through it. */
 export const EXPIRY_BUCKET_MS = 60_000;
 export const RECIPIENT_BYTES = 32;

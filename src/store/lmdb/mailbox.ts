@@ -27,9 +27,15 @@
  *    one handler per batch settles them all (no per-operation promise chains); enqueueNow() +
  *    durable() hand that one promise to the router, which answers a whole turn's SENDs with it.
  *  - `handedOut` (./handed-out.ts) remembers what ack needs of the entries a read handed out.
- * If a commit ever fails, the callers get STORE_ERROR / a rejection and the store repairs itself:
- * it waits for every write in flight, then recomputes usage, refcounts and indexes from the entries
- * (./consistency.ts).
+ * If a commit ever fails (a full disk, an I/O error), the callers of that batch get STORE_ERROR and
+ * the store stops writing: it is unwritable (writable() false) until it has recovered by itself.
+ * While unwritable, stores are refused STORE_ERROR at once, the expiry sweep and the admin
+ * deletions wait, and acknowledgements are kept in memory (their entries hidden from read()) to be
+ * committed later. Recovery: a probe write of PROBE_BYTES, retried with backoff (probeMinMs doubling
+ * up to probeMaxMs); once one commits, the repair (./consistency.ts: usage, refcounts and indexes
+ * recomputed from the entries) runs and commits the kept acknowledgements in the same transaction,
+ * and the store is writable again. Every promise lmdb-js can reject is handled (./commit-errors.ts):
+ * a storage error never ends the process.
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import {
@@ -39,9 +45,10 @@ import {
 } from '../mailbox.js';
 import {
   bytesId, encodeEntry, entryKey, ENTRY_KEY_BYTES, EXPIRY_BUCKET_MS, expiryBucket, FLAG_SHARED_BODY,
-  FLAG_STORAGE_KEY, FORMAT_KEY, HEADER_BYTES, idBytes, indexKey, INDEX_KEY_BYTES, MARK_KEY_BYTES, markKey, MAX_U53, parseHeader,
+  FLAG_STORAGE_KEY, FORMAT_KEY, HEADER_BYTES, idBytes, PROBE_KEY, indexKey, INDEX_KEY_BYTES, MARK_KEY_BYTES, markKey, MAX_U53, parseHeader,
   readU32, readU64, RECIPIENT_BYTES, SENDER_BYTES, SEQ_KEY, STORE_FORMAT, u32Value, u64Value, usageValue, writeU64, type EntryMeta,
 } from './keys.js';
+import { absorbCommitError, closeEnv, guardOrphanCommits, reportCommitFailure } from './commit-errors.js';
 import { checkConsistency } from './consistency.js';
 import { Slab } from './slab.js';
 import { HandedOut } from './handed-out.js';
@@ -66,8 +73,14 @@ export interface LmdbMailboxOptions {
   quotaFor?: QuotaHook;
   /** Told when a commit fails (or writes may have been left half done); a repair follows. Must not throw. */
   onCommitFailure?: (error: unknown) => void;
-  /** Told when a repair after a failure has finished, with what it found and fixed. Must not throw. */
+  /** Told when a repair after a failure has committed (the store is writable again), with what it found and fixed. Must not throw. */
   onRepaired?: (problems: string[]) => void;
+  /** Told when a recovery attempt (probe write, then repair) did not commit; the next one is in retryInMs. Must not throw. */
+  onProbeFailed?: (error: unknown, retryInMs: number) => void;
+  /** First wait between recovery attempts while unwritable, in ms (doubling each time). Default 250. */
+  probeMinMs?: number;
+  /** Longest wait between recovery attempts, in ms. Default 5000. */
+  probeMaxMs?: number;
 }
 
 export interface LmdbMailboxStats {
@@ -77,8 +90,14 @@ export interface LmdbMailboxStats {
   lastSeq: number;
   /** Operations whose transaction has not committed yet. */
   pendingOperations: number;
-  /** Commits that failed since open (each triggers a repair). */
+  /** Commits that failed since open (each makes the store unwritable until it has recovered). */
   commitFailures: number;
+  /** false from a failed commit until the store has recovered (probe and repair committed). */
+  writable: boolean;
+  /** Recovery attempts that did not commit since open. */
+  probeFailures: number;
+  /** Acknowledged entries whose deletion waits for the store to be writable again. */
+  acksWaiting: number;
   /** Entries read() had to skip because their shared body was missing (should stay 0). */
   anomalies: number;
   /** Size of the data file in bytes (LMDB last page used × page size). */
@@ -94,6 +113,8 @@ export interface LmdbMailboxStore extends MailboxStore {
   verify(): Promise<string[]>;
   /** Like verify(), then rewrites everything derived from the entries to agree with them. */
   repair(): Promise<string[]>;
+  /** false while the store cannot commit (from a failed commit until it has recovered by itself). */
+  writable(): boolean;
   stats(): LmdbMailboxStats;
 }
 
@@ -133,6 +154,21 @@ interface Regs {
   deleted: number[];
   index: Array<[string, IndexSlot]>;
   bodies: Array<[number, BodySlot]>;
+  /** The acks in it, flat (recipient, rid, seqs, ...), kept for a retry if its commit fails. */
+  acks: Array<Uint8Array | string | number[]>;
+}
+
+/** Acknowledged entries of one recipient whose deletion has not committed yet. */
+interface KeptAcks {
+  key: Uint8Array;
+  seqs: number[];
+}
+
+/** The promise every ack() kept for a retry waits on: settled when the retry commits, or at close. */
+interface AckRound {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (error: Error) => void;
 }
 
 /** The operations whose writes went into one lmdb-js batch (one transaction, one commit promise). */
@@ -160,6 +196,14 @@ const CHUNK = 4096;
 const CHUNK_WRITES = 16_384;
 const MARK_CACHE_MAX = 100_000;
 const HANDED_OUT_MAX = 262_144;
+/** Acknowledgements kept for a retry while the store is unwritable, at most (a Set of seqs: ~40 bytes each). */
+const ACKS_KEPT_MAX = 1_000_000;
+/**
+ * Size of the probe write: a store that can commit this much again is called writable. Big enough
+ * that the pages an acknowledgement freed do not make a still full disk look writable for one
+ * small transaction, small enough to fit once an operator has freed a little space.
+ */
+const PROBE_BYTES = 512 * 1024;
 
 const noop = (): void => {};
 
@@ -168,8 +212,17 @@ function newOp(): Op {
 }
 
 function newRegs(): Regs {
-  return { added: [], deleted: [], index: [], bodies: [] };
+  return { added: [], deleted: [], index: [], bodies: [], acks: [] };
 }
+
+/** durable()'s answer for a write whose commit failed. */
+function failedToFalse(error: unknown): false {
+  absorbCommitError(error);
+  return false;
+}
+
+const ACKS_NOT_KEPT = 'mailbox store: the acknowledgement could not be committed, and too many already wait for the disk to be kept (its messages will be delivered again)';
+const UNWRITABLE = 'mailbox store: cannot write since a commit failed (the disk may be full); try again once it has recovered';
 
 function commitFailed(ok: boolean): void {
   if (!ok) throw new Error('mailbox store: the commit failed (the store repairs itself; retry)');
@@ -215,7 +268,9 @@ class LmdbMailbox implements LmdbMailboxStore {
   private readonly clock: () => number;
   private currentLimits: MailboxLimits;
   private readonly quotaFor: QuotaHook | null;
-  private readonly hooks: Pick<LmdbMailboxOptions, 'onCommitFailure' | 'onRepaired'>;
+  private readonly hooks: Pick<LmdbMailboxOptions, 'onCommitFailure' | 'onRepaired' | 'onProbeFailed'>;
+  private readonly probeMinMs: number;
+  private readonly probeMaxMs: number;
 
   private readonly usageMap = new Map<string, Usage>();
   private totalCount = 0;
@@ -238,7 +293,24 @@ class LmdbMailbox implements LmdbMailboxStore {
   private batch: Batch | null = null;
   private inflight = 0;
   private gate: Promise<void> | null = null;
-  private repairScheduled = false;
+  /** false from a failed commit until a recovery attempt has committed. */
+  private canWrite = true;
+  /** A recovery attempt is running: the failures of its commits are probe failures. */
+  private recovering = false;
+  private recoveryTimer: NodeJS.Timeout | null = null;
+  /** The wait before the next recovery attempt (0: the first comes at once). */
+  private probeDelay = 0;
+  private probeFailures = 0;
+  /** The last transaction that settled failed (lmdb-js's close() then never finishes: closeEnv()). */
+  private lastCommitFailed = false;
+  /** What made the last failed commit of a recovery attempt fail (reported with the attempt). */
+  private probeError: unknown = null;
+  /** Acknowledgements whose deletion did not commit, by recipient, and their seqs (hidden from read()). */
+  private readonly acksKept = new Map<string, KeptAcks>();
+  private readonly ackedSeqs = new Set<number>();
+  private ackRound: AckRound | null = null;
+  /** ack()'s continuation: nothing once committed, else wait for the retry (the batch kept the acks). */
+  private readonly ackSettled = (ok: boolean): Promise<void> | undefined => (ok ? undefined : this.keptAcksCommitted());
   private closed = false;
   private closing: Promise<void> | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -262,7 +334,9 @@ class LmdbMailbox implements LmdbMailboxStore {
     this.clock = options.now ?? Date.now;
     this.currentLimits = resolveLimits(DEFAULT_MAILBOX_LIMITS, options.limits);
     this.quotaFor = options.quotaFor ?? null;
-    this.hooks = { onCommitFailure: options.onCommitFailure, onRepaired: options.onRepaired };
+    this.hooks = { onCommitFailure: options.onCommitFailure, onRepaired: options.onRepaired, onProbeFailed: options.onProbeFailed };
+    this.probeMinMs = Math.max(1, options.probeMinMs ?? 250);
+    this.probeMaxMs = Math.max(this.probeMinMs, options.probeMaxMs ?? 5000);
     this.env = open<Buffer, Buffer>({
       path: options.path,
       maxDbs: 16,
@@ -301,11 +375,12 @@ class LmdbMailbox implements LmdbMailboxStore {
         this.totalBytes += bytes;
       }
     } catch (err) {
-      void this.env.close();
+      this.env.close().then(noop, noop);
       throw err;
     }
     // Usage records and the seq counter are written once per transaction, inside it.
     this.env.on('beforecommit', () => this.flushDirty());
+    guardOrphanCommits(this.env);
 
     this.ready = this.sweepExpired().then(noop, noop);
     const every = options.sweepIntervalMs ?? 60_000;
@@ -334,13 +409,19 @@ class LmdbMailbox implements LmdbMailboxStore {
 
   // ---------------------------------------------------------------- write plumbing
 
+  // All writes of one lmdb-js batch return one promise; a new one (once per transaction, rarely
+  // twice) gets a handler at once, so that a failed commit never leaves a rejection unhandled.
   private put(db: Bin, key: Buffer, value: Buffer, op: Op): void {
-    this.lastWrite = db.put(key, value);
+    const write = db.put(key, value);
+    if (write !== this.lastWrite) write.then(noop, absorbCommitError);
+    this.lastWrite = write;
     op.writes++;
   }
 
   private remove(db: Bin, key: Buffer, op: Op): void {
-    this.lastWrite = db.remove(key);
+    const write = db.remove(key);
+    if (write !== this.lastWrite) write.then(noop, absorbCommitError);
+    this.lastWrite = write;
     op.writes++;
   }
 
@@ -357,7 +438,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       this.seqDirty = false;
     }
     // Same transaction (and promise) as the operations that dirtied them; failures reach those callers.
-    if (last) last.then(noop, noop);
+    if (last) last.then(noop, absorbCommitError);
   }
 
   /**
@@ -374,11 +455,13 @@ class LmdbMailbox implements LmdbMailboxStore {
       // The overlays go at the commit (LMDB answers reads the same from then on); callers wait for the flush.
       const visible = commit.then(
         () => {
-          this.settle(nb);
+          this.lastCommitFailed = false;
+          this.settle(nb, true);
           return true;
         },
         (err: unknown) => {
-          this.settle(nb);
+          this.lastCommitFailed = true;
+          this.settle(nb, false);
           this.noteFailure(err);
           return false;
         },
@@ -393,34 +476,130 @@ class LmdbMailbox implements LmdbMailboxStore {
     moveAll(o.deleted, b.deleted);
     moveAll(o.index, b.index);
     moveAll(o.bodies, b.bodies);
+    moveAll(o.acks, b.acks);
     return b.done;
   }
 
-  private settle(b: Batch): void {
+  private settle(b: Batch, committed: boolean): void {
     this.inflight -= b.ops;
     if (this.batch === b) this.batch = null;
     for (const seq of b.added) this.pendingNew.delete(seq);
     for (const seq of b.deleted) this.pendingDeleted.delete(seq);
     for (const [id, slot] of b.index) if (this.indexOverlay.get(id) === slot) this.indexOverlay.delete(id);
     for (const [id, slot] of b.bodies) if (this.bodyOverlay.get(id) === slot) this.bodyOverlay.delete(id);
+    if (!committed) {
+      // Acknowledged is acknowledged: the deletions are kept and committed once the store can write.
+      const acks = b.acks;
+      for (let i = 0; i + 2 < acks.length; i += 3) this.keepAcks(acks[i] as Uint8Array, acks[i + 1] as string, acks[i + 2] as number[]);
+    }
   }
 
+  /** A commit failed: the store stops writing and recovers by itself (recover()). */
   private noteFailure(error: unknown): void {
+    absorbCommitError(error);
+    if (this.recovering) {
+      this.probeFailures++;
+      this.probeError = error;
+      return;
+    }
     this.commitFailures++;
-    this.hooks.onCommitFailure?.(error);
-    if (this.repairScheduled || this.closed || this.closing) return;
-    this.repairScheduled = true;
-    setImmediate(() => {
-      this.repair().then((problems) => this.hooks.onRepaired?.(problems), (err: unknown) => this.hooks.onCommitFailure?.(err))
-        .finally(() => {
-          this.repairScheduled = false;
-        });
-    });
+    this.canWrite = false;
+    const hook = this.hooks.onCommitFailure;
+    if (hook) reportCommitFailure(error, hook);
+    this.scheduleRecovery();
+  }
+
+  private scheduleRecovery(): void {
+    if (this.recoveryTimer !== null || this.recovering || this.closed || this.closing) return;
+    this.recoveryTimer = setTimeout(() => {
+      this.recoveryTimer = null;
+      void this.recover();
+    }, this.probeDelay);
+    // Not unref()'d: a recovery is work in progress (close() stops it).
+  }
+
+  /**
+   * One recovery attempt: a probe write of PROBE_BYTES (cheap, and it fails at once while the disk
+   * is still full), then the repair, which also removes the probe and commits the kept
+   * acknowledgements. Either failing schedules the next attempt, later each time.
+   */
+  private async recover(): Promise<void> {
+    if (this.closed || this.closing) return;
+    this.recovering = true;
+    this.probeError = null;
+    let problems: string[] | null = null;
+    let failure: unknown = null;
+    try {
+      const op = newOp();
+      this.put(this.meta, PROBE_KEY, Buffer.alloc(PROBE_BYTES), op);
+      commitFailed(await this.bind());
+      problems = await this.repair();
+    } catch (err) {
+      failure = err;
+    } finally {
+      this.recovering = false;
+    }
+    if (problems !== null) {
+      this.probeDelay = 0;
+      this.hooks.onRepaired?.(problems);
+      return;
+    }
+    if (this.closed || this.closing) return;
+    this.canWrite = false;
+    this.probeDelay = Math.min(this.probeMaxMs, Math.max(this.probeMinMs, this.probeDelay * 2));
+    const hook = this.hooks.onProbeFailed;
+    const retryInMs = this.probeDelay;
+    if (hook) reportCommitFailure(this.probeError ?? failure, (reason) => hook(reason, retryInMs));
+    this.scheduleRecovery();
+  }
+
+  /** Keeps acknowledged seqs of a recipient for the next repair to delete; read() no longer shows them. */
+  private keepAcks(recipient: Uint8Array, rid: string, seqs: readonly number[]): boolean {
+    let kept = this.acksKept.get(rid);
+    for (const seq of seqs) {
+      if (!Number.isSafeInteger(seq) || seq <= 0 || this.ackedSeqs.has(seq)) continue;
+      if (this.ackedSeqs.size >= ACKS_KEPT_MAX) return false;
+      if (kept === undefined) this.acksKept.set(rid, (kept = { key: Buffer.from(recipient), seqs: [] }));
+      kept.seqs.push(seq);
+      this.ackedSeqs.add(seq);
+    }
+    return true;
+  }
+
+  /** Resolves once the kept acknowledgements have committed; rejects if the store closes first. */
+  private keptAcksCommitted(): Promise<void> {
+    if (this.ackedSeqs.size === 0) return Promise.resolve();
+    if (this.ackRound === null) {
+      let resolve = noop;
+      let reject: (error: Error) => void = noop;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.ackRound = { promise, resolve, reject };
+    }
+    return this.ackRound.promise;
+  }
+
+  /** Issues the deletions of every kept acknowledgement into op (the repair's transaction). */
+  private retryKeptAcks(op: Op): void {
+    for (const [rid, kept] of this.acksKept) {
+      for (const seq of kept.seqs) this.deleteStored(kept.key, rid, seq, op);
+    }
+  }
+
+  /** The kept acknowledgements have committed: forget them and answer their ack() calls. */
+  private keptAcksDone(): void {
+    this.acksKept.clear();
+    this.ackedSeqs.clear();
+    const round = this.ackRound;
+    this.ackRound = null;
+    round?.resolve();
   }
 
   /** Resolves when every write issued so far has committed (commits are in order). */
   private settled(): Promise<void> {
-    return this.lastWrite.then(noop, noop);
+    return this.lastWrite.then(noop, absorbCommitError);
   }
 
   /** Resolves when no operation is in flight; only for quiescent moments (close, verify, repair, tests). */
@@ -565,7 +744,7 @@ class LmdbMailbox implements LmdbMailboxStore {
   }
 
   enqueueNow(request: EnqueueRequest): EnqueueOutcome[] {
-    if (this.gate) return refuseAll(request, 'STORE_ERROR');
+    if (this.gate || !this.canWrite) return refuseAll(request, 'STORE_ERROR');
     return this.acceptAndBind(request).outcomes;
   }
 
@@ -575,14 +754,15 @@ class LmdbMailbox implements LmdbMailboxStore {
     // No batch open this turn (nothing written, or its batch settled): one promise per last write.
     if (this.quietDurable === null || this.quietDurable.of !== this.lastWrite) {
       const last = this.lastWrite;
-      this.quietDurable = { of: last, done: last.then(() => flushedAfter(last), () => false) };
+      this.quietDurable = { of: last, done: last.then(() => flushedAfter(last), failedToFalse) };
     }
     return this.quietDurable.done;
   }
 
   /** Decides and writes a request; `done` is its batch's outcome, null when it wrote nothing. */
   private acceptAndBind(request: EnqueueRequest): { outcomes: EnqueueOutcome[]; done: Promise<boolean> | null } {
-    if (this.closed || this.closing) return { outcomes: refuseAll(request, 'STORE_ERROR'), done: null };
+    // Closing, or unwritable since a failed commit: nothing is written, and nothing promised.
+    if (this.closed || this.closing || !this.canWrite) return { outcomes: refuseAll(request, 'STORE_ERROR'), done: null };
     const op = newOp();
     try {
       const outcomes = this.accept(request, op);
@@ -734,12 +914,13 @@ class LmdbMailbox implements LmdbMailboxStore {
     const from = Math.max(0, Math.floor(afterSeq)) + 1;
     if (!(from < MAX_U53)) return 0;
     const now = this.clock();
-    const checkDeleted = this.pendingDeleted.size > 0;
+    const checkDeleted = this.pendingDeleted.size > 0 || this.ackedSeqs.size > 0;
     const rid = bytesId(recipient);
     let visited = 0;
     for (const key of this.entries.getKeys({ start: entryKey(recipient, from), end: entryKey(recipient, MAX_U53) })) {
       const seq = readU64(key, RECIPIENT_BYTES);
-      if (checkDeleted && this.pendingDeleted.has(seq)) continue;
+      // Deleted but not committed yet, or acknowledged and kept for a retry: gone for the recipient.
+      if (checkDeleted && (this.pendingDeleted.has(seq) || this.ackedSeqs.has(seq))) continue;
       let value = this.entries.getBinaryFast(key);
       if (value === undefined) continue;
       const expiresAt = readU64(value, 16);
@@ -796,6 +977,11 @@ class LmdbMailbox implements LmdbMailboxStore {
     if (this.closed || this.closing) return Promise.reject(new Error('mailbox store is closed'));
     if (!isKey(recipient)) return Promise.resolve();
     const rid = bytesId(recipient);
+    if (!this.canWrite) {
+      // Nothing can commit now: kept (hidden from read()) and deleted by the repair once it can.
+      if (!this.keepAcks(recipient, rid, seqs)) return Promise.reject(new Error(ACKS_NOT_KEPT));
+      return this.keptAcksCommitted();
+    }
     const op = newOp();
     try {
       for (const seq of seqs) {
@@ -811,7 +997,9 @@ class LmdbMailbox implements LmdbMailboxStore {
     }
     // Nothing to delete (unknown, or already being deleted): still resolve after earlier deletions commit.
     if (op.writes === 0) return this.settled();
-    return this.bind().then(commitFailed);
+    // If this commit fails, settle() keeps the acks and ackSettled waits for their retry.
+    this.open.acks.push(recipient, rid, seqs);
+    return this.bind().then(this.ackSettled);
   }
 
   lastSeq(): number {
@@ -848,6 +1036,7 @@ class LmdbMailbox implements LmdbMailboxStore {
       if (this.gate) await this.gate;
       await this.settled();
       if (this.closed) return removed;
+      if (!this.canWrite) throw new Error(UNWRITABLE);
       const op = newOp();
       let seen = 0;
       let full = false;
@@ -878,6 +1067,7 @@ class LmdbMailbox implements LmdbMailboxStore {
 
   async removeRecipient(recipient: Uint8Array): Promise<number> {
     if (this.closed || this.closing) throw new Error('mailbox store is closed');
+    if (!this.canWrite) throw new Error(UNWRITABLE);
     if (!isKey(recipient)) return 0;
     await this.settled();
     const rid = bytesId(recipient);
@@ -887,6 +1077,7 @@ class LmdbMailbox implements LmdbMailboxStore {
 
   async removeOlderThan(ageMs: number, now: number = this.clock()): Promise<number> {
     if (this.closed || this.closing) throw new Error('mailbox store is closed');
+    if (!this.canWrite) throw new Error(UNWRITABLE);
     await this.settled();
     const cutoff = now - ageMs;
     return this.chunked(this.entries, undefined, undefined, (key, op) => {
@@ -898,6 +1089,8 @@ class LmdbMailbox implements LmdbMailboxStore {
 
   async sweepExpired(now: number = this.clock()): Promise<number> {
     if (this.closed || this.closing) throw new Error('mailbox store is closed');
+    // Unwritable: expired entries stay (read() skips them) until a sweep after the recovery.
+    if (!this.canWrite) return 0;
     // Every entry with expiresAt <= now has a mark whose bucket starts at or before now, and marks
     // sort by bucket first: they are all below this 8-byte bound. A recipient with several such
     // marks is scanned once; a mark is deleted once its whole bucket has passed.
@@ -920,6 +1113,10 @@ class LmdbMailbox implements LmdbMailboxStore {
       }
       return removed;
     });
+  }
+
+  writable(): boolean {
+    return this.canWrite;
   }
 
   setLimits(limits: Partial<MailboxLimits>): void {
@@ -957,6 +1154,9 @@ class LmdbMailbox implements LmdbMailboxStore {
       lastSeq: this.seqCounter,
       pendingOperations: this.inflight,
       commitFailures: this.commitFailures,
+      writable: this.canWrite,
+      probeFailures: this.probeFailures,
+      acksWaiting: this.ackedSeqs.size,
       anomalies: this.anomalies,
       mapBytes,
     };
@@ -1011,7 +1211,11 @@ class LmdbMailbox implements LmdbMailboxStore {
       const { problems, fix } = this.recompute();
       const op = newOp();
       fix(op);
+      if (this.meta.getBinary(PROBE_KEY) !== undefined) this.remove(this.meta, PROBE_KEY, op);
+      this.retryKeptAcks(op);
       commitFailed(await this.bind());
+      this.keptAcksDone();
+      this.canWrite = true;
       return problems;
     } finally {
       this.gate = null;
@@ -1023,11 +1227,17 @@ class LmdbMailbox implements LmdbMailboxStore {
     if (this.closed) return;
     if (this.closing) return this.closing;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
+    this.recoveryTimer = null;
     this.closing = (async () => {
       while (this.gate) await this.gate;
       await this.idle();
+      // Acknowledgements that never committed: their entries stay and are delivered again.
+      const round = this.ackRound;
+      this.ackRound = null;
+      round?.reject(new Error('mailbox store closed before these acknowledgements could be committed (their messages will be delivered again)'));
       this.closed = true;
-      await this.env.close();
+      await closeEnv(this.env, this.lastCommitFailed);
     })();
     return this.closing;
   }

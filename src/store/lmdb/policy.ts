@@ -12,6 +12,7 @@
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { z } from 'zod';
+import { absorbCommitError, closeEnv, guardOrphanCommits } from './commit-errors.js';
 import {
   policySchema, PolicyStoreError, type Assignment, type Policy, type PolicyStore,
 } from '../policy.js';
@@ -67,6 +68,8 @@ class LmdbPolicyStore implements PolicyStore {
   private readonly users = new Map<string, string>();
   private readonly blockedSet = new Set<string>();
   private closed = false;
+  /** The last commit failed (lmdb-js's close() then never finishes: closeEnv()). */
+  private lastCommitFailed = false;
 
   constructor(options: LmdbPolicyOptions) {
     this.clock = options.now ?? Date.now;
@@ -84,9 +87,11 @@ class LmdbPolicyStore implements PolicyStore {
       }
       this.load();
     } catch (err) {
-      void this.env.close();
+      this.env.close().then(() => {}, () => {});
       throw err;
     }
+    // A failed commit (a full disk) rejects the admin command, never the process.
+    guardOrphanCommits(this.env);
   }
 
   /** (Re)reads everything from LMDB into memory. */
@@ -110,7 +115,10 @@ class LmdbPolicyStore implements PolicyStore {
   private async commit(write: Promise<unknown>): Promise<void> {
     try {
       await write;
+      this.lastCommitFailed = false;
     } catch (err) {
+      absorbCommitError(err);
+      this.lastCommitFailed = true;
       if (!this.closed) {
         try { this.load(); } catch { /* keep what memory has; the next open reports the problem */ }
       }
@@ -209,7 +217,7 @@ class LmdbPolicyStore implements PolicyStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.env.close();
+    await closeEnv(this.env, this.lastCommitFailed);
   }
 }
 
