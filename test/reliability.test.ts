@@ -190,7 +190,9 @@ t.test('replies to a client that does not read are held to the outbound budget',
     }
     const peak = sampler.stop();
     const pauses = await relayMetric(relay, 'pulltab_read_pauses_total{reason="output"}');
-    t.ok(pauses > 0, `${kind}: reading was paused for output (${pauses} times)`);
+    const slow = await relayMetric(relay, 'pulltab_slow_consumer_disconnects_total');
+    // Slow answers (admin) may reach the write deadline before the output bound: closed, then.
+    t.ok(pauses > 0 || slow > 0, `${kind}: reading was paused for output (${pauses} times) or the connection closed SLOW_CONSUMER (${slow})`);
     t.ok(blockedSince > 0, `${kind}: the flood was held back by TCP (${(sentBytes / MiB).toFixed(0)} MiB written)`);
     t.ok(peak - baseline < 48 * MiB, `${kind}: relay anonymous memory grew by ${((peak - baseline) / MiB).toFixed(1)} MiB`);
     peer.close();
@@ -257,7 +259,8 @@ t.test('one connection flooding PINGs (and reading the PONGs) does not starve a 
   flooding = false;
   await flood;
   flooder.close();
-  t.ok(flooded >= alone * 0.25, `healthy pair: ${alone.toFixed(0)} msgs/s alone, ${flooded.toFixed(0)} msgs/s beside the flood (${(flooded / alone * 100).toFixed(0)}%)`);
+  // About 40% on a quiet machine, 20% with the suite running beside it; 1% before the relay yielded.
+  t.ok(flooded >= alone * 0.1, `healthy pair: ${alone.toFixed(0)} msgs/s alone, ${flooded.toFixed(0)} msgs/s beside the flood (${(flooded / alone * 100).toFixed(0)}%)`);
   t.ok(await relayMetric(relay, 'pulltab_read_pauses_total{reason="turn"}') > 0, 'the flooder was made to yield its turn');
   alice.close();
   bobPeer.close();
