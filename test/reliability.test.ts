@@ -64,6 +64,15 @@ function sampleRssAnon(pid: number): { stop(): number } {
 
 const MiB = 1024 * 1024;
 
+/** A relay process on a fresh data directory for one test, stopped and removed when it ends. */
+async function relayFor(t: { teardown(fn: () => unknown): void }, env: NodeJS.ProcessEnv = {}): Promise<SpawnedRelay> {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const relay = await spawnRelay(dir, ['--port', '0'], env);
+  t.teardown(() => killRelay(relay, 'SIGTERM'));
+  return relay;
+}
+
 t.test('storable messages answered DELIVERED to a connected recipient survive kill -9 until acknowledged', async (t) => {
   for (const recipientReads of [false, true]) {
     const dir = tempDir();
@@ -101,10 +110,7 @@ t.test('storable messages answered DELIVERED to a connected recipient survive ki
 });
 
 t.test('acknowledged live storable messages are gone from the mailbox; unacknowledged ones come again', async (t) => {
-  const dir = tempDir();
-  t.teardown(() => removeDir(dir));
-  const relay = await spawnRelay(dir, ['--port', '0']);
-  t.teardown(() => killRelay(relay, 'SIGTERM'));
+  const relay = await relayFor(t);
   const bob = generateIdentity();
   const bobPeer = await connectRaw(relay, bob);
   const alice = await connectRaw(relay);
@@ -124,11 +130,8 @@ t.test('acknowledged live storable messages are gone from the mailbox; unacknowl
 });
 
 t.test('pipelined stored sends do not grow relay memory: reading pauses at the pending-commit bound', async (t) => {
-  const dir = tempDir();
-  t.teardown(() => removeDir(dir));
   const bound = 2 * MiB;
-  const relay = await spawnRelay(dir, ['--port', '0'], { PULLTAB_STORE_PENDING_BYTES_PER_CONNECTION: String(bound) });
-  t.teardown(() => killRelay(relay, 'SIGTERM'));
+  const relay = await relayFor(t, { PULLTAB_STORE_PENDING_BYTES_PER_CONNECTION: String(bound) });
   const alice = await connectRaw(relay);
   const baseline = procStatusBytes(relay.proc.pid!, 'RssAnon');
   const sampler = sampleRssAnon(relay.proc.pid!);
@@ -201,10 +204,7 @@ t.test('replies to a client that does not read are held to the outbound budget',
 });
 
 t.test('one connection flooding PINGs (and reading the PONGs) does not starve a healthy pair', async (t) => {
-  const dir = tempDir();
-  t.teardown(() => removeDir(dir));
-  const relay = await spawnRelay(dir, ['--port', '0']);
-  t.teardown(() => killRelay(relay, 'SIGTERM'));
+  const relay = await relayFor(t);
   const bob = generateIdentity();
   const bobPeer = await connectRaw(relay, bob);
   const alice = await connectRaw(relay);
@@ -267,11 +267,8 @@ t.test('one connection flooding PINGs (and reading the PONGs) does not starve a 
 });
 
 t.test('QUEUE_EMPTY comes without an ACK when the mailbox holds exactly the window', async (t) => {
-  const dir = tempDir();
-  t.teardown(() => removeDir(dir));
   const window = 16;
-  const relay = await spawnRelay(dir, ['--port', '0'], { PULLTAB_INFLIGHT_WINDOW: String(window) });
-  t.teardown(() => killRelay(relay, 'SIGTERM'));
+  const relay = await relayFor(t, { PULLTAB_INFLIGHT_WINDOW: String(window) });
   for (const stored of [window, 2 * window]) {
     const bob = generateIdentity();
     const alice = await connectRaw(relay);
