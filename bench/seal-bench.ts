@@ -2,6 +2,9 @@
 //
 //   node --import @tapjs/typescript/import bench/seal-bench.ts           (about 3 s per case)
 //   node --import @tapjs/typescript/import bench/seal-bench.ts --quick   (about 1 s per case)
+//   ... bench/seal-bench.ts --quick --baseline /work/main   (the same cases for another checkout's
+//       src/crypto, case by case in the same process, then the ratios: before/after figures
+//       taken minutes apart on this shared machine differ by more than the change does)
 //
 // (@tapjs/typescript/import registers tap's ts-node ESM loader; Node 20 cannot run .ts alone.)
 // Each case seals one plaintext of bodyBytes to `recipients` keys in a time-bounded loop, then
@@ -9,9 +12,16 @@
 // across iterations, as a client would, so the per-identity and per-recipient caches are warm.
 // MB/s counts plaintext bytes, 1 MB = 10^6 bytes.
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { generateIdentity } from '../src/crypto/keys.js';
-import { openMessage, sealMessage } from '../src/crypto/seal.js';
+import * as thisTree from '../src/crypto/seal.js';
+
+/** The two functions measured: this tree's, or another checkout's (--baseline). */
+export interface SealImplementation {
+  sealMessage: typeof thisTree.sealMessage;
+  openMessage: typeof thisTree.openMessage;
+}
 
 export interface SealBenchRow {
   scenario: string;
@@ -43,11 +53,12 @@ function rate(budgetMs: number, fn: () => void): number {
   return (n * 1000) / elapsed;
 }
 
-export async function runSealBench(opts: { quick: boolean }): Promise<SealBenchRow[]> {
+export async function runSealBench(opts: { quick: boolean; implementation?: SealImplementation; cases?: typeof CASES }): Promise<SealBenchRow[]> {
+  const { sealMessage, openMessage } = opts.implementation ?? thisTree;
   const perCaseMs = opts.quick ? 1000 : 3000;
   const rows: SealBenchRow[] = [];
   const sender = generateIdentity();
-  for (const c of CASES) {
+  for (const c of opts.cases ?? CASES) {
     const ids = Array.from({ length: c.recipients }, () => generateIdentity());
     const keys = ids.map((i) => i.publicKey);
     const plaintext = randomBytes(c.bodyBytes);
@@ -96,8 +107,30 @@ function printTable(rows: SealBenchRow[]): void {
   for (const l of lines) console.log(fmt(l));
 }
 
+/** Runs each case for the baseline, then for this tree, alternating, and prints both and the ratios. */
+async function compareWith(baselineDir: string, quick: boolean): Promise<void> {
+  const baseline = (await import(pathToFileURL(join(resolve(baselineDir), 'src/crypto/seal.ts')).href)) as SealImplementation;
+  const before: SealBenchRow[] = [];
+  const after: SealBenchRow[] = [];
+  for (const c of CASES) {
+    before.push(...(await runSealBench({ quick, implementation: baseline, cases: [c] })));
+    after.push(...(await runSealBench({ quick, cases: [c] })));
+  }
+  console.log(`before: ${baselineDir}`);
+  printTable(before);
+  console.log('\nafter: this tree');
+  printTable(after);
+  console.log('');
+  for (const [i, a] of after.entries()) {
+    const b = before[i]!;
+    console.log(`${a.scenario}: seal ${(a.sealPerSec / b.sealPerSec).toFixed(2)}x, open ${(a.openPerSec / b.openPerSec).toFixed(2)}x`);
+  }
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const quick = process.argv.includes('--quick');
+  const at = process.argv.indexOf('--baseline');
   console.log(`seal bench (${quick ? 'quick' : 'full'}), node ${process.version}`);
-  printTable(await runSealBench({ quick }));
+  if (at > 0 && process.argv[at + 1]) await compareWith(process.argv[at + 1]!, quick);
+  else printTable(await runSealBench({ quick }));
 }

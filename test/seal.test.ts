@@ -2,11 +2,15 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
-import { ed25519 } from '@noble/curves/ed25519.js';
+import type { KeyObject } from 'node:crypto';
+import { ed25519, x25519 } from '@noble/curves/ed25519.js';
+import { chacha20poly1305, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { sha256 } from '@noble/hashes/sha2.js';
 import { generateIdentity, identityFromSecret, type Identity } from '../src/crypto/keys.js';
 import {
   __testing, MAX_RECIPIENTS, openMessage, SEAL_OVERHEAD, SEAL_PER_RECIPIENT_OVERHEAD, sealMessage, SealError,
-  WRAPPED_KEY_LENGTH, type SealErrorCode, type SealedMessage,
+  SIGNATURE_CONTEXT, WRAP_CONTEXT, WRAPPED_KEY_LENGTH, type SealErrorCode, type SealedMessage,
 } from '../src/crypto/seal.js';
 import { buildVector, referenceSeal, streamRandom, vectorPath, VECTOR_RECIPIENT_COUNTS, type SealVectorFile } from './vectors/generate.js';
 
@@ -322,10 +326,93 @@ t.test('property: hostile input never escapes as another exception', async (t) =
 });
 
 t.test('the recipient-key cache stays bounded', async (t) => {
-  for (let round = 0; round < 5; round++) {
-    sealMessage(alice, Array.from({ length: 255 }, () => ed25519.getPublicKey(ed25519.utils.randomSecretKey())), enc('x'));
+  const { capacity } = __testing.recipientCache;
+  t.ok(capacity >= 1024 && capacity <= 8192, `capacity ${capacity}: a few thousand peers`);
+  // More distinct recipients than the cache holds, in lists of 255 (the conversion is the cost: ~1-2 s).
+  const keys = Array.from({ length: capacity + 300 }, () => generateIdentity().publicKey);
+  for (let i = 0; i < keys.length; i += 255) sealMessage(alice, keys.slice(i, i + 255), enc('x'));
+  t.equal(__testing.recipientCache.size, capacity, `the cache holds exactly its capacity (${capacity}), not ${keys.length}`);
+  // The most recent keys are still cached: a hit hands back the very same KeyObject.
+  const last = keys[keys.length - 1]!;
+  t.equal(__testing.recipientX25519(last), __testing.recipientX25519(last), 'a recent key is a hit');
+});
+
+/** X25519 public bytes of a node:crypto KeyObject (public or private), through its JWK. */
+const jwkX = (key: KeyObject): Uint8Array => new Uint8Array(Buffer.from(key.export({ format: 'jwk' }).x as string, 'base64url'));
+
+t.test('a cached recipient conversion equals the uncached one and noble\'s', async (t) => {
+  for (let i = 0; i < 20; i++) {
+    const key = generateIdentity().publicKey;
+    const noble = ed25519.utils.toMontgomery(key);
+    const first = __testing.recipientX25519(key); // a miss: converts and caches
+    const again = __testing.recipientX25519(Uint8Array.from(key)); // a hit, through a copy of the key
+    t.equal(again, first, `key ${i}: the second lookup is served from the cache`);
+    t.ok(eq(jwkX(first), noble), `key ${i}: cached conversion = @noble/curves toMontgomery`);
+    t.ok(eq(jwkX(__testing.convertRecipient(key)), noble), `key ${i}: uncached conversion = @noble/curves toMontgomery`);
   }
-  t.ok(__testing.recipientCacheSize() <= 1024, `cache holds ${__testing.recipientCacheSize()} keys`);
+  // Two keys never share an entry: each gets its own X25519 form.
+  const [a, b] = [generateIdentity().publicKey, generateIdentity().publicKey];
+  t.notOk(eq(jwkX(__testing.recipientX25519(a)), jwkX(__testing.recipientX25519(b))), 'distinct keys, distinct entries');
+  // A refused key is not cached: asking again refuses again.
+  const offCurve = new Uint8Array(32).fill(0xfe);
+  offCurve[31] = 0x3f;
+  t.throws(() => __testing.recipientX25519(offCurve), 'a key off the curve is refused');
+  t.throws(() => __testing.recipientX25519(offCurve), 'and refused again (nothing cached)');
+});
+
+t.test('node:crypto X25519 keys equal @noble/curves byte for byte', async (t) => {
+  for (let i = 0; i < 20; i++) {
+    // Fresh ephemerals (generateKeyPairSync): the public bytes belong to the private key.
+    const eph = __testing.newEphemeral();
+    const d = new Uint8Array(Buffer.from(eph.privateKey.export({ format: 'jwk' }).d as string, 'base64url'));
+    t.ok(eq(eph.publicBytes, x25519.getPublicKey(d)), `fresh ephemeral ${i}: public = noble X25519(d, 9)`);
+    // Given secrets (PKCS#8 import): test vectors and the identity's own key.
+    const secret = randomBytes(32);
+    t.ok(eq(__testing.ephemeralFromSecret(secret).publicBytes, x25519.getPublicKey(secret)), `given secret ${i}: public = noble`);
+    const id = generateIdentity();
+    const mine = __testing.x25519SecretOf(id);
+    t.equal(__testing.x25519SecretOf(id), mine, 'the identity\'s key is built once');
+    t.ok(eq(jwkX(mine), ed25519.utils.toMontgomery(id.publicKey)), `identity ${i}: X25519 public = noble's conversion of the Ed25519 key`);
+  }
+});
+
+t.test('HKDF-SHA256 wrap key (node:crypto HMAC) equals @noble/hashes hkdf', async (t) => {
+  for (let i = 0; i < 50; i++) {
+    const shared = randomBytes(32), eph = randomBytes(32), recipient = randomBytes(32);
+    const info = new Uint8Array(64);
+    info.set(eph, 0);
+    info.set(recipient, 32);
+    t.ok(eq(__testing.wrapKeyFor(shared, eph, recipient), hkdf(sha256, shared, WRAP_CONTEXT, info, 32)), `input ${i}`);
+  }
+});
+
+/** Opens a sealed message with @noble only (the spec, step by step); no code shared with seal.ts. */
+function nobleOpen(me: Identity, wrappedKey: Uint8Array, body: Uint8Array): { plaintext: Uint8Array; sender: Uint8Array; signed: boolean } {
+  const header = wrappedKey.subarray(0, 33);
+  const eph = wrappedKey.subarray(1, 33);
+  const shared = x25519.getSharedSecret(ed25519.utils.toMontgomerySecret(me.secretKey), eph);
+  const wrapKey = hkdf(sha256, shared, WRAP_CONTEXT, Uint8Array.from([...eph, ...me.publicKey]), 32);
+  const messageKey = chacha20poly1305(wrapKey, new Uint8Array(12), header).decrypt(wrappedKey.subarray(33));
+  const inner = xchacha20poly1305(messageKey, body.subarray(0, 24)).decrypt(body.subarray(24));
+  const sender = inner.subarray(1, 33);
+  const messageId = inner.subarray(33, 49);
+  const sigAt = 50 + 32 * inner[49]!;
+  const block = inner.subarray(49, sigAt);
+  const plaintext = inner.subarray(sigAt + 64);
+  const signed = ed25519.verify(inner.subarray(sigAt, sigAt + 64), Uint8Array.from([...SIGNATURE_CONTEXT, ...messageId, ...sender, ...block, ...plaintext]), sender, { zip215: false });
+  return { plaintext, sender, signed };
+}
+
+t.test('messages sealed with fresh (generated) ephemerals open with @noble alone', async (t) => {
+  for (const n of [1, 3, 8]) {
+    const ids = Array.from({ length: n }, () => generateIdentity());
+    const plaintext = randomBytes(100 * n);
+    const sealed = sealMessage(alice, ids.map((i) => i.publicKey), plaintext); // no options.random: the production path
+    for (const [i, id] of ids.entries()) {
+      const opened = nobleOpen(id, sealed.recipients[i]!.wrappedKey, sealed.body);
+      t.ok(opened.signed && eq(opened.sender, alice.publicKey) && eq(opened.plaintext, plaintext), `${n} recipients, recipient ${i}: noble opens it`);
+    }
+  }
 });
 
 for (const n of VECTOR_RECIPIENT_COUNTS) {

@@ -15,6 +15,7 @@ import { dirname } from 'node:path';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { base58 } from '@scure/base';
 import { isUnusableKey } from './unusable-keys.js';
+import { KeyCache, keyId } from './key-cache.js';
 
 export const PUBLIC_KEY_LENGTH = 32;
 export const SECRET_KEY_LENGTH = 32;
@@ -160,20 +161,17 @@ function standInKey(): KeyObject {
 }
 
 // Building a KeyObject costs about as much as a verification; JWK import is the cheapest
-// form, and a small cache serves clients that verify the same senders again and again.
-const publicKeyCache = new Map<string, KeyObject>();
-const PUBLIC_KEY_CACHE_SIZE = 1024;
+// form (a public JWK has no `d`, so every Node takes it), and a bounded LRU serves clients
+// that verify the same senders again and again.
+const publicKeyCache = new KeyCache<KeyObject>();
 
 function publicKeyObject(publicKey: Uint8Array): KeyObject {
-  const id = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.length).toString('base64url');
-  let key = publicKeyCache.get(id);
-  if (key === undefined) {
-    key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: id }, format: 'jwk' });
-    if (publicKeyCache.size >= PUBLIC_KEY_CACHE_SIZE) publicKeyCache.delete(publicKeyCache.keys().next().value!);
-    publicKeyCache.set(id, key);
-  }
-  return key;
+  return publicKeyCache.getOrMake(keyId(publicKey), () =>
+    createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.length).toString('base64url') }, format: 'jwk' }));
 }
+
+/** TEST-ONLY: the verification-key cache, to check that it stays bounded. */
+export const __verifyKeyCache: { readonly size: number; readonly capacity: number } = publicKeyCache;
 
 /**
  * Reference signing and verification with @noble/curves, used by tests to cross-check node:crypto.

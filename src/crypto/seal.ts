@@ -11,16 +11,23 @@
 // key or the body names the sender. The signed recipient list stops a recipient from
 // re-wrapping the message key for someone else as if the sender had written to them.
 //
-// Speed: the hot operations use node:crypto (Ed25519 through keys.ts, X25519 key agreement,
-// IETF ChaCha20-Poly1305). XChaCha20-Poly1305 is built from noble's HChaCha20 plus node's
-// ChaCha20-Poly1305; test/seal.test.ts checks it byte for byte against @noble/ciphers.
-import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+// Speed: the hot operations use node:crypto (Ed25519 through keys.ts, X25519 key generation and
+// agreement, HMAC-SHA256 for HKDF, IETF ChaCha20-Poly1305). XChaCha20-Poly1305 is built from
+// noble's HChaCha20 plus node's ChaCha20-Poly1305. test/seal.test.ts checks each against @noble
+// byte for byte, and the vectors. What is left is the public-key work itself: a seal is one
+// Ed25519 signature plus one X25519 key generation and agreement per recipient, an open one
+// X25519 agreement plus one Ed25519 verification; in OpenSSL these are ~70% of the time (the
+// verification alone half of an open). Everything built from a key that comes back (the
+// recipient's X25519 form, the identity's own keys) is cached.
+import {
+  createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes,
+  timingSafeEqual, type KeyObject,
+} from 'node:crypto';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { hchacha, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
-import { hkdf } from '@noble/hashes/hkdf.js';
-import { sha256 } from '@noble/hashes/sha2.js';
 import { Signer, verifySignature, type Identity } from './keys.js';
-import { isUnusableKey } from './unusable-keys.js';
+import { UNUSABLE_KEY_IDS } from './unusable-keys.js';
+import { KeyCache, keyId } from './key-cache.js';
 
 // ---------------------------------------------------------------------------------------
 // Format constants
@@ -213,33 +220,73 @@ const bodySeal = LITTLE_ENDIAN ? xchachaSealNode : xchachaSealNoble;
 const bodyOpen = LITTLE_ENDIAN ? xchachaOpenNode : xchachaOpenNoble;
 
 const b64u = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('base64url');
-const ZERO_X_B64 = b64u(new Uint8Array(32));
+
+// DER prefix that turns a raw 32-byte X25519 secret into PKCS#8 (RFC 8410) for node:crypto.
+const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
 
 /**
- * A node:crypto X25519 private key from 32 raw bytes (clamped by X25519 itself). JWK import
- * is ~10x faster than PKCS#8 here; node requires an `x` member but derives the public key from
- * `d`, which the vector and cross-check tests confirm.
+ * A node:crypto X25519 private key from 32 raw bytes (clamped by X25519 itself), as PKCS#8,
+ * the form every Node takes. (A JWK needs an `x` matching `d`, which Node 26 checks, and
+ * computing it is the very base-point multiplication the import does.) PKCS#8 import costs
+ * ~10x a JWK's on Node 20 (OpenSSL 3.0's decoder), so the hot paths avoid it: an identity's
+ * key is imported once (x25519SecretOf), and fresh ephemerals are generated (newEphemeral).
  */
 function x25519PrivateKey(secret: Uint8Array): KeyObject {
-  return createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: b64u(secret), x: ZERO_X_B64 }, format: 'jwk' });
+  const der = Buffer.allocUnsafe(X25519_PKCS8_PREFIX.length + KEY_LENGTH);
+  X25519_PKCS8_PREFIX.copy(der, 0);
+  der.set(secret, X25519_PKCS8_PREFIX.length);
+  try {
+    return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  } finally {
+    der.fill(0);
+  }
 }
 
 function x25519PublicKey(pub: Uint8Array): KeyObject {
   return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64u(pub) }, format: 'jwk' });
 }
 
-function x25519PublicBytes(priv: KeyObject): Uint8Array {
-  const x = createPublicKey(priv).export({ format: 'jwk' }).x;
+function x25519PublicBytes(pub: KeyObject): Uint8Array {
+  const x = pub.export({ format: 'jwk' }).x;
   if (typeof x !== 'string') throw new Error('X25519 public key export failed');
   return new Uint8Array(Buffer.from(x, 'base64url'));
 }
 
-/** The wrap key: HKDF-SHA256(ikm = X25519 shared secret, salt = WRAP_CONTEXT, info = eph | recipient, 32). */
+interface Ephemeral {
+  privateKey: KeyObject;
+  publicBytes: Uint8Array;
+}
+
+/**
+ * A fresh ephemeral X25519 key pair from OpenSSL's generator (node:crypto's randomBytes draws
+ * from the same one). As fast as importing 32 random bytes, and it needs no import at all.
+ */
+function newEphemeral(): Ephemeral {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  return { privateKey, publicBytes: x25519PublicBytes(publicKey) };
+}
+
+/** The ephemeral key pair of a given secret (options.random: test vectors). */
+function ephemeralFromSecret(secret: Uint8Array): Ephemeral {
+  const privateKey = x25519PrivateKey(secret);
+  return { privateKey, publicBytes: x25519PublicBytes(createPublicKey(privateKey)) };
+}
+
+/**
+ * The wrap key: HKDF-SHA256(ikm = X25519 shared secret, salt = WRAP_CONTEXT, info = eph | recipient, 32).
+ * RFC 5869 written out with node:crypto HMAC (half the time of @noble/hashes' hkdf here); one
+ * output block: PRK = HMAC(salt, ikm), OKM = HMAC(PRK, info | 0x01). test/seal.test.ts checks it
+ * against @noble/hashes.
+ */
 function wrapKeyFor(shared: Uint8Array, ephemeralPublic: Uint8Array, recipient: Uint8Array): Uint8Array {
-  const info = new Uint8Array(2 * KEY_LENGTH);
+  const prk = createHmac('sha256', WRAP_CONTEXT).update(shared).digest();
+  const info = Buffer.allocUnsafe(2 * KEY_LENGTH + 1);
   info.set(ephemeralPublic, 0);
   info.set(recipient, KEY_LENGTH);
-  return hkdf(sha256, shared, WRAP_CONTEXT, info, 32);
+  info[2 * KEY_LENGTH] = 0x01;
+  const okm = createHmac('sha256', prk).update(info).digest();
+  prk.fill(0);
+  return new Uint8Array(okm.buffer, okm.byteOffset, okm.length);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -276,43 +323,40 @@ function x25519SecretOf(identity: Identity): KeyObject {
   return state.x25519;
 }
 
-/** Recipient Ed25519 key → X25519 public KeyObject; the conversion (a point decompression) costs ~0.3 ms. */
-const RECIPIENT_CACHE_SIZE = 1024;
-const recipientCache = new Map<string, KeyObject>();
+/**
+ * Recipient Ed25519 key → X25519 public KeyObject, by keyId(recipient). The conversion (a
+ * point decompression in @noble/curves, then a JWK import) costs ~0.3 ms; a hit costs a Map
+ * lookup. Bounded LRU: a client writing to many peers keeps the ones it writes to most.
+ */
+const recipientCache = new KeyCache<KeyObject>();
 
-function recipientX25519(recipient: Uint8Array): KeyObject {
-  const id = Buffer.from(recipient.buffer, recipient.byteOffset, recipient.length).toString('latin1');
-  const hit = recipientCache.get(id);
-  if (hit) {
-    recipientCache.delete(id); // keep recently used keys at the end
-    recipientCache.set(id, hit);
-    return hit;
-  }
-  const key = x25519PublicKey(ed25519.utils.toMontgomery(recipient)); // throws on a key not on the curve
-  if (recipientCache.size >= RECIPIENT_CACHE_SIZE) {
-    const oldest = recipientCache.keys().next().value;
-    if (oldest !== undefined) recipientCache.delete(oldest);
-  }
-  recipientCache.set(id, key);
-  return key;
+function convertRecipient(recipient: Uint8Array): KeyObject {
+  return x25519PublicKey(ed25519.utils.toMontgomery(recipient)); // throws on a key not on the curve
+}
+
+function recipientX25519(recipient: Uint8Array, id: string = keyId(recipient)): KeyObject {
+  return recipientCache.getOrMake(id, () => convertRecipient(recipient));
 }
 
 // ---------------------------------------------------------------------------------------
 // Wrapping
 
-/** Wraps a message key for one recipient with the given ephemeral X25519 secret. */
-function wrapMessageKey(messageKey: Uint8Array, recipient: Uint8Array, ephemeralSecret: Uint8Array): Uint8Array {
+/**
+ * Wraps a message key for one recipient with an ephemeral X25519 key pair (a given secret's,
+ * or a fresh one). id is keyId(recipient), when the caller has it already.
+ */
+function wrapMessageKey(messageKey: Uint8Array, recipient: Uint8Array, ephemeralSecret?: Uint8Array, id?: string): Uint8Array {
   let recipientKey: KeyObject;
   try {
-    recipientKey = recipientX25519(recipient);
+    recipientKey = recipientX25519(recipient, id);
   } catch {
     throw new SealError('MALFORMED', 'a recipient key is not a valid Ed25519 public key');
   }
-  const ephemeral = x25519PrivateKey(ephemeralSecret);
-  const ephemeralPublic = x25519PublicBytes(ephemeral);
+  const ephemeral = ephemeralSecret ? ephemeralFromSecret(ephemeralSecret) : newEphemeral();
+  const ephemeralPublic = ephemeral.publicBytes;
   let shared: Uint8Array;
   try {
-    shared = diffieHellman({ privateKey: ephemeral, publicKey: recipientKey }); // rejects an all-zero result
+    shared = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipientKey }); // rejects an all-zero result
   } catch {
     throw new SealError('MALFORMED', 'a recipient key is a low-order point');
   }
@@ -441,35 +485,46 @@ export function sealMessage(
     throw new SealError('TOO_MANY_RECIPIENTS', `at most ${MAX_RECIPIENTS} recipients, got ${recipients.length}`);
   }
   if (recipients.length === 0) throw new SealError('MALFORMED', 'no recipients');
-  const seen = new Set<string>();
+  const ids: string[] = [];
+  // A linear scan beats a Set for the usual handful of recipients; a Set for long lists.
+  const seen = recipients.length > 16 ? new Set<string>() : null;
   for (const r of recipients) {
     if (!(r instanceof Uint8Array) || r.length !== KEY_LENGTH) throw new SealError('MALFORMED', `a recipient key is ${KEY_LENGTH} bytes`);
+    const id = keyId(r);
     // The set the relay refuses (BAD_RECIPIENT). The key conversion or the key agreement
     // below would refuse these too, but with a vaguer reason; this names it.
-    if (isUnusableKey(r)) throw new SealError('MALFORMED', 'a recipient key is a small-order or non-canonical Ed25519 point');
-    const id = Buffer.from(r.buffer, r.byteOffset, r.length).toString('latin1');
-    if (seen.has(id)) throw new SealError('MALFORMED', 'duplicate recipient');
-    seen.add(id);
+    if (UNUSABLE_KEY_IDS.has(id)) throw new SealError('MALFORMED', 'a recipient key is a small-order or non-canonical Ed25519 point');
+    if (seen ? seen.has(id) : ids.includes(id)) throw new SealError('MALFORMED', 'duplicate recipient');
+    seen?.add(id);
+    ids.push(id);
   }
   if (!(plaintext instanceof Uint8Array)) throw new TypeError('plaintext must be a Uint8Array');
   const random = options.random;
   const draw = (n: number): Uint8Array => {
-    if (!random) return randomBytes(n);
-    const bytes = random(n);
+    const bytes = random!(n);
     if (!(bytes instanceof Uint8Array) || bytes.length !== n) throw new TypeError(`options.random(${n}) must return ${n} bytes`);
-    return bytes;
+    return new Uint8Array(bytes);
   };
-  const messageId = new Uint8Array(draw(MESSAGE_ID_LENGTH));
-  const messageKey = new Uint8Array(draw(MESSAGE_KEY_LENGTH));
-  const nonce = new Uint8Array(draw(BODY_NONCE_LENGTH));
+  let messageId: Uint8Array, messageKey: Uint8Array, nonce: Uint8Array;
+  if (random) {
+    messageId = draw(MESSAGE_ID_LENGTH);
+    messageKey = draw(MESSAGE_KEY_LENGTH);
+    nonce = draw(BODY_NONCE_LENGTH);
+  } else {
+    // One draw instead of three: each randomBytes call costs a few microseconds of locking.
+    const bytes = randomBytes(MESSAGE_ID_LENGTH + MESSAGE_KEY_LENGTH + BODY_NONCE_LENGTH);
+    messageId = bytes.slice(0, MESSAGE_ID_LENGTH);
+    messageKey = new Uint8Array(bytes.buffer, bytes.byteOffset + MESSAGE_ID_LENGTH, MESSAGE_KEY_LENGTH);
+    nonce = new Uint8Array(bytes.buffer, bytes.byteOffset + MESSAGE_ID_LENGTH + MESSAGE_KEY_LENGTH, BODY_NONCE_LENGTH);
+  }
 
   const recipientBlock = recipientBlockOf(recipients);
   const signature = signerOf(sender).sign(signatureInput(messageId, sender.publicKey, recipientBlock, plaintext));
   const body = bodySeal(messageKey, nonce, [innerPrefix(sender.publicKey, messageId), recipientBlock, signature, plaintext]);
 
-  const wrapped = recipients.map((recipient) => ({
+  const wrapped = recipients.map((recipient, i) => ({
     recipient: new Uint8Array(recipient),
-    wrappedKey: wrapMessageKey(messageKey, recipient, draw(KEY_LENGTH)),
+    wrappedKey: wrapMessageKey(messageKey, recipient, random ? draw(KEY_LENGTH) : undefined, ids[i]),
   }));
   messageKey.fill(0);
   return { messageId, recipients: wrapped, body };
@@ -537,5 +592,15 @@ export const __testing = {
     inner.set(plaintext, prefix.length + block.length + SIG_LENGTH);
     return inner;
   },
-  recipientCacheSize: (): number => recipientCache.size,
+  /** The wrap key derivation, to check it against @noble/hashes' HKDF. */
+  wrapKeyFor,
+  /** The recipient-key cache and its uncached conversion, to check that they agree and it stays bounded. */
+  recipientCache: recipientCache as { readonly size: number; readonly capacity: number },
+  recipientX25519,
+  convertRecipient,
+  /** A fresh ephemeral key pair, and the pair of a given secret (the PKCS#8 import). */
+  newEphemeral,
+  ephemeralFromSecret,
+  /** The identity's X25519 secret as a cached KeyObject. */
+  x25519SecretOf,
 };
