@@ -34,7 +34,9 @@ t.test('ten CLI clients that each listen and send: 101 random messages, all deli
     ['listen', '--relay', relay.address, '--key', keyFile(i), '--count', String(expected[i].length), '--timeout', '150', '--json'],
     { timeoutMs: 160_000 },
   ));
+  const started = Date.now();
   await waitForSessions(relay, CLIENTS, 60_000);
+  t.comment(`listeners connected after ${Date.now() - started} ms`);
   // Four sends at a time (each its own process, its sender's key also listening).
   const failures: string[] = [];
   let next = 0;
@@ -45,7 +47,9 @@ t.test('ten CLI clients that each listen and send: 101 random messages, all deli
       if (sent.code !== 0) failures.push(sent.stderr.trim());
     }
   }));
+  t.comment(`sends done after ${Date.now() - started} ms`);
   t.same(failures, [], 'every send was delivered');
+  if (failures.length > 0) t.comment(relay.output().split('\n').filter((l) => !l.includes('"level":20')).slice(-30).join('\n'));
   const results = await Promise.all(listeners);
   let delivered = 0;
   for (let i = 0; i < CLIENTS; i++) {
