@@ -22,19 +22,19 @@ t.test('a listener started before the relay receives, and keeps receiving across
   relay = await spawnRelay(data, ['--port', String(port)]);
   t.teardown(() => killRelay(relay, 'SIGTERM'));
   await waitForSessions(relay, 1, 20_000);
-  const first = await runCli(['send', '--relay', address, '--key', join(dir, 'a.key'), '--to', bobKey, 'before the restart']);
+  const first = await runCli(['send', '--relay', address, '--key', join(dir, 'a.key'), '--to', bobKey, 'before the restart'], { timeoutMs: 40_000 });
   t.equal(first.code, 0, first.stderr);
 
   // kill -9 and start again on the same port: the listener reconnects by itself.
   await killRelay(relay, 'SIGKILL');
   relay = await spawnRelay(data, ['--port', String(port)]);
   await waitForSessions(relay, 1, 20_000);
-  const second = await runCli(['send', '--relay', address, '--key', join(dir, 'a.key'), '--to', bobKey, 'after the restart']);
+  const second = await runCli(['send', '--relay', address, '--key', join(dir, 'a.key'), '--to', bobKey, 'after the restart'], { timeoutMs: 40_000 });
   t.equal(second.code, 0, second.stderr);
 
   const out = await listening;
   t.equal(out.code, 0, out.stderr);
-  t.same(out.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { body: string }).body), ['before the restart', 'after the restart']);
+  t.same(out.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { body: string }).body), ['before the restart', 'after the restart'], { timeoutMs: 40_000 });
 });
 
 t.test('listen gives up at --timeout when the relay never comes, and at once on a wrong relay key', async (t) => {
