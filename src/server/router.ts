@@ -108,15 +108,6 @@ export class Router {
     for (const set of this.sendOnly.values()) yield* set;
   }
 
-  /** Every authenticated session of one key: its receiving one first, then its send-only ones. */
-  sessionsOf(keyId: string): Session[] {
-    const receiving = this.sessions.get(keyId);
-    const senders = this.sendOnly.get(keyId);
-    const out = receiving ? [receiving] : [];
-    if (senders) out.push(...senders);
-    return out;
-  }
-
   /**
    * Called when a session's connection has closed. Its unacknowledged stored messages (from the
    * mailbox or written live) are still in the mailbox: the key's next connection gets them.
