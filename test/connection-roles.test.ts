@@ -2,7 +2,7 @@
 // connection never displaces its key's receiving connection, receives nothing, and is capped
 // per key; receiving connections still replace one another, newest first.
 import t from 'tap';
-import { generateIdentity } from '../src/crypto/keys.js';
+import { encodeKey, generateIdentity } from '../src/crypto/keys.js';
 import { Code } from '../src/protocol/constants.js';
 import type { ConnectError, ReceivedMessage } from '../src/client/client.js';
 import { connectClient, connectCollecting, makeClient, once, removeDir, sleep, startRelay, tempDir, waitForCount } from './helpers.js';
@@ -124,4 +124,27 @@ t.test('newest-wins still holds between receiving connections, and send-only one
   t.same(senderDisconnects, [], 'the send-only connection was neither replaced nor replacing');
   t.ok(sender.connected);
   t.equal(relay.stats.replaced, 1);
+});
+
+t.test('kick and block reach a key\'s send-only connections too', async (t) => {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const root = generateIdentity();
+  const relay = await startRelay({ rootKey: encodeKey(root.publicKey) }, dir);
+  t.teardown(() => relay.close());
+  const admin = await connectClient(relay, { identity: root, role: 'send' });
+  t.teardown(() => admin.close());
+  const alice = generateIdentity();
+  const receiver = await connectClient(relay, { identity: alice });
+  const sender = await connectClient(relay, { identity: alice, role: 'send' });
+  t.teardown(() => Promise.all([receiver.close(), sender.close()]));
+  const kicks = Promise.all([once<{ code: number }>(receiver, 'disconnected'), once<{ code: number }>(sender, 'disconnected')]);
+  t.match(await admin.admin('kick', { key: encodeKey(alice.publicKey) }), { ok: true });
+  t.match(await kicks, [{ code: Code.KICKED }, { code: Code.KICKED }], 'kick closes both');
+  // Alone, a send-only connection is still "connected" for kick and block.
+  const lone = await connectClient(relay, { identity: alice, role: 'send', reconnect: false });
+  t.teardown(() => lone.close());
+  const blocked = once<{ code: number }>(lone, 'disconnected');
+  t.match(await admin.admin('block', { key: encodeKey(alice.publicKey) }), { ok: true, body: { disconnected: 1 } });
+  t.match(await blocked, { code: Code.NOT_AUTHORIZED }, 'block closes it');
 });
