@@ -1,7 +1,7 @@
 // The library: import { RelayClient } from 'pulltab'.
 export {
   RelayClient, NotConnectedError, ConnectError, storageKeyBytes,
-  type RelayClientOptions, type SendOptions, type AdminAnswer, type SendResult, type RecipientOutcome, type ReceivedMessage,
+  type RelayClientOptions, type ClientRole, type SendOptions, type AdminAnswer, type SendResult, type RecipientOutcome, type ReceivedMessage,
 } from './client/client.js';
 export {
   generateIdentity, identityFromSecret, readIdentityFile, writeIdentityFile, loadOrCreateIdentityFile,

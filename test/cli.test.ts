@@ -21,7 +21,8 @@ t.test('keygen, id, send and listen through a relay', async (t) => {
   t.equal((await runCli(['id', '--key', join(dir, 'bob.key')])).stdout.trim(), bobKey, 'id prints the keygen key');
   t.equal((await runCli(['keygen', '--out', join(dir, 'bob.key')])).code, 1, 'keygen never overwrites');
 
-  const listening = runCli(['listen', '--relay', relay.address, '--key', join(dir, 'bob.key'), '--count', '2', '--timeout', '15', '--json']);
+  // Generous bounds: on a loaded machine each CLI process takes seconds to start.
+  const listening = runCli(['listen', '--relay', relay.address, '--key', join(dir, 'bob.key'), '--count', '2', '--timeout', '60', '--json'], { timeoutMs: 70_000 });
   await waitForSessions(relay, 1);
   const sent = await runCli(['send', '--relay', relay.address, '--key', join(dir, 'alice.key'), '--to', bobKey, 'hello Bob']);
   t.equal(sent.code, 0, sent.stderr);

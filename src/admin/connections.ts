@@ -1,7 +1,7 @@
 // Admin commands on connections: connections, kick, block, unblock, blocked.
 import { z } from 'zod';
 import { Code } from '../protocol/constants.js';
-import { AdminError, keyArg, keyText, type AdminCommand } from './engine.js';
+import { AdminError, everySession, keyArg, keyText, sessionsOfKey, type AdminCommand } from './engine.js';
 
 const connections: AdminCommand<Record<string, never>> = {
   name: 'connections',
@@ -10,7 +10,7 @@ const connections: AdminCommand<Record<string, never>> = {
   args: z.object({}).strict(),
   audit: () => ({}),
   run(ctx) {
-    const sessions = [...ctx.host.sessions.values()].filter((s) => !s.closed);
+    const sessions = [...everySession(ctx.host)].filter((s) => !s.closed);
     if (!ctx.host.policies.can(ctx.caller.key, 'manageConnections')) return { count: sessions.length };
     return {
       count: sessions.length,
@@ -28,9 +28,10 @@ const kick: AdminCommand<{ key: Buffer }> = {
   args: z.object({ key: keyArg }).strict(),
   audit: (a) => ({ keys: [keyText(a.key)] }),
   run(ctx, args) {
-    const session = ctx.host.sessions.get(args.key.toString('latin1'));
-    if (!session || session.closed) throw new AdminError(Code.NOT_FOUND, `${keyText(args.key)} is not connected`);
-    ctx.kick(session);
+    // Every connection of the key: its receiving one and its send-only ones.
+    const sessions = sessionsOfKey(ctx.host, args.key.toString('latin1'));
+    if (sessions.length === 0) throw new AdminError(Code.NOT_FOUND, `${keyText(args.key)} is not connected`);
+    for (const session of sessions) ctx.kick(session);
     return { kicked: keyText(args.key) };
   },
 };

@@ -18,12 +18,28 @@ import { PolicyStoreError, type Capability } from '../store/policy.js';
 /** Status of an answer that conflicts with the relay's state (a policy still assigned). */
 export const CONFLICT: number = Code.CONFLICT;
 
+/** Every live session, receiving and send-only: policies, kicks and counts cover them all. */
+export function* everySession(host: AdminHost): IterableIterator<Session> {
+  yield* host.sessions.values();
+  if (host.sendOnly) for (const set of host.sendOnly.values()) yield* set;
+}
+
+/** The live sessions of one key (latin1 of its 32 bytes): the receiving one first. */
+export function sessionsOfKey(host: AdminHost, keyId: string): Session[] {
+  const receiving = host.sessions.get(keyId);
+  const out = receiving && !receiving.closed ? [receiving] : [];
+  for (const s of host.sendOnly?.get(keyId) ?? []) if (!s.closed) out.push(s);
+  return out;
+}
+
 /** What the engine needs from the relay. */
 export interface AdminHost {
   readonly policies: PolicyAuthority;
   readonly store: MailboxStore;
   /** The live sessions, by key (latin1 of the 32 bytes): the router's map. */
   readonly sessions: ReadonlyMap<string, Session>;
+  /** The send-only sessions, by key: the router's map (absent: none). */
+  readonly sendOnly?: ReadonlyMap<string, ReadonlySet<Session>>;
   /** A snapshot of the relay's counters and gauges, for `stats`. */
   stats(): Record<string, unknown>;
   readonly events?: EventLog | null;
@@ -166,7 +182,7 @@ export class AdminEngine {
     return {
       host,
       caller,
-      enforce: (only) => host.policies.enforce(host.sessions.values(), only, (s) => host.disconnected?.(s, 'not_authorized')),
+      enforce: (only) => host.policies.enforce(everySession(host), only, (s) => host.disconnected?.(s, 'not_authorized')),
       kick: (session) => {
         session.closeConnection(Code.KICKED, codeMessage(Code.KICKED));
         host.disconnected?.(session, 'kicked');

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { Code } from '../protocol/constants.js';
 import { CAPABILITIES, POLICY_NAME, rightsOf } from '../store/policy.js';
-import { AdminError, keyArg, keyText, type AdminCommand, type CommandContext } from './engine.js';
+import { AdminError, keyArg, keyText, sessionsOfKey, type AdminCommand, type CommandContext } from './engine.js';
 
 const policyName = z.string().regex(POLICY_NAME, 'not a policy name');
 
@@ -21,7 +21,7 @@ export function userView(ctx: CommandContext, key: Uint8Array): Record<string, u
     rights: CAPABILITIES.filter((c) => rights[c]),
     limits: policies.limitsFor(key),
     quota: policies.quotaFor(key),
-    connected: ctx.host.sessions.has(Buffer.from(key).toString('latin1')),
+    connected: sessionsOfKey(ctx.host, Buffer.from(key).toString('latin1')).length > 0,
   };
 }
 

@@ -74,7 +74,8 @@ export async function admin(argv: string[]): Promise<number> {
   const identity = loadIdentity('admin', requireOption('admin', values, 'key'));
   let client: RelayClient;
   try {
-    client = new RelayClient({ relay, identity, reconnect: false });
+    // Send-only: an admin command never cuts off a `pulltab listen` of the same key.
+    client = new RelayClient({ relay, identity, reconnect: false, role: 'send' });
   } catch (err) {
     if (err instanceof AddressError) throw new CliError(`admin: ${err.message}`, 2);
     throw err;

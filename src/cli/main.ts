@@ -1,16 +1,23 @@
 #!/usr/bin/env node
 // The `pulltab` command. Each subcommand prints its own --help; errors end in one line on
 // stderr and a non-zero exit status, never a stack trace.
-import { admin } from './admin.js';
 import { CliError } from './args.js';
-import { events } from './events.js';
-import { id, keygen } from './keys.js';
-import { listen } from './listen.js';
-import { send } from './send.js';
-import { serve } from './serve.js';
 import { packageVersion } from './version.js';
 
-const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = { serve, keygen, id, send, listen, admin, events };
+type Command = (argv: string[]) => number | Promise<number>;
+/**
+ * Each command is loaded when run: `pulltab send` does not load the relay (LMDB, pino,
+ * prom-client), which halves its start-up, and scripts run it once per message.
+ */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  serve: async () => (await import('./serve.js')).serve,
+  keygen: async () => (await import('./keys.js')).keygen,
+  id: async () => (await import('./keys.js')).id,
+  send: async () => (await import('./send.js')).send,
+  listen: async () => (await import('./listen.js')).listen,
+  admin: async () => (await import('./admin.js')).admin,
+  events: async () => (await import('./events.js')).events,
+};
 
 const USAGE = `Usage: pulltab COMMAND [options]
 
@@ -36,9 +43,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(packageVersion() + '\n');
     return 0;
   }
-  const command = COMMANDS[name];
-  if (!command) throw new CliError(`unknown command ${JSON.stringify(name)}; run pulltab --help`, 2);
-  return command(rest);
+  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!load) throw new CliError(`unknown command ${JSON.stringify(name)}; run pulltab --help`, 2);
+  return (await load())(rest);
 }
 
 main(process.argv.slice(2)).then(

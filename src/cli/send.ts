@@ -43,7 +43,9 @@ export async function send(argv: string[]): Promise<number> {
   const body = positionals[0] === '-' ? readFileSync(0) : Buffer.from(positionals[0], 'utf8');
   let client: RelayClient;
   try {
-    client = new RelayClient({ relay, identity, reconnect: false, raw: flag(values, 'raw') });
+    // Send-only: it never cuts off a `pulltab listen` of the same key. A relay that is down
+    // fails at once (no reconnect): a send is one request, and the caller decides about retrying.
+    client = new RelayClient({ relay, identity, reconnect: false, raw: flag(values, 'raw'), role: 'send' });
   } catch (err) {
     if (err instanceof AddressError) throw new CliError(`send: ${err.message}`, 2);
     throw err;

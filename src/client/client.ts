@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { decodeKey, encodeKey, requireUsableKey, Signer, type Identity } from '../crypto/keys.js';
 import { openMessage, sealMessage, SealError } from '../crypto/seal.js';
 import { parseRelayAddress, type RelayAddress } from '../protocol/address.js';
-import { Code, codeMessage, codeName, DeliverFlags, SendFlags, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
+import { Code, codeMessage, codeName, DeliverFlags, HelloFlags, SendFlags, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
 import { encodeAck, encodeAdminRequest, encodeSend, type DeliverFields, type ResultFields } from '../protocol/frames.js';
 import { backoffDelay } from './backoff.js';
 import { Link, type LinkEnd } from './link.js';
@@ -36,7 +36,17 @@ export interface RelayClientOptions {
    * stops reading from the relay until a consumer has taken half of them.
    */
   holdLimit?: number;
+  /**
+   * 'receive' (the default): the key's receiving connection; a newer receiving connection of the
+   * same key replaces it (REPLACED). 'send': a send-only connection, which never replaces the
+   * key's receiving connection and is never replaced, and receives no messages (nor
+   * 'queueEmpty'); only answers to its own sends and admin requests. The relay caps these per
+   * key (maxSendOnlyPerKey): past the cap connect() is refused with TOO_MANY_CONNECTIONS.
+   */
+  role?: ClientRole;
 }
+
+export type ClientRole = 'receive' | 'send';
 
 export interface SendOptions {
   /** Keep the message in the recipient's mailbox if it cannot be delivered now. */
@@ -173,7 +183,9 @@ export class RelayClient extends EventEmitter {
       receiptTimeoutMs: options.receiptTimeoutMs ?? 30_000,
       autoAck: options.autoAck ?? true,
       holdLimit: options.holdLimit ?? 1024,
+      role: options.role ?? 'receive',
     };
+    if (this.#options.role !== 'receive' && this.#options.role !== 'send') throw new RangeError("role is 'receive' or 'send'");
     if (!Number.isInteger(this.#options.holdLimit) || this.#options.holdLimit < 1) {
       throw new RangeError('holdLimit is a whole number of messages, at least 1');
     }
@@ -235,7 +247,7 @@ export class RelayClient extends EventEmitter {
         pending.resolve({ ok: fields.status === Code.OK, status: fields.status, codeName: codeName(fields.status), body });
       },
       onEnd: (end) => this.#onLinkEnd(link, end),
-    }, this.#options.connectTimeoutMs);
+    }, this.#options.connectTimeoutMs, this.#options.role === 'send' ? HelloFlags.SEND_ONLY : 0);
     this.#link = link;
   }
 

@@ -57,8 +57,11 @@ export class Link {
   #timer: NodeJS.Timeout | null;
   #corked = false;
   #paused = false;
+  /** CLIENT_HELLO flags (HelloFlags): the connection's role. */
+  readonly #helloFlags: number;
 
-  constructor(address: RelayAddress, signer: Signer, handlers: LinkHandlers, timeoutMs: number) {
+  constructor(address: RelayAddress, signer: Signer, handlers: LinkHandlers, timeoutMs: number, helloFlags = 0) {
+    this.#helloFlags = helloFlags;
     this.#address = address;
     this.#signer = signer;
     this.#handlers = handlers;
@@ -204,7 +207,7 @@ export class Link {
     });
     this.#transcript = t;
     const signature = this.#signer.sign(clientSignedBytes(t));
-    this.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(this.#signer.publicKey), clientNonce: this.#nonce, signature: Buffer.from(signature) }));
+    this.write(encodeClientHello({ version, flags: this.#helloFlags, clientKey: Buffer.from(this.#signer.publicKey), clientNonce: this.#nonce, signature: Buffer.from(signature) }));
   }
 
   #onWelcome(buf: Buffer, start: number, end: number): boolean | void {

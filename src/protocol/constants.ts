@@ -32,6 +32,12 @@ export const FrameType = {
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
 
+/** CLIENT_HELLO flags. Bits not defined here are reserved: clients send 0, the relay ignores them. */
+export const HelloFlags = {
+  /** A send-only connection: it never displaces the key's receiving connection and receives no messages. */
+  SEND_ONLY: 0x01,
+} as const;
+
 export const SendFlags = {
   STORE: 0x01,
   RECEIPT: 0x02,
@@ -62,6 +68,7 @@ export const Code = {
   SLOW_CONSUMER: 0x010b,
   IDLE_TIMEOUT: 0x010c,
   KICKED: 0x010d,
+  TOO_MANY_CONNECTIONS: 0x010e,
   // Message level: the relay answers with RESULT and the connection stays open.
   PAYLOAD_TOO_LARGE: 0x0201,
   TOO_MANY_RECIPIENTS: 0x0202,
@@ -110,6 +117,7 @@ export const CODE_MESSAGES: Record<CodeName, string> = {
   SLOW_CONSUMER: 'connection did not read its messages in time',
   IDLE_TIMEOUT: 'connection stopped answering pings',
   KICKED: 'disconnected by an administrator',
+  TOO_MANY_CONNECTIONS: 'this key has as many send-only connections open as the relay allows, retry later',
   PAYLOAD_TOO_LARGE: 'message body larger than allowed',
   TOO_MANY_RECIPIENTS: 'more recipients than allowed',
   NO_RECIPIENTS: 'message has no recipients',

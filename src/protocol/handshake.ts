@@ -6,6 +6,9 @@
 //
 // Both signatures cover the transcript, so each side proves it holds its private key for
 // this very exchange (fresh nonces from both) and, under TLS, for this very channel.
+// The CLIENT_HELLO flags (HelloFlags: the connection's role) are not in the transcript yet:
+// a man in the middle could flip SEND_ONLY, making a connection send-only or receiving, but
+// could not impersonate either side (docs/PROTOCOL.md §2.2).
 import {
   CLIENT_HELLO_LENGTH, FrameType, KEY_LENGTH, NONCE_LENGTH, SERVER_HELLO_LENGTH, SERVER_HELLO_MAGIC,
   SERVER_WELCOME_LENGTH, SIGNATURE_LENGTH,
@@ -25,6 +28,7 @@ export interface ServerHello {
 
 export interface ClientHello {
   version: number;
+  /** HelloFlags bits; undefined bits are reserved (sent as 0, ignored by the relay). */
   flags: number;
   clientKey: Buffer;
   clientNonce: Buffer;

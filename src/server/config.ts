@@ -20,6 +20,8 @@ const configShape = z.object({
   dataDir: z.string().min(1).default('./data'),
   /** Connections at once (authenticated or not); more get RELAY_FULL. */
   maxConnections: int(1).default(10_000),
+  /** Send-only connections one key may have open at once; more get TOO_MANY_CONNECTIONS. */
+  maxSendOnlyPerKey: int(1).default(16),
   /** Connections still in the handshake at once; more get RELAY_FULL. */
   maxHandshakes: int(1).default(1_000),
   handshakeTimeoutMs: int(100).default(10_000),
@@ -143,7 +145,7 @@ export function resolveConfig(layers: Array<{ source: string; values: Record<str
 
 /** Settings a running relay takes on at SIGHUP without a restart. */
 export const RELOADABLE_KEYS = [
-  'maxConnections', 'maxHandshakes', 'handshakeTimeoutMs', 'maxPayloadBytes', 'maxRecipients', 'outboundBudgetBytes',
+  'maxConnections', 'maxSendOnlyPerKey', 'maxHandshakes', 'handshakeTimeoutMs', 'maxPayloadBytes', 'maxRecipients', 'outboundBudgetBytes',
   'inflightWindow', 'defaultTtlSeconds', 'maxTtlSeconds', 'writeDeadlineMs', 'pingIntervalMs', 'pingTimeoutMs',
   'acceptRatePerSecond', 'acceptBurst', 'rateBytesPerSecond', 'rateBurstBytes', 'rateMessagesPerSecond',
   'rateBurstMessages', 'logDeliveries', 'storePendingBytesPerConnection', 'storePendingBytesTotal', 'readFramesPerTurn',

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { verifySignature, type Signer } from '../crypto/keys.js';
 import {
-  Code, codeMessage, FrameType, MAX_ADMIN_REQUEST_LENGTH, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH, maxSendFrameLength,
+  Code, codeMessage, FrameType, HelloFlags, MAX_ADMIN_REQUEST_LENGTH, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH, maxSendFrameLength,
   PING_LENGTH, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 } from '../protocol/constants.js';
 import { encodeAdminResponse, encodeClose, encodeFrame, parseAck, parseAdminRequest } from '../protocol/frames.js';
@@ -48,6 +48,8 @@ export interface AdminAnswer {
 const KNOWN_TYPES = new Set<number>(Object.values(FrameType));
 /** How long a closing connection may take to read our CLOSE before it is destroyed. */
 const CLOSE_LINGER_MS = 2000;
+/** Retry hint with TOO_MANY_CONNECTIONS: a CLI send holds its connection for well under a second. */
+const SEND_ONLY_FULL_RETRY_MS = 1000;
 
 export class Connection {
   readonly socket: Socket;
@@ -245,12 +247,20 @@ export class Connection {
     // A small-order or non-canonical clientKey fails here too (AUTH_FAILED), after one
     // verification like any other: verifySignature is strict RFC 8032 and refuses those keys.
     const signatureOk = verifySignature(hello.clientKey, clientSignedBytes(t), hello.signature);
+    // The role is not signed yet (PROTOCOL.md §2.2): a flipped bit changes only the role.
+    const sendOnly = (hello.flags & HelloFlags.SEND_ONLY) !== 0;
     let status: number = Code.OK;
+    let retryAfterMs = 0;
     if (!signatureOk) status = Code.AUTH_FAILED;
     else if (hello.version < PROTOCOL_VERSION_MIN || hello.version > PROTOCOL_VERSION_MAX) status = Code.UNSUPPORTED_VERSION;
     else status = ctx.admit(hello.clientKey);
-    const signature = ctx.signer.sign(relaySignedBytes(t, status, 0));
-    const welcome = encodeServerWelcome({ status, version: hello.version, retryAfterMs: 0, signature: Buffer.from(signature) });
+    // Send-only connections never replace one another, so their number per key is capped here.
+    if (status === Code.OK && sendOnly && ctx.router.sendOnlyCountOf(hello.clientKey.toString('latin1')) >= ctx.config.maxSendOnlyPerKey) {
+      status = Code.TOO_MANY_CONNECTIONS;
+      retryAfterMs = SEND_ONLY_FULL_RETRY_MS;
+    }
+    const signature = ctx.signer.sign(relaySignedBytes(t, status, retryAfterMs));
+    const welcome = encodeServerWelcome({ status, version: hello.version, retryAfterMs, signature: Buffer.from(signature) });
     if (status !== Code.OK) {
       ctx.stats.handshakesFailed++;
       ctx.log.info({ event: 'auth_failed', code: status, reason: codeMessage(status) }, 'handshake refused');
@@ -267,17 +277,22 @@ export class Connection {
     this.session = session;
     this.#state = 'active';
     ctx.stats.handshakesOk++;
-    const previous = ctx.router.register(session);
-    if (previous) {
-      ctx.stats.replaced++;
-      previous.closeConnection(Code.REPLACED, codeMessage(Code.REPLACED));
+    if (sendOnly) {
+      ctx.router.registerSendOnly(session);
+    } else {
+      const previous = ctx.router.register(session);
+      if (previous) {
+        ctx.stats.replaced++;
+        previous.closeConnection(Code.REPLACED, codeMessage(Code.REPLACED));
+      }
     }
     // Registered before the welcome goes out, so the client can be reached once it is told it is in.
     session.out.writeFrame(welcome);
     session.onLimitsChanged = (limits) => this.#armRateLimits(limits);
     this.#armRateLimits(session.limits);
-    ctx.log.debug({ event: 'session_started', key: session.keyText }, 'session started');
-    ctx.router.drain(session);
+    ctx.log.debug({ event: 'session_started', key: session.keyText, sendOnly }, 'session started');
+    // A send-only session gets neither the mailbox nor QUEUE_EMPTY.
+    if (!sendOnly) ctx.router.drain(session);
   }
 
   /** (Re)creates the rate buckets for these limits; a limit of 0 means none. */

@@ -19,8 +19,8 @@ export interface Traffic {
 /** What the metrics read, each when scraped. */
 export interface MetricsSource {
   readonly stats: RelayStats;
-  /** Open connections: still in the handshake, and authenticated. */
-  connections(): { handshake: number; authenticated: number };
+  /** Open connections: still in the handshake, and authenticated (of which send-only). */
+  connections(): { handshake: number; authenticated: number; sendOnly?: number };
   traffic(): Traffic;
   /** Refused handshakes by outcome (auth_failed, unsupported_version, not_authorized). */
   handshakeRefusals(): Record<string, number>;
@@ -80,6 +80,10 @@ export function createRegistry(source: MetricsSource): Registry {
       this.set({ state: 'handshake' }, c.handshake);
       this.set({ state: 'authenticated' }, c.authenticated);
     },
+  });
+  new Gauge({
+    name: 'pulltab_send_only_connections', help: 'Authenticated connections that are send-only (counted in pulltab_connections{state="authenticated"} too)', registers,
+    collect() { this.set(source.connections().sendOnly ?? 0); },
   });
   counter('pulltab_connections_accepted_total', 'TCP connections accepted', () => s.connectionsAccepted);
   counter('pulltab_connections_refused_total', 'Connections refused at the connection or handshake limit, the accept rate, or shutdown (RELAY_FULL, GOING_AWAY)', () => s.connectionsRefusedFull);

@@ -111,6 +111,7 @@ export class Relay {
       policies,
       store: this.store,
       sessions: this.router.sessions,
+      sendOnly: this.router.sendOnly,
       stats: () => this.statsSnapshot(),
       events,
       log: this.log,
@@ -145,6 +146,7 @@ export class Relay {
         if (code === Code.AUTH_FAILED) refused.authFailed++;
         else if (code === Code.UNSUPPORTED_VERSION) refused.unsupportedVersion++;
         else if (code === Code.NOT_AUTHORIZED) refused.notAuthorized++;
+        else if (code === Code.TOO_MANY_CONNECTIONS) refused.tooManyConnections++;
         // The key only when it proved itself: an unproven one could be anybody's.
         relay.events?.write('auth_failed', key ? { code: codeName(code), key: encodeKey(key) } : { code: codeName(code) });
       },
@@ -226,7 +228,7 @@ export class Relay {
     const storeStats = (this.store as Partial<LmdbMailboxStore>).stats?.();
     return {
       uptimeSeconds: Math.round((Date.now() - this.#startedAt) / 1000),
-      connections: { handshake: this.#handshaking, authenticated: this.router.sessions.size, accepted: s.connectionsAccepted, refusedFull: s.connectionsRefusedFull },
+      connections: { handshake: this.#handshaking, authenticated: this.router.sessions.size + this.router.sendOnlyCount, sendOnly: this.router.sendOnlyCount, accepted: s.connectionsAccepted, refusedFull: s.connectionsRefusedFull },
       handshakes: { ok: s.handshakesOk, timedOut: s.handshakesTimedOut, ...s.handshakesRefused },
       messages: {
         in: s.messagesIn, deliveredLive: s.messagesOut - s.deliveredFromMailbox, deliveredFromMailbox: s.deliveredFromMailbox,
@@ -249,11 +251,11 @@ export class Relay {
     const relay = this;
     return {
       stats: relay.stats,
-      connections: () => ({ handshake: relay.#handshaking, authenticated: relay.router.sessions.size }),
+      connections: () => ({ handshake: relay.#handshaking, authenticated: relay.router.sessions.size + relay.router.sendOnlyCount, sendOnly: relay.router.sendOnlyCount }),
       traffic: () => relay.traffic(),
       handshakeRefusals: () => {
         const r = relay.stats.handshakesRefused;
-        return { auth_failed: r.authFailed, unsupported_version: r.unsupportedVersion, not_authorized: r.notAuthorized };
+        return { auth_failed: r.authFailed, unsupported_version: r.unsupportedVersion, not_authorized: r.notAuthorized, too_many_connections: r.tooManyConnections };
       },
       policyDisconnects: () => ({ kicked: relay.stats.policyDisconnects.kicked, not_authorized: relay.stats.policyDisconnects.notAuthorized }),
       mailbox: () => relay.store.totals(),
@@ -292,7 +294,7 @@ export class Relay {
       else if (next[key] !== this.config[key]) ignored.push(key);
     }
     this.#acceptBucket.configure(this.config.acceptRatePerSecond, this.config.acceptBurst);
-    for (const session of this.router.sessions.values()) session.limits = this.#context.limitsFor(session.key);
+    for (const session of this.router.allSessions()) session.limits = this.#context.limitsFor(session.key);
     this.#startTicking();
     this.log.info({ event: 'config_reloaded', ignored }, 'configuration reloaded');
     return ignored;

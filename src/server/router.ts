@@ -44,7 +44,11 @@ const STORE_FAILED: EnqueueOutcome = { ok: false, code: 'STORE_ERROR' };
 export type SendVerdict = 'ok' | 'close-malformed';
 
 export class Router {
+  /** The receiving session of each key (newest wins): where messages to the key go. */
   readonly sessions = new Map<string, Session>();
+  /** Send-only sessions by key: they send and get answers, and receive no messages. */
+  readonly sendOnly = new Map<string, Set<Session>>();
+  sendOnlyCount = 0;
   readonly #store: MailboxStore;
   readonly #config: RelayConfig;
   readonly #log: Logger;
@@ -80,10 +84,40 @@ export class Router {
   }
 
   /**
+   * Adds a send-only connection (CLIENT_HELLO flag SEND_ONLY): it is never the key's receiving
+   * session, so it replaces nothing, is never replaced, and nothing addressed to the key nor the
+   * key's mailbox is ever written to it. Its own RESULTs and ADMIN_RESPONSEs still are.
+   */
+  registerSendOnly(session: Session): void {
+    // No backlog: ACKs and drains on this session never read the key's mailbox.
+    session.backlog = false;
+    let set = this.sendOnly.get(session.keyId);
+    if (set === undefined) this.sendOnly.set(session.keyId, set = new Set());
+    set.add(session);
+    this.sendOnlyCount++;
+  }
+
+  /** How many send-only connections this key (latin1 id) has open now. */
+  sendOnlyCountOf(keyId: string): number {
+    return this.sendOnly.get(keyId)?.size ?? 0;
+  }
+
+  /** Every authenticated session, receiving and send-only (policy, kick, reload act on all). */
+  *allSessions(): IterableIterator<Session> {
+    yield* this.sessions.values();
+    for (const set of this.sendOnly.values()) yield* set;
+  }
+
+  /**
    * Called when a session's connection has closed. Its unacknowledged stored messages (from the
    * mailbox or written live) are still in the mailbox: the key's next connection gets them.
    */
   unregister(session: Session): void {
+    const senders = this.sendOnly.get(session.keyId);
+    if (senders !== undefined && senders.delete(session)) {
+      this.sendOnlyCount--;
+      if (senders.size === 0) this.sendOnly.delete(session.keyId);
+    }
     // A late close of a replaced connection must not evict its successor.
     if (this.sessions.get(session.keyId) === session) this.sessions.delete(session.keyId);
     for (const item of session.held) if (Buffer.isBuffer(item)) this.#stats.droppedHeld++;

@@ -29,7 +29,7 @@ export class RelayStats {
   idleTimeouts = 0;
   readonly dropped = { offline: 0, busy: 0 };
   /** Refused handshakes by code (handshakesFailed counts them all). */
-  readonly handshakesRefused = { authFailed: 0, unsupportedVersion: 0, notAuthorized: 0 };
+  readonly handshakesRefused = { authFailed: 0, unsupportedVersion: 0, notAuthorized: 0, tooManyConnections: 0 };
   /** Sessions closed by an administrator (kick) or a policy change (block, right to connect withdrawn). */
   readonly policyDisconnects = { kicked: 0, notAuthorized: 0 };
   /** Traffic read from clients; what was written is summed from each connection's output when asked. */
