@@ -201,8 +201,12 @@ export interface SpawnedRelay {
   output(): string;
 }
 
-/** Starts `pulltab serve` in a child process and resolves with the address it prints. */
+/**
+ * Starts `pulltab serve` in a child process and resolves with the address it prints, once it has
+ * also logged relay_started (which carries the metrics port; printed just after the address).
+ */
 export function spawnRelay(dataDir: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<SpawnedRelay> {
+  const quiet = ['warn', 'error', 'fatal', 'silent'].includes(env.PULLTAB_LOG_LEVEL ?? 'info');
   const proc = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--data', dataDir, ...args], {
     env: { ...process.env, PULLTAB_LOG_LEVEL: 'info', PULLTAB_METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -211,10 +215,10 @@ export function spawnRelay(dataDir: string, args: string[] = [], env: NodeJS.Pro
   proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
   proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start: ${out}`)), 15_000);
+    const timer = setTimeout(() => reject(new Error(`relay did not start: ${out}`)), 30_000);
     const check = () => {
       const line = out.split('\n').find((l) => l.startsWith('pulltab://'));
-      if (line) {
+      if (line && (quiet || out.includes('"relay_started"'))) {
         clearTimeout(timer);
         proc.stdout!.off('data', check);
         resolve({ proc, address: line.trim(), port: Number(line.trim().split(':').pop()), output: () => out });
