@@ -143,7 +143,10 @@ step "a message for carol (offline) stored"
 started=$(date +%s%N)
 docker stop -t 30 "$a" >/dev/null
 stop_ms=$(( ($(date +%s%N) - started) / 1000000 ))
-listen_status=0; wait "$listen_pid" || listen_status=$?
+# The listener is told GOING_AWAY, says so on stderr, and would reconnect (until its --timeout).
+for _ in $(seq 1 100); do grep -qi 'going.away' bob.err && break; sleep 0.2; done
+kill "$listen_pid" 2>/dev/null || true
+wait "$listen_pid" 2>/dev/null || true
 listen_pid=
 exit_code=$(docker inspect -f '{{.State.ExitCode}}' "$a")
 [ "$exit_code" = 0 ] || { docker logs "$a" | tail -5 >&2; fail "the relay exited $exit_code on docker stop"; }

@@ -67,7 +67,11 @@ export async function listen(argv: string[]): Promise<number> {
     client.on('disconnected', (info) => {
       // A kick is an operator's "go away": the library would reconnect, the command ends.
       if (!info.willRetry || info.code === Code.KICKED) finish(1, new CliError(`listen: ${info.reason}`));
-      else lastProblem = info.reason;
+      else {
+        lastProblem = info.reason;
+        // Said on stderr (stdout carries only messages), so a person sees why nothing arrives.
+        if (connected) process.stderr.write(`listen: ${info.reason}; reconnecting\n`);
+      }
     });
     if (timeout !== undefined) {
       // The timeout bounds the whole run, waiting for the relay included.
