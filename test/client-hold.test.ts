@@ -6,16 +6,7 @@ import t from 'tap';
 import { encodeKey, generateIdentity, type Identity } from '../src/crypto/keys.js';
 import type { ReceivedMessage, RelayClient } from '../src/client/client.js';
 import type { Relay } from '../src/server/relay.js';
-import { connectClient, makeClient, once, sleep, startRelay, waitForCount } from './helpers.js';
-
-/** A relay in this process and a raw-body sender connected to it, both closed when the test ends. */
-async function relayWithSender(t: { teardown(fn: () => unknown): void }): Promise<{ relay: Relay; alice: RelayClient }> {
-  const relay = await startRelay();
-  t.teardown(() => relay.close());
-  const alice = await connectClient(relay, { raw: true });
-  t.teardown(() => alice.close());
-  return { relay, alice };
-}
+import { connectClient, makeClient, once, relayWithSender, sleep, startRelay, waitForCount } from './helpers.js';
 
 async function store(alice: RelayClient, to: Identity, bodies: string[]): Promise<void> {
   for (const body of bodies) {

@@ -320,3 +320,11 @@ export async function waitForSessions(relay: SpawnedRelay, n: number, timeoutMs 
   }
 }
 
+/** A relay in this process and a raw-body sender connected to it, both closed when the test ends. */
+export async function relayWithSender(t: { teardown(fn: () => unknown): void }): Promise<{ relay: Relay; alice: RelayClient }> {
+  const relay = await startRelay();
+  t.teardown(() => relay.close());
+  const alice = await connectClient(relay, { raw: true });
+  t.teardown(() => alice.close());
+  return { relay, alice };
+}

@@ -3,17 +3,7 @@
 import t from 'tap';
 import { generateIdentity } from '../src/crypto/keys.js';
 import type { ReceivedMessage, RelayClient } from '../src/client/client.js';
-import type { Relay } from '../src/server/relay.js';
-import { connectClient, connectCollecting, killRelay, once, removeDir, sleep, spawnRelay, startRelay, tempDir, waitForCount } from './helpers.js';
-
-/** A relay in this process and a raw-body sender connected to it, both closed when the test ends. */
-async function relayWithSender(t: { teardown(fn: () => unknown): void }): Promise<{ relay: Relay; alice: RelayClient }> {
-  const relay = await startRelay();
-  t.teardown(() => relay.close());
-  const alice = await connectClient(relay, { raw: true });
-  t.teardown(() => alice.close());
-  return { relay, alice };
-}
+import { connectClient, connectCollecting, killRelay, once, relayWithSender, removeDir, sleep, spawnRelay, startRelay, tempDir, waitForCount } from './helpers.js';
 
 t.test('crash: every message with a STORED receipt survives kill -9 and is delivered once, in order', async (t) => {
   const dir = tempDir();
