@@ -3,6 +3,7 @@
 //   npm run bench                        every scenario (builds first)
 //   npm run bench -- --quick             a short version (under 3 minutes on 2 cores)
 //   npm run bench -- --scenario NAME     one scenario (repeat or comma-separate for several)
+//   npm run bench -- --size 64,1024      only these message sizes in the flow scenarios
 //   npm run bench -- --profile           also write relay CPU profiles to bench/results/profiles/
 //
 // Each system under test runs in a process of its own, started fresh for each record: the
@@ -48,12 +49,19 @@ for (const w of [...wanted]) if (w.includes(',')) { wanted.delete(w); for (const
 const T = QUICK
   ? { warmMs: 500, measureMs: 1500, latWarmMs: 500, latMeasureMs: 2000, handshakeMs: 2500, storeMs: 2000, idleN: 10_000 }
   : { warmMs: 1000, measureMs: 5000, latWarmMs: 1000, latMeasureMs: 5000, handshakeMs: 5000, storeMs: 5000, idleN: 10_000 };
-const SIZES = [64, 1024, 16 * 1024, 64 * 1024];
+// --size N (repeatable or comma-separated, bytes) keeps only those message sizes in the flow scenarios.
+const onlySizes = new Set<number>();
+for (let i = 0; i < argv.length; i++) {
+  const v = argv[i] === '--size' ? argv[++i] : argv[i]!.startsWith('--size=') ? argv[i]!.slice(7) : null;
+  if (v) for (const n of v.split(',')) onlySizes.add(Number(n));
+}
+const sized = (sizes: number[]): number[] => (onlySizes.size ? sizes.filter((s) => onlySizes.has(s)) : sizes);
+const SIZES = sized([64, 1024, 16 * 1024, 64 * 1024]);
 const RATES = [10_000, 20_000, 50_000];
 
-const SCENARIOS = ['one-to-one', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'seal', 'healthz'] as const;
+const SCENARIOS = ['one-to-one', 'library', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'seal', 'healthz'] as const;
 if (argv.includes('--help') || argv.includes('-h')) {
-  process.stdout.write(`usage: npm run bench -- [--quick] [--scenario NAME]... [--profile]\nscenarios: ${SCENARIOS.join(', ')}\n`);
+  process.stdout.write(`usage: npm run bench -- [--quick] [--scenario NAME]... [--size BYTES]... [--profile]\nscenarios: ${SCENARIOS.join(', ')}\n`);
   process.exit(0);
 }
 for (const w of wanted) {
@@ -149,8 +157,8 @@ function skipped(scenario: string, system: string, messageBytes: number, reason:
   return { scenario, system, messageBytes, variant, skipped: reason, msgsPerSec: null, MBps: null, latencyUs: null, relayCpuPct: null, relayPeakRssMiB: null, loadgenCpuPct: null, durationSec: null, messages: null };
 }
 
-function startWorker(config: WorkerConfig): { worker: Worker; ready: Promise<void>; sent: Promise<WorkerResult>; done: Promise<WorkerResult> } {
-  const worker = new Worker(join(HERE, 'lib/loadgen-worker.js'), { workerData: config });
+function startWorker(config: WorkerConfig, file = 'loadgen-worker.js'): { worker: Worker; ready: Promise<void>; sent: Promise<WorkerResult>; done: Promise<WorkerResult> } {
+  const worker = new Worker(join(HERE, 'lib', file), { workerData: config });
   let onError!: (err: Error) => void;
   const failed = new Promise<never>((_, reject) => { onError = reject; });
   failed.catch(() => {});
@@ -191,6 +199,10 @@ interface FlowSpec {
   healthz?: boolean;
   /** SEND flags (pulltab): STORE measures the storable path (stored as it goes out live, deleted on ACK). */
   sendFlags?: number;
+  /** Drive the system through its public client library (library-worker.ts) instead of the load generator. */
+  library?: boolean;
+  /** Library, pulltab: seal and open every message. */
+  sealed?: boolean;
 }
 
 async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord> {
@@ -216,7 +228,10 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
       maxMessages: 2_000_000_000,
       maxSeconds: (warmMs + measureMs) / 1000 + 5,
       sendFlags: spec.sendFlags ?? 0,
+      sealed: spec.sealed ?? false,
+      relayKey: server.relayKey ? hex(server.relayKey) : undefined,
     };
+    const workerFile = spec.library ? 'library-worker.js' : 'loadgen-worker.js';
     if (system === 'pulltab') {
       const senders = Array.from({ length: P }, () => generateIdentity());
       const receivers = Array.from({ length: R }, () => generateIdentity());
@@ -224,10 +239,10 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
       base.receiverSecrets = receivers.map((r) => hex(r.secretKey));
       base.receiverKeys = receivers.map((r) => hex(r.publicKey));
     }
-    const rx = startWorker({ ...base, role: 'receiver' });
+    const rx = startWorker({ ...base, role: 'receiver' }, workerFile);
     workers.push(rx);
     await withTimeout(rx.ready, 30_000, 'receivers connecting');
-    const tx = startWorker({ ...base, role: 'sender' });
+    const tx = startWorker({ ...base, role: 'sender' }, workerFile);
     workers.push(tx);
     await withTimeout(tx.ready, 30_000, 'senders connecting');
 
@@ -248,6 +263,7 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     Atomics.notify(i32, Slot.CONTROL);
     await sleep(warmMs);
     const m1 = meter(server.pid);
+    const elu1 = [tx.worker.performance.eventLoopUtilization(), rx.worker.performance.eventLoopUtilization()];
     const r1 = received();
     Atomics.store(i32, Slot.RECORDING, 1);
     const healthz = spec.healthz ? probeHealthz(metricsPort, measureMs) : null;
@@ -255,6 +271,8 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     const healthzResult = healthz ? await healthz : null;
     const r2 = received();
     const m2 = meter(server.pid);
+    // How busy each side's event loop was (the senders' thread, the receivers' thread): which side bounds the rate.
+    const [senderBusy, receiverBusy] = [tx, rx].map((w, k) => w.worker.performance.eventLoopUtilization(elu1[k]).utilization * 100);
     Atomics.store(i32, Slot.RECORDING, 0);
     Atomics.store(i32, Slot.CONTROL, 2);
     Atomics.notify(i32, Slot.CONTROL);
@@ -284,7 +302,10 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
       latencyUs: rxResult.latencyUs,
       relayCpuPct: u.serverPct, relayPeakRssMiB: peakRss / MiB, loadgenCpuPct: u.loadgenPct,
       durationSec: u.sec, messages: msgs, dropped: refused + lost,
-      extra: { senders: P, recipientsPerSender: spec.fanout, offeredRate: spec.rate ?? null, refused, lostInFlight: lost },
+      extra: {
+        senders: P, recipientsPerSender: spec.fanout, offeredRate: spec.rate ?? null, refused, lostInFlight: lost,
+        senderThreadBusyPct: Math.round(senderBusy!), receiverThreadBusyPct: Math.round(receiverBusy!),
+      },
       note: notes.join('; ') || undefined,
     };
     if (server.log.length > 0) record.extra!['serverLog'] = server.log.slice(0, 3).join(' | ').slice(0, 500);
@@ -296,7 +317,7 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
       record.note = [record.note, `/healthz under this load: p50 ${healthzResult.p50Ms} ms, p99 ${healthzResult.p99Ms} ms, ${healthzResult.requestsPerSec} req/s, ${healthzResult.non2xx + healthzResult.errors} failed`].filter(Boolean).join('; ');
     }
     const lat = record.latencyUs ? `, p50/p99/p99.9 ${record.latencyUs.p50}/${record.latencyUs.p99}/${record.latencyUs.p999} µs` : '';
-    progress.end(`${fmtRate(msgsPerSec)} msgs/s, ${record.MBps!.toFixed(1)} MB/s${lat}, server CPU ${u.serverPct.toFixed(0)}%, loadgen CPU ${u.loadgenPct.toFixed(0)}%`);
+    progress.end(`${fmtRate(msgsPerSec)} msgs/s, ${record.MBps!.toFixed(1)} MB/s${lat}, server CPU ${u.serverPct.toFixed(0)}%, loadgen CPU ${u.loadgenPct.toFixed(0)}% (sender thread busy ${senderBusy!.toFixed(0)}%, receiver ${receiverBusy!.toFixed(0)}%)`);
     return record;
   } finally {
     for (const w of workers) await w.worker.terminate().catch(() => {});
@@ -677,10 +698,23 @@ async function main(): Promise<void> {
   if (runs('one-to-one')) {
     for (const size of SIZES) for (const sys of systems) records.push(await safeFlow(sys, { scenario: 'one-to-one', senders: 1, fanout: 1, bodyBytes: size, mode: 'throughput' }));
   }
+  if (runs('library')) {
+    // What users drive: RelayClient against the NATS client, the same loop (send 255, flush).
+    for (const [senders, variant] of [[1, ''], [100, '100 pairs']] as const) {
+      for (const size of sized([64, 1024, 16 * 1024])) {
+        const spec = { scenario: 'library', senders, fanout: 1, bodyBytes: size, mode: 'throughput', library: true } as const;
+        records.push(await safeFlow('pulltab', { ...spec, variant: variant ? `${variant} raw` : 'raw' }));
+        // Sealed 1:1 only: a hundred senders sealing 255 messages each per batch is one thread's
+        // public-key work, not the relay's or the library's path (the seal scenario measures it).
+        if (senders === 1) records.push(await safeFlow('pulltab', { ...spec, variant: 'sealed', sealed: true }));
+        if (NATS) records.push(await safeFlow('nats', { ...spec, variant: variant ? `${variant} raw` : 'raw' }));
+      }
+    }
+  }
   if (runs('storable-one-to-one')) {
     // What durability costs a connected recipient: the same 1:1 flow with STORE set (every message
     // committed to the mailbox as it goes out, deleted by the receiver's ACK), beside the plain one.
-    for (const size of [64, 1024, 16 * 1024]) {
+    for (const size of sized([64, 1024, 16 * 1024])) {
       records.push(await safeFlow('pulltab', { scenario: 'storable-one-to-one', senders: 1, fanout: 1, bodyBytes: size, mode: 'throughput', variant: 'not storable' }));
       records.push(await safeFlow('pulltab', { scenario: 'storable-one-to-one', senders: 1, fanout: 1, bodyBytes: size, mode: 'throughput', variant: 'STORE (stored until ACK)', sendFlags: SendFlags.STORE }));
     }

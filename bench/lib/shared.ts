@@ -40,6 +40,10 @@ export interface WorkerConfig {
   receiverSecrets?: string[];
   /** Hex public keys of the receivers, in receiver order (pulltab). */
   receiverKeys?: string[];
+  /** Hex public key of the relay (pulltab, library scenario: the client pins it). */
+  relayKey?: string;
+  /** Library scenario, pulltab: seal and open every message (otherwise raw). */
+  sealed?: boolean;
 }
 
 export interface LatencySummary {

@@ -5,11 +5,16 @@
 // pushes back on the relay): a message nobody has taken is never acknowledged.
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { decodeKey, encodeKey, requireUsableKey, Signer, type Identity } from '../crypto/keys.js';
+import { KeyCache, keyId } from '../crypto/key-cache.js';
+import { decodeKey, encodeKey, KeyFormatError, requireUsableKey, Signer, type Identity } from '../crypto/keys.js';
 import { openMessage, sealMessage, SealError } from '../crypto/seal.js';
 import { parseRelayAddress, type RelayAddress } from '../protocol/address.js';
-import { Code, codeMessage, codeName, DeliverFlags, HelloFlags, SendFlags, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
-import { encodeAck, encodeAdminRequest, encodeSend, type DeliverFields, type ResultFields } from '../protocol/frames.js';
+import {
+  Code, codeMessage, codeName, DeliverFlags, FRAME_HEADER_LENGTH, FrameType, HelloFlags, KEY_LENGTH, PING_LENGTH, SendFlags, STORAGE_KEY_LENGTH,
+} from '../protocol/constants.js';
+import {
+  encodeAck, encodeAdminRequest, encodeFrame, sendPayloadLength, writeSend, type DeliverFields, type ResultFields,
+} from '../protocol/frames.js';
 import { backoffDelay } from './backoff.js';
 import { Link, type LinkEnd } from './link.js';
 
@@ -44,6 +49,12 @@ export interface RelayClientOptions {
    * key (maxSendOnlyPerKey): past the cap connect() is refused with TOO_MANY_CONNECTIONS.
    */
   role?: ClientRole;
+  /**
+   * Bytes the client queues for the relay before it pushes back (default 1 MiB): past it
+   * `writable` is false, send() without a receipt resolves only once the queue has drained
+   * below it ('drain'), and at four times it send() rejects with SendBufferFullError.
+   */
+  sendBufferBytes?: number;
 }
 
 export type ClientRole = 'receive' | 'send';
@@ -75,10 +86,19 @@ export interface SendResult {
   outcomes: RecipientOutcome[];
 }
 
+/**
+ * A message handed over by 'message' or messages(). In raw mode `body`, like `from` and
+ * `storageKey`, is a view of the bytes read from the socket, not a copy: the client never
+ * reuses that memory, so the view stays valid for as long as it is held, but it keeps the
+ * whole chunk it arrived in (up to 64 KiB) alive; copy (Buffer.from) bodies you keep for long.
+ * `fromText` is computed when first read. Sealed bodies are the opened plaintext, a buffer of
+ * their own.
+ */
 export interface ReceivedMessage {
   /** The sender's public key, as authenticated by the relay (and, when sealed, verified by signature). */
-  from: Uint8Array;
-  fromText: string;
+  readonly from: Uint8Array;
+  /** The sender's key in base58. */
+  readonly fromText: string;
   body: Uint8Array;
   /** The sealed message's id (absent in raw mode). */
   messageId?: Uint8Array;
@@ -101,6 +121,11 @@ export class NotConnectedError extends Error {
   override name = 'NotConnectedError';
 }
 
+/** send() found four times sendBufferBytes already queued: nothing was sent. Wait for 'drain'. */
+export class SendBufferFullError extends Error {
+  override name = 'SendBufferFullError';
+}
+
 export class ConnectError extends Error {
   override name = 'ConnectError';
   constructor(message: string, readonly code: number) {
@@ -108,8 +133,16 @@ export class ConnectError extends Error {
   }
 }
 
+interface PendingFlush {
+  token: number;
+  resolve(): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+}
+
 interface PendingReceipt {
-  recipients: string[];
+  /** The recipients as the caller named them: text is kept, bytes are named when the RESULT comes. */
+  recipients: Array<Uint8Array | string>;
   resolve(result: SendResult): void;
   reject(err: Error): void;
   timer: NodeJS.Timeout;
@@ -130,6 +163,7 @@ export declare interface RelayClient {
   on(event: 'refused', listener: (seq: number, result: SendResult) => void): this;
   on(event: 'invalid', listener: (error: Error, deliveryId: number) => void): this;
   on(event: 'notice', listener: (code: number, reason: string) => void): this;
+  on(event: 'drain', listener: () => void): this;
   on(event: 'error', listener: (error: Error) => void): this;
 }
 
@@ -139,6 +173,10 @@ export class RelayClient extends EventEmitter {
   readonly #address: RelayAddress;
   readonly #signer: Signer;
   readonly #options: Required<Omit<RelayClientOptions, 'relay' | 'identity'>>;
+  /** Recipient keys given as text, decoded and checked once. */
+  readonly #recipientKeys = new KeyCache<Uint8Array>();
+  /** Sends without a receipt waiting for the send buffer to drain below sendBufferBytes. */
+  #drained: { promise: Promise<SendResult>; resolve(result: SendResult): void; reject(err: Error): void } | null = null;
   #link: Link | null = null;
   #opened = false;
   #closed = false;
@@ -167,6 +205,9 @@ export class RelayClient extends EventEmitter {
   /** No more messages will come: the connection ended for good. */
   #ended = false;
   #connectWaiter: { resolve(): void; reject(err: Error): void } | null = null;
+  /** flush() calls waiting for their PONG, oldest first (the relay answers PINGs in order). */
+  readonly #flushes: PendingFlush[] = [];
+  #flushToken = 0;
 
   constructor(options: RelayClientOptions) {
     super();
@@ -184,7 +225,12 @@ export class RelayClient extends EventEmitter {
       autoAck: options.autoAck ?? true,
       holdLimit: options.holdLimit ?? 1024,
       role: options.role ?? 'receive',
+      sendBufferBytes: options.sendBufferBytes ?? 1024 * 1024,
     };
+    // At least 64 KiB: above the socket's own 16 KiB mark, so a full buffer always ends in a 'drain'.
+    if (!Number.isInteger(this.#options.sendBufferBytes) || this.#options.sendBufferBytes < 64 * 1024) {
+      throw new RangeError('sendBufferBytes is a whole number of bytes, at least 65536');
+    }
     if (this.#options.role !== 'receive' && this.#options.role !== 'send') throw new RangeError("role is 'receive' or 'send'");
     if (!Number.isInteger(this.#options.holdLimit) || this.#options.holdLimit < 1) {
       throw new RangeError('holdLimit is a whole number of messages, at least 1');
@@ -200,6 +246,15 @@ export class RelayClient extends EventEmitter {
 
   get connected(): boolean {
     return this.#link?.ready ?? false;
+  }
+
+  /**
+   * True while the send buffer is below sendBufferBytes (and connected): a send now goes out
+   * without waiting. When false, wait for 'drain' (or await send()).
+   */
+  get writable(): boolean {
+    const link = this.#link;
+    return link !== null && link.ready && link.pendingBytes < this.#options.sendBufferBytes;
   }
 
   /**
@@ -246,6 +301,8 @@ export class RelayClient extends EventEmitter {
         }
         pending.resolve({ ok: fields.status === Code.OK, status: fields.status, codeName: codeName(fields.status), body });
       },
+      onPong: (buf, start, end) => this.#onPong(buf, start, end),
+      onDrain: () => this.#onDrain(link),
       onEnd: (end) => this.#onLinkEnd(link, end),
     }, this.#options.connectTimeoutMs, this.#options.role === 'send' ? HelloFlags.SEND_ONLY : 0);
     this.#link = link;
@@ -264,6 +321,14 @@ export class RelayClient extends EventEmitter {
       pending.reject(new NotConnectedError(`connection lost before the relay answered an admin request: ${end.reason}`));
     }
     this.#adminPending.clear();
+    if (this.#drained) {
+      this.#drained.reject(new NotConnectedError(`connection lost with messages still in the send buffer: ${end.reason}`));
+      this.#drained = null;
+    }
+    for (const pending of this.#flushes.splice(0)) {
+      clearTimeout(pending.timer);
+      pending.reject(new NotConnectedError(`connection lost before the relay answered a flush: ${end.reason}`));
+    }
     this.#dropRedelivered();
     const willRetry = !this.#closed && !end.fatal && this.#options.reconnect;
     if (this.#connectWaiter && !willRetry) {
@@ -291,22 +356,32 @@ export class RelayClient extends EventEmitter {
   /**
    * Sends body to each recipient (public keys as bytes or base58). Sealed for them unless the
    * client is raw. With a receipt (the default) resolves with each recipient's outcome once the
-   * relay has delivered or stored (after commit) or refused it; without, resolves once written.
-   * Throws KeyFormatError for a recipient that is not a 32-byte key, or is small-order or
-   * non-canonical (nothing is sent).
+   * relay has delivered or stored (after commit) or refused it. Without one it resolves as soon
+   * as the message is queued while the send buffer is below sendBufferBytes, otherwise once it
+   * has drained below it: awaiting each send is the backpressure. Refusals of sends without a
+   * receipt come as 'refused' events. Rejects with SendBufferFullError (nothing sent) at four
+   * times sendBufferBytes queued, NotConnectedError when not connected. Throws KeyFormatError
+   * for a recipient that is not a 32-byte key, or is small-order or non-canonical (nothing is
+   * sent). The body is copied before send() returns: the caller may reuse its buffer.
    */
-  send(recipients: Array<Uint8Array | string>, body: Uint8Array | string, options: SendOptions = {}): Promise<SendResult> {
+  send(recipients: Array<Uint8Array | string>, body: Uint8Array | string, options: SendOptions = NO_OPTIONS): Promise<SendResult> {
     const link = this.#link;
     if (!link || !link.ready) return Promise.reject(new NotConnectedError('not connected to the relay'));
+    const n = recipients.length;
+    if (n > 255) throw new RangeError('at most 255 recipients');
     // Refused here, raw or sealed: the relay would refuse the whole message (BAD_RECIPIENT).
-    const keys = recipients.map((r) => requireUsableKey(typeof r === 'string' ? decodeKey(r) : r, 'recipient'));
+    const keys = new Array<Uint8Array>(n);
+    for (let i = 0; i < n; i++) keys[i] = this.#recipientKey(recipients[i]!);
+    const storageKey = storageKeyBytes(options.storageKey);
+    const pending = link.pendingBytes;
+    const limit = this.#options.sendBufferBytes;
+    if (pending >= 4 * limit) {
+      return Promise.reject(new SendBufferFullError(`send buffer full (${pending} bytes queued, limit ${4 * limit}): wait for 'drain' or await each send`));
+    }
     const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
-    let wrapped: Uint8Array[];
-    let payload: Uint8Array;
-    if (this.#options.raw) {
-      wrapped = keys.map(() => EMPTY);
-      payload = bytes;
-    } else {
+    let wrapped: Uint8Array[] | null = null;
+    let payload = bytes;
+    if (!this.#options.raw) {
       const sealed = sealMessage(this.identity, keys, bytes);
       wrapped = sealed.recipients.map((r) => r.wrappedKey);
       payload = sealed.body;
@@ -314,23 +389,47 @@ export class RelayClient extends EventEmitter {
     const seq = this.#seq = (this.#seq + 1) >>> 0;
     const receipt = options.receipt ?? true;
     const flags = (options.store ? SendFlags.STORE : 0) | (receipt ? SendFlags.RECEIPT : 0);
-    const frame = encodeSend({
-      seq, flags, ttlSeconds: options.ttlSeconds ?? 0, storageKey: storageKeyBytes(options.storageKey),
-      recipients: keys.map((key, i) => ({ key, wrappedKey: wrapped[i] })), body: payload,
-    });
-    const names = keys.map((k) => encodeKey(k));
-    if (!receipt) {
-      link.write(frame);
-      return Promise.resolve({ ok: true, code: Code.OK, codeName: 'OK', message: 'sent (no receipt asked for)', outcomes: [] });
-    }
+    // Encoded straight into the link's output buffer: no frame of its own, no copy of a copy.
+    const out = link.out;
+    const offset = out.reserve(FRAME_HEADER_LENGTH + sendPayloadLength(n, wrapped, payload.length));
+    writeSend(out.buffer, offset, seq, flags, options.ttlSeconds ?? 0, storageKey, keys, wrapped, payload);
+    if (!receipt) return pending < limit ? SENT : this.#whenDrained();
     return new Promise<SendResult>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(seq);
         reject(new Error(`no answer from the relay for message ${seq} within ${this.#options.receiptTimeoutMs} ms`));
       }, this.#options.receiptTimeoutMs);
-      this.#pending.set(seq, { recipients: names, resolve, reject, timer });
-      link.write(frame);
+      this.#pending.set(seq, { recipients: recipients.slice(), resolve, reject, timer });
     });
+  }
+
+  /** A recipient's key bytes, checked (text decoded once and remembered). */
+  #recipientKey(recipient: Uint8Array | string): Uint8Array {
+    if (typeof recipient === 'string') {
+      return this.#recipientKeys.getOrMake(recipient, (text) => requireUsableKey(decodeKey(text), 'recipient'));
+    }
+    if (recipient.length !== KEY_LENGTH) throw new KeyFormatError(`a recipient key is ${KEY_LENGTH} bytes, not ${recipient.length}`);
+    return requireUsableKey(recipient, 'recipient');
+  }
+
+  /** One promise for every send waiting on the same drain. */
+  #whenDrained(): Promise<SendResult> {
+    if (this.#drained === null) {
+      let resolve!: (result: SendResult) => void;
+      let reject!: (err: Error) => void;
+      const promise = new Promise<SendResult>((res, rej) => { resolve = res; reject = rej; });
+      this.#drained = { promise, resolve, reject };
+    }
+    return this.#drained.promise;
+  }
+
+  /** The socket drained: below sendBufferBytes, the waiting sends resolve and 'drain' is emitted. */
+  #onDrain(link: Link): void {
+    if (this.#link !== link || link.pendingBytes >= this.#options.sendBufferBytes) return;
+    const drained = this.#drained;
+    this.#drained = null;
+    drained?.resolve(SENT_RESULT);
+    this.emit('drain');
   }
 
   /**
@@ -351,17 +450,46 @@ export class RelayClient extends EventEmitter {
     });
   }
 
-  /** Sends a frame the caller encoded itself (benchmarks); false when not connected. */
-  sendEncoded(frame: Buffer): boolean {
+  /**
+   * Resolves once the relay has read and handled everything this client wrote before the call:
+   * a PING, answered in order. Live messages have then been handed to their recipients'
+   * connections (which may not have read them yet); refusals have come back as 'refused'
+   * events. A stored message is durable only when its receipt says so. Rejects with
+   * NotConnectedError when the connection is lost first, or when not connected.
+   */
+  flush(): Promise<void> {
     const link = this.#link;
-    if (!link || !link.ready) return false;
-    link.write(frame);
-    return true;
+    if (!link || !link.ready) return Promise.reject(new NotConnectedError('not connected to the relay'));
+    const token = this.#flushToken = (this.#flushToken + 1) >>> 0;
+    const ping = Buffer.alloc(PING_LENGTH);
+    ping.writeUInt32BE(token, 4);
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const i = this.#flushes.findIndex((f) => f.token === token);
+        if (i >= 0) this.#flushes.splice(i, 1);
+        reject(new Error(`no answer from the relay to a flush within ${this.#options.receiptTimeoutMs} ms`));
+      }, this.#options.receiptTimeoutMs);
+      this.#flushes.push({ token, resolve, reject, timer });
+      link.write(encodeFrame(FrameType.PING, ping));
+    });
+  }
+
+  /** A PONG answers the oldest flushes up to the one it names (PINGs are answered in order). */
+  #onPong(buf: Buffer, start: number, end: number): void {
+    if (end - start !== PING_LENGTH || buf.readUInt32BE(start) !== 0) return;
+    const token = buf.readUInt32BE(start + 4);
+    const flushes = this.#flushes;
+    const i = flushes.findIndex((f) => f.token === token);
+    if (i < 0) return;
+    for (const pending of flushes.splice(0, i + 1)) {
+      clearTimeout(pending.timer);
+      pending.resolve();
+    }
   }
 
   #onResult(fields: ResultFields): void {
     const pending = this.#pending.get(fields.seq);
-    const result = toSendResult(fields, pending?.recipients ?? []);
+    const result = toSendResult(fields, pending?.recipients ?? NO_RECIPIENTS);
     if (pending) {
       this.#pending.delete(fields.seq);
       clearTimeout(pending.timer);
@@ -376,18 +504,13 @@ export class RelayClient extends EventEmitter {
     // Closing: nothing more is handed over, so nothing more is acknowledged; the relay sends it again.
     if (this.#closed) return false;
     let message: ReceivedMessage;
-    const base = {
-      from: Buffer.from(fields.sender),
-      storageKey: fields.storageKey ? Buffer.from(fields.storageKey) : null,
-      fromMailbox: (fields.flags & DeliverFlags.FROM_MAILBOX) !== 0,
-      deliveryId: fields.deliveryId,
-    };
+    const fromMailbox = (fields.flags & DeliverFlags.FROM_MAILBOX) !== 0;
     if (this.#options.raw) {
-      message = { ...base, fromText: encodeKey(base.from), body: Buffer.from(fields.body) };
+      message = new Delivery(fields.sender, fields.body, fields.storageKey, fromMailbox, fields.deliveryId);
     } else {
       try {
         const opened = openMessage(this.identity, fields.sender, fields.wrappedKey, fields.body);
-        message = { ...base, fromText: encodeKey(base.from), body: opened.body, messageId: opened.messageId, recipients: opened.recipients };
+        message = new Delivery(fields.sender, opened.body, fields.storageKey, fromMailbox, fields.deliveryId, opened.messageId, opened.recipients);
       } catch (err) {
         // A message that cannot be opened is reported and acknowledged: redelivering it cannot
         // help. Its ACK would cover the held messages before it, so it waits for its turn.
@@ -574,7 +697,40 @@ export class RelayClient extends EventEmitter {
   }
 }
 
-const EMPTY = new Uint8Array(0);
+const NO_OPTIONS: SendOptions = {};
+const NO_RECIPIENTS: Array<Uint8Array | string> = [];
+const SENT_RESULT: SendResult = Object.freeze({ ok: true, code: Code.OK, codeName: 'OK', message: 'sent (no receipt asked for)', outcomes: Object.freeze([]) as unknown as RecipientOutcome[] });
+/** What every send without a receipt resolves with while the buffer has room: one promise, shared. */
+const SENT: Promise<SendResult> = Promise.resolve(SENT_RESULT);
+
+/** Base58 names of keys the client has shown (senders' fromText, receipts' recipients), by key bytes. */
+const keyTexts = new KeyCache<string>();
+function keyText(key: Uint8Array): string {
+  return keyTexts.getOrMake(keyId(key), () => encodeKey(key));
+}
+
+/** A received message: views of the received bytes, the sender's text made when first asked for. */
+class Delivery implements ReceivedMessage {
+  #fromText: string | undefined;
+  constructor(
+    readonly from: Uint8Array,
+    public body: Uint8Array,
+    readonly storageKey: Uint8Array | null,
+    readonly fromMailbox: boolean,
+    readonly deliveryId: number,
+    readonly messageId?: Uint8Array,
+    readonly recipients?: Uint8Array[],
+  ) {}
+
+  get fromText(): string {
+    return this.#fromText ??= keyText(this.from);
+  }
+
+  /** JSON and util.inspect show fromText too, as they did when it was a plain property. */
+  toJSON(): object {
+    return { from: this.from, fromText: this.fromText, body: this.body, messageId: this.messageId, recipients: this.recipients, storageKey: this.storageKey, fromMailbox: this.fromMailbox, deliveryId: this.deliveryId };
+  }
+}
 
 /** A storage key: 16 bytes as given, or the first 16 bytes of SHA-256 of a string. */
 export function storageKeyBytes(key: string | Uint8Array | undefined): Uint8Array | null {
@@ -584,8 +740,11 @@ export function storageKeyBytes(key: string | Uint8Array | undefined): Uint8Arra
   return key;
 }
 
-function toSendResult(fields: ResultFields, recipients: string[]): SendResult {
-  const outcomes = fields.outcomes.map((code, i) => ({ recipient: recipients[i] ?? '', code, codeName: codeName(code) }));
+function toSendResult(fields: ResultFields, recipients: Array<Uint8Array | string>): SendResult {
+  const outcomes = fields.outcomes.map((code, i) => {
+    const r = recipients[i];
+    return { recipient: r === undefined ? '' : typeof r === 'string' ? r.trim() : keyText(r), code, codeName: codeName(code) };
+  });
   return {
     ok: fields.code === Code.OK,
     code: fields.code,

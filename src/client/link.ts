@@ -15,6 +15,7 @@ import {
 import {
   chooseVersion, clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, relaySignedBytes, transcript,
 } from '../protocol/handshake.js';
+import { Outbound } from '../protocol/outbound.js';
 import { FrameReader } from '../protocol/reader.js';
 
 /** Why a link ended: a relay CLOSE or failed welcome (code), a local error, or the socket closing. */
@@ -35,6 +36,10 @@ export interface LinkHandlers {
   onQueueEmpty(): void;
   onNotice(code: number, reason: string): void;
   onAdminResponse(fields: AdminResponseFields): void;
+  /** A PONG: the relay's answer to one of this client's PINGs (payload at buf[start, end)). */
+  onPong(buf: Buffer, start: number, end: number): void;
+  /** The socket's buffer emptied (after it had filled): the client may have room to send again. */
+  onDrain(): void;
   onEnd(end: LinkEnd): void;
 }
 
@@ -46,6 +51,8 @@ const FATAL_CODES = new Set<number>([Code.AUTH_FAILED, Code.NOT_AUTHORIZED, Code
 
 export class Link {
   readonly socket: Socket;
+  /** Frames out: whatever is written in one turn of the event loop leaves in one socket write. */
+  readonly out: Outbound;
   readonly #signer: Signer;
   readonly #address: RelayAddress;
   readonly #handlers: LinkHandlers;
@@ -55,7 +62,6 @@ export class Link {
   #transcript: Buffer | null = null;
   #end: LinkEnd | null = null;
   #timer: NodeJS.Timeout | null;
-  #corked = false;
   #paused = false;
   /** CLIENT_HELLO flags (HelloFlags): the connection's role. */
   readonly #helloFlags: number;
@@ -77,6 +83,8 @@ export class Link {
     // TCP keepalive notices a relay host that vanished without closing (the relay's own PINGs
     // keep the connection busy in the other direction).
     this.socket = connect({ host: address.host, port: address.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 30_000 });
+    this.out = new Outbound(this.socket);
+    this.socket.on('drain', () => this.#handlers.onDrain());
     this.socket.on('connect', () => { if (this.#state === 'connecting') this.#state = 'handshake'; });
     this.socket.on('data', (chunk: Buffer) => this.#reader.push(chunk));
     this.socket.on('error', (err: NodeJS.ErrnoException) => {
@@ -89,19 +97,15 @@ export class Link {
     return this.#state === 'ready';
   }
 
-  /** Queues bytes; everything written in one tick leaves in one write. */
+  /** Queues a whole frame (copied when small); everything written in one turn leaves in one write. */
   write(frame: Buffer): void {
     if (this.#state === 'ended') return;
-    const socket = this.socket;
-    if (!this.#corked) {
-      this.#corked = true;
-      socket.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        socket.uncork();
-      });
-    }
-    socket.write(frame);
+    this.out.writeFrame(frame);
+  }
+
+  /** Bytes written and not yet taken by the kernel: queued here plus the socket's own buffer. */
+  get pendingBytes(): number {
+    return this.out.pendingBytes;
   }
 
   /**
@@ -122,6 +126,7 @@ export class Link {
     this.#state = 'ended';
     if (this.#timer) clearTimeout(this.#timer);
     this.#reader.stop();
+    this.out.close();
     this.socket.destroy();
     this.#handlers.onEnd(this.#end);
   }
@@ -140,10 +145,13 @@ export class Link {
     if (this.#timer) clearTimeout(this.#timer);
     this.#reader.stop();
     if (ready) {
+      this.out.flushNow();
+      this.out.close();
       this.socket.end(encodeClose(FrameType.CLOSE, { code: Code.OK, retryAfterMs: 0, reason: '' }));
       this.socket.resume();
       setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
     } else {
+      this.out.close();
       this.socket.destroy();
     }
     this.#handlers.onEnd(this.#end);
@@ -183,8 +191,11 @@ export class Link {
           this.#handlers.onAdminResponse(fields);
           return;
         }
+        case FrameType.PONG:
+          this.#handlers.onPong(buf, start, end);
+          return;
         default:
-          return; // PONG and frames a client does not act on
+          return; // frames a client does not act on
       }
     }
     if (type === FrameType.CLOSE) return this.#onClose(buf, start, end);

@@ -53,8 +53,20 @@ function build(): Set<string> {
 /** The latin1 strings of every unusable key: 8 small-order + 2 signed-zero-x + 38 with y ≥ p. */
 export const UNUSABLE_KEY_IDS: ReadonlySet<string> = build();
 
+/**
+ * The second byte of every unusable key is one of these four (0x00: identity, order 4;
+ * 0xff: order 2, y ≥ p; 0xe8 and 0x17: order 8), so a key whose second byte is anything
+ * else, as 252 of 256 random keys', is usable without making its string. Checked against
+ * the whole set when the module loads.
+ */
+const SECOND_BYTES = new Uint8Array(256);
+for (const b of [0x00, 0xff, 0xe8, 0x17]) SECOND_BYTES[b] = 1;
+for (const id of UNUSABLE_KEY_IDS) {
+  if (SECOND_BYTES[id.charCodeAt(1)] !== 1) throw new Error('unusable-keys: the second-byte filter misses a key');
+}
+
 /** True for a small-order or non-canonical 32-byte key (see above). */
 export function isUnusableKey(key: Uint8Array): boolean {
-  if (key.length !== 32) return false;
+  if (key.length !== 32 || SECOND_BYTES[key[1]!] !== 1) return false;
   return UNUSABLE_KEY_IDS.has(Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1'));
 }

@@ -51,41 +51,60 @@ export interface SendFields {
   body: Uint8Array;
 }
 
-export function sendFrameLength(recipients: SendRecipient[], bodyLength: number): number {
-  let length = SEND_FIXED_LENGTH + bodyLength;
-  for (const r of recipients) length += KEY_LENGTH + 1 + r.wrappedKey.length;
-  return length;
+/** Encodes a whole SEND frame (header included) in a buffer of its own. */
+export function encodeSend(fields: SendFields): Buffer {
+  const keys = fields.recipients.map((r) => r.key);
+  const wrapped = fields.recipients.map((r) => r.wrappedKey);
+  if (keys.length > 255) throw new RangeError('at most 255 recipients');
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + sendPayloadLength(keys.length, wrapped, fields.body.length));
+  writeSend(frame, 0, fields.seq, fields.flags, fields.ttlSeconds, fields.storageKey, keys, wrapped, fields.body);
+  return frame;
 }
 
-/** Encodes a whole SEND frame (header included). */
-export function encodeSend(fields: SendFields): Buffer {
-  const { seq, ttlSeconds, storageKey, recipients, body } = fields;
-  if (recipients.length > 255) throw new RangeError('at most 255 recipients');
-  const payloadLength = sendFrameLength(recipients, body.length);
-  const frame = Buffer.allocUnsafe(FRAME_HEADER_LENGTH + payloadLength);
-  let o = writeFrameHeader(frame, 0, FrameType.SEND, payloadLength);
-  let flags = fields.flags & ~SendFlags.HAS_STORAGE_KEY;
+/**
+ * Writes a whole SEND frame (header included) at target[offset, offset + its length) and
+ * returns where it ends. keys[i] is recipient i, wrappedKeys[i] its wrapped message key
+ * (wrappedKeys null: none, as raw clients send). The caller sized target with
+ * FRAME_HEADER_LENGTH + sendPayloadLength(...); the client library encodes straight into its output buffer with this.
+ */
+export function writeSend(
+  target: Buffer, offset: number, seq: number, flags: number, ttlSeconds: number, storageKey: Uint8Array | null,
+  keys: readonly Uint8Array[], wrappedKeys: readonly Uint8Array[] | null, body: Uint8Array,
+): number {
+  const n = keys.length;
+  if (n > 255) throw new RangeError('at most 255 recipients');
+  let o = writeFrameHeader(target, offset, FrameType.SEND, sendPayloadLength(n, wrappedKeys, body.length));
+  flags &= ~SendFlags.HAS_STORAGE_KEY;
   if (storageKey) flags |= SendFlags.HAS_STORAGE_KEY;
-  frame.writeUInt32BE(seq >>> 0, o); o += 4;
-  frame[o++] = flags;
-  frame.writeUInt32BE(ttlSeconds >>> 0, o); o += 4;
+  target.writeUInt32BE(seq >>> 0, o); o += 4;
+  target[o++] = flags;
+  target.writeUInt32BE(ttlSeconds >>> 0, o); o += 4;
   if (storageKey) {
     if (storageKey.length !== STORAGE_KEY_LENGTH) throw new RangeError(`a storage key is ${STORAGE_KEY_LENGTH} bytes`);
-    frame.set(storageKey, o);
+    target.set(storageKey, o);
   } else {
-    frame.fill(0, o, o + STORAGE_KEY_LENGTH);
+    target.fill(0, o, o + STORAGE_KEY_LENGTH);
   }
   o += STORAGE_KEY_LENGTH;
-  frame[o++] = recipients.length;
-  for (const r of recipients) {
-    if (r.key.length !== KEY_LENGTH) throw new RangeError(`a recipient key is ${KEY_LENGTH} bytes`);
-    if (r.wrappedKey.length > MAX_WRAPPED_KEY_LENGTH) throw new RangeError(`a wrapped key is at most ${MAX_WRAPPED_KEY_LENGTH} bytes`);
-    frame.set(r.key, o); o += KEY_LENGTH;
-    frame[o++] = r.wrappedKey.length;
-    frame.set(r.wrappedKey, o); o += r.wrappedKey.length;
+  target[o++] = n;
+  for (let i = 0; i < n; i++) {
+    const key = keys[i]!;
+    if (key.length !== KEY_LENGTH) throw new RangeError(`a recipient key is ${KEY_LENGTH} bytes`);
+    target.set(key, o); o += KEY_LENGTH;
+    const wrapped = wrappedKeys === null ? EMPTY : wrappedKeys[i]!;
+    if (wrapped.length > MAX_WRAPPED_KEY_LENGTH) throw new RangeError(`a wrapped key is at most ${MAX_WRAPPED_KEY_LENGTH} bytes`);
+    target[o++] = wrapped.length;
+    if (wrapped.length > 0) { target.set(wrapped, o); o += wrapped.length; }
   }
-  frame.set(body, o);
-  return frame;
+  target.set(body, o);
+  return o + body.length;
+}
+
+/** A SEND's payload length: n recipients with these wrapped keys (null: none), and the body. */
+export function sendPayloadLength(n: number, wrappedKeys: readonly Uint8Array[] | null, bodyLength: number): number {
+  let length = SEND_FIXED_LENGTH + n * (KEY_LENGTH + 1) + bodyLength;
+  if (wrappedKeys !== null) for (let i = 0; i < n; i++) length += wrappedKeys[i]!.length;
+  return length;
 }
 
 /**

@@ -2,7 +2,7 @@
 // what it has been sent but has not acknowledged yet.
 import type { Socket } from 'node:net';
 import { encodeKey } from '../crypto/keys.js';
-import { Outbound } from './outbound.js';
+import { Outbound } from '../protocol/outbound.js';
 
 /** A storable message's place among held ones: its mailbox seq once committed (0 before, -1 if refused). */
 export interface HeldMarker {

@@ -1,11 +1,12 @@
-// Per-connection output: everything written to one socket in one event-loop turn leaves in
-// one write (writev when it has several pieces).
+// Per-connection output, of the relay's sessions and the client library's links: everything
+// written to one socket in one event-loop turn leaves in one write (writev when it has
+// several pieces).
 //
 // Small frames are copied into an accumulation buffer; a large body is queued as a slice of
 // the buffer it arrived in, so it is never copied on its way through. The accumulation
 // buffer is dropped after a quiet flush, so an idle connection holds no output memory.
 import type { Socket } from 'node:net';
-import { copyBytes } from '../protocol/frames.js';
+import { copyBytes } from './frames.js';
 
 /** Bodies at least this long travel as their own slice instead of being copied. */
 const ZERO_COPY_THRESHOLD = 2048;
