@@ -1,6 +1,6 @@
 // The library: import { RelayClient } from 'pulltab'.
 export {
-  RelayClient, NotConnectedError, ConnectError, storageKeyBytes,
+  RelayClient, NotConnectedError, ConnectError, SendBufferFullError, storageKeyBytes,
   type RelayClientOptions, type ClientRole, type SendOptions, type AdminAnswer, type SendResult, type RecipientOutcome, type ReceivedMessage,
 } from './client/client.js';
 export {

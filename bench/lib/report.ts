@@ -142,6 +142,17 @@ export function evaluateTargets(records: BenchRecord[]): TargetResult[] {
       observed: typeof per !== 'number' ? 'not measured' : `${per.toFixed(1)} KiB per connection at ${fmtInt(Number(i!.extra!['connections']))}`,
     });
   }
+  // Issue 14: what users drive, RelayClient against the NATS client (library scenario, 1:1, raw).
+  for (const [bytes, want] of [[64, 2], [1024, 2], [16384, 1.2]] as const) {
+    const p = find(records, 'library', 'pulltab', bytes, 'raw');
+    const n = find(records, 'library', 'nats', bytes, 'raw');
+    const r = ratio(p?.msgsPerSec, n?.msgsPerSec);
+    out.push({
+      target: `library 1:1 ${sizeLabel(bytes)}: RelayClient ≥ ${want}× the NATS client`,
+      met: r === null ? null : r >= want,
+      observed: r === null ? 'not measured' : `${fmtInt(p!.msgsPerSec)} vs ${fmtInt(n!.msgsPerSec)} msgs/s = ${r.toFixed(2)}×`,
+    });
+  }
   // Issue 3: store-and-forward through the relay, one offline recipient, 1 KiB.
   for (const [variant, target, what] of [
     ['store to offline (STORE|RECEIPT, end to end)', 'store ≥ 100,000 msgs/s of 1 KiB to an offline recipient, receipts after commit and flush', 'stored'],

@@ -81,22 +81,22 @@ export function writeSend(
   target.writeUInt32BE(ttlSeconds >>> 0, o); o += 4;
   if (storageKey) {
     if (storageKey.length !== STORAGE_KEY_LENGTH) throw new RangeError(`a storage key is ${STORAGE_KEY_LENGTH} bytes`);
-    target.set(storageKey, o);
+    copyBytes(storageKey, 0, STORAGE_KEY_LENGTH, target, o);
   } else {
-    target.fill(0, o, o + STORAGE_KEY_LENGTH);
+    target.writeUInt32BE(0, o); target.writeUInt32BE(0, o + 4); target.writeUInt32BE(0, o + 8); target.writeUInt32BE(0, o + 12);
   }
   o += STORAGE_KEY_LENGTH;
   target[o++] = n;
   for (let i = 0; i < n; i++) {
     const key = keys[i]!;
     if (key.length !== KEY_LENGTH) throw new RangeError(`a recipient key is ${KEY_LENGTH} bytes`);
-    target.set(key, o); o += KEY_LENGTH;
+    copyBytes(key, 0, KEY_LENGTH, target, o); o += KEY_LENGTH;
     const wrapped = wrappedKeys === null ? EMPTY : wrappedKeys[i]!;
     if (wrapped.length > MAX_WRAPPED_KEY_LENGTH) throw new RangeError(`a wrapped key is at most ${MAX_WRAPPED_KEY_LENGTH} bytes`);
     target[o++] = wrapped.length;
-    if (wrapped.length > 0) { target.set(wrapped, o); o += wrapped.length; }
+    if (wrapped.length > 0) { copyBytes(wrapped, 0, wrapped.length, target, o); o += wrapped.length; }
   }
-  target.set(body, o);
+  copyBytes(body, 0, body.length, target, o);
   return o + body.length;
 }
 
