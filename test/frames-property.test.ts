@@ -12,7 +12,7 @@ import {
   peekSendSeq, QUEUE_EMPTY_FRAME, type SendFields,
 } from '../src/protocol/frames.js';
 import {
-  encodeClientHello, encodeServerHello, encodeServerWelcome, parseClientHello, parseServerHello, parseServerWelcome,
+  encodeClientHello, encodeServerHello, encodeServerWelcome, parseClientHello, parseServerHello, parseServerWelcome, welcomeSignedFields,
 } from '../src/protocol/handshake.js';
 import { FrameReader } from '../src/protocol/reader.js';
 
@@ -58,7 +58,10 @@ const resultFields = fc.record({ seq: u32, code: u16, outcomes: fc.array(u16, { 
 const closeFields = fc.record({ code: u16, retryAfterMs: fc.integer({ min: -5, max: 2 ** 33 }), reason: text });
 const helloFields = fc.record({ minVersion: u8, maxVersion: u8, relayKey: key, relayNonce: key });
 const clientHelloFields = fc.record({ version: u8, flags: u8, clientKey: key, clientNonce: key, signature: bytes(64, 64) });
-const welcomeFields = fc.record({ status: u16, version: u8, retryAfterMs: u32, signature: bytes(64, 64) });
+const welcomeLimits = fc.record({
+  maxPayloadBytes: u32, maxRecipients: u8, maxTtlSeconds: u32, defaultTtlSeconds: u32, inflightWindow: u32, pingIntervalMs: u32, pingTimeoutMs: u32,
+});
+const welcomeFields = fc.record({ status: u16, version: u8, retryAfterMs: u32, limits: welcomeLimits, signature: bytes(64, 64) });
 
 /** One valid frame of any type, with the fields it was made from and how to read them back. */
 interface ValidFrame { frame: Buffer; check(payload: Buffer): void }
@@ -177,12 +180,13 @@ const validFrame: fc.Arbitrary<ValidFrame> = fc.oneof(
     },
   })),
   welcomeFields.map((f) => ({
-    frame: encodeServerWelcome(f),
+    frame: encodeServerWelcome(welcomeSignedFields(f.status, f.version, f.retryAfterMs, f.limits), f.signature),
     check: (p: Buffer) => {
       const w = parseServerWelcome(p, 0, p.length);
       same(w?.status, f.status, 'status');
       same(w?.version, f.version, 'version');
       same(w?.retryAfterMs, f.retryAfterMs, 'retryAfterMs');
+      for (const k of Object.keys(f.limits) as (keyof typeof f.limits)[]) same(w?.limits[k], f.limits[k], k);
       sameBytes(w?.signature ?? null, f.signature, 'signature');
     },
   })),

@@ -158,6 +158,8 @@ export class RawPeer {
    */
   async handshake(identity: Identity = generateIdentity(), options: {
     corruptSignature?: boolean; version?: number; forge?: (hello: ServerHello, version: number) => ForgedHello;
+    /** CLIENT_HELLO flags, and (to play a man in the middle who flips them) the flags the signature covers. */
+    flags?: number; signedFlags?: number;
   } = {}): Promise<ServerWelcome> {
     const helloFrame = await this.next();
     if (!helloFrame || helloFrame.type !== FrameType.SERVER_HELLO) throw new Error('expected SERVER_HELLO');
@@ -169,10 +171,14 @@ export class RawPeer {
       return this.#welcome();
     }
     const clientNonce = Buffer.alloc(32, 9);
-    const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: identity.publicKey, clientNonce, version });
+    const flags = options.flags ?? 0;
+    const t = transcript({
+      relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion,
+      clientKey: identity.publicKey, clientNonce, version, flags: options.signedFlags ?? flags,
+    });
     const signature = Buffer.from(new Signer(identity).sign(clientSignedBytes(t)));
     if (options.corruptSignature) signature[10] ^= 0x40;
-    this.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(identity.publicKey), clientNonce, signature }));
+    this.write(encodeClientHello({ version, flags, clientKey: Buffer.from(identity.publicKey), clientNonce, signature }));
     return this.#welcome();
   }
 

@@ -77,7 +77,7 @@ export class PulltabPeer {
       if (!hello) return this.#fail(new Error(`expected SERVER_HELLO, got type 0x${type.toString(16)}`));
       const clientNonce = randomBytes(32);
       const version = PROTOCOL_VERSION_MAX;
-      const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: this.#signer.publicKey, clientNonce, version });
+      const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion, clientKey: this.#signer.publicKey, clientNonce, version, flags: 0 });
       const signature = Buffer.from(this.#signer.sign(clientSignedBytes(t)));
       this.#state = 'welcome';
       this.socket.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(this.#signer.publicKey), clientNonce, signature }));

@@ -185,7 +185,7 @@ function clientHello(peer: Peer): Buffer {
   const hello = parseServerHello(peer.hello!, 0, peer.hello!.length)!;
   const identity = generateIdentity();
   const clientNonce = cryptoRandomBytes(32);
-  const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: identity.publicKey, clientNonce, version: PROTOCOL_VERSION_MAX });
+  const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion, clientKey: identity.publicKey, clientNonce, version: PROTOCOL_VERSION_MAX, flags: 0 });
   const signature = Buffer.from(new Signer(identity).sign(clientSignedBytes(t)));
   return encodeClientHello({ version: PROTOCOL_VERSION_MAX, flags: 0, clientKey: Buffer.from(identity.publicKey), clientNonce, signature });
 }

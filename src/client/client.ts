@@ -12,6 +12,8 @@ import { Code, codeMessage, codeName, DeliverFlags, HelloFlags, SendFlags, STORA
 import { encodeAck, encodeAdminRequest, encodeSend, type DeliverFields, type ResultFields } from '../protocol/frames.js';
 import { backoffDelay } from './backoff.js';
 import { Link, type LinkEnd } from './link.js';
+import { localRefusal } from './limits.js';
+import type { WelcomeLimits } from '../protocol/handshake.js';
 
 export interface RelayClientOptions {
   /** The relay's address, pulltab://KEY@HOST:PORT, as the relay prints it. */
@@ -202,6 +204,11 @@ export class RelayClient extends EventEmitter {
     return this.#link?.ready ?? false;
   }
 
+  /** The relay's limits for this key, from the current connection's welcome (null while not connected). */
+  get relayLimits(): WelcomeLimits | null {
+    return this.#link?.ready ? this.#link.limits : null;
+  }
+
   /**
    * Connects and authenticates. With reconnect on (the default) it keeps trying until the
    * relay answers; otherwise the first failure rejects. A client can be opened once.
@@ -311,6 +318,9 @@ export class RelayClient extends EventEmitter {
       wrapped = sealed.recipients.map((r) => r.wrappedKey);
       payload = sealed.body;
     }
+    // What the relay would refuse (its welcome said its limits) is refused here, nothing sent.
+    const refusal = localRefusal(link.limits, { recipients: keys.length, bodyBytes: payload.length, store: options.store ?? false, ttlSeconds: options.ttlSeconds ?? 0 });
+    if (refusal) return Promise.resolve({ ...toSendResult({ seq: 0, code: refusal.code, outcomes: [] }, []), message: `${codeMessage(refusal.code)} (${refusal.detail}; refused before sending)` });
     const seq = this.#seq = (this.#seq + 1) >>> 0;
     const receipt = options.receipt ?? true;
     const flags = (options.store ? SendFlags.STORE : 0) | (receipt ? SendFlags.RECEIPT : 0);
