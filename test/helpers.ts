@@ -236,7 +236,7 @@ export function spawnRelay(dataDir: string, args: string[] = [], env: NodeJS.Pro
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`relay did not start: ${out}`)), 30_000);
     const check = () => {
-      const line = out.split('\n').find((l) => l.startsWith('pulltab://'));
+      const line = out.split('\n').find((l) => /^pulltabs?:\/\//.test(l));
       if (line && (quiet || out.includes('"relay_started"'))) {
         clearTimeout(timer);
         proc.stdout!.off('data', check);
