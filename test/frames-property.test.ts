@@ -211,7 +211,7 @@ const mutatedPayload = fc.tuple(
 
 /** A payload to decode, placed between random bytes so start > 0 and end < buf.length. */
 /** Random bytes with lengths around every fixed size and bound the decoders know. */
-const BOUNDARIES = [0, 4, 6, 7, 8, 26, 58, 70, 71, 130, 262].flatMap((n) => [n - 1, n, n + 1]).filter((n) => n >= 0);
+const BOUNDARIES = [0, 4, 6, 7, 8, 26, 58, 70, 71, 96, 130, 262].flatMap((n) => [n - 1, n, n + 1]).filter((n) => n >= 0);
 const randomPayload = fc.oneof(
   bytes(400),
   fc.tuple(fc.constantFrom(...BOUNDARIES), bytes(300, 300)).map(([n, b]) => b.subarray(0, n)),
@@ -287,7 +287,7 @@ t.test('decoders give null exactly when the payload cannot be that frame', async
     same(parseAdminRequest(buf, start, end) === null, n < 4, 'ADMIN_REQUEST null iff under 4 bytes');
     same(parseAdminResponse(buf, start, end) === null, n < 6, 'ADMIN_RESPONSE null iff under 6 bytes');
     same(parseClientHello(buf, start, end) === null, n < 130, 'CLIENT_HELLO null iff under 130 bytes');
-    same(parseServerWelcome(buf, start, end) === null, n < 71, 'SERVER_WELCOME null iff under 71 bytes');
+    same(parseServerWelcome(buf, start, end) === null, n < 96, 'SERVER_WELCOME null iff under 96 bytes');
     same(parseServerHello(buf, start, end) === null, n < 70 || buf.toString('latin1', start, start + 4) !== 'PTAB', 'SERVER_HELLO null iff short or not PTAB');
     same(parseResult(buf, start, end) === null, n < 7 || n !== 7 + 2 * buf[start + 6], 'RESULT null iff its count does not fit');
     if (n < 26) same(parseSend(buf, start, end, []), null, 'SEND under 26 bytes');
