@@ -6,6 +6,7 @@
 // client that expected plain TCP sends nothing and waits for SERVER_HELLO, so after a short
 // silence (or on a first byte that is not 0x16) the relay answers in plain TCP with CLOSE
 // TRANSPORT_MISMATCH, which such a client can read, instead of leaving it to time out.
+import { constants } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
@@ -63,7 +64,15 @@ function readPem(path: string, setting: string): string {
  * TLS 1.2 the exporter does not bind the handshake unless extended master secret is in use).
  */
 export function secureContextFor(material: TlsMaterial): SecureContext {
-  return createSecureContext({ cert: material.cert, key: material.key, minVersion: 'TLSv1.3' });
+  return createSecureContext({
+    cert: material.cert, key: material.key, minVersion: 'TLSv1.3',
+    // AES-128-GCM first, the relay's choice: every byte is encrypted and decrypted twice on its
+    // way through (client to relay, relay to client), and with AES instructions it is the
+    // cheapest of the three TLS 1.3 suites (10 rounds to AES-256's 14). ChaCha20 stays for
+    // clients without them.
+    ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256',
+    secureOptions: constants.SSL_OP_CIPHER_SERVER_PREFERENCE,
+  });
 }
 
 /** The RFC 9266 tls-exporter value of an established TLS 1.3 connection. */
