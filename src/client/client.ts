@@ -16,7 +16,7 @@ import { localRefusal } from './limits.js';
 import type { WelcomeLimits } from '../protocol/handshake.js';
 
 export interface RelayClientOptions {
-  /** The relay's address, pulltab://KEY@HOST:PORT, as the relay prints it. */
+  /** The relay's address, pulltab://KEY@HOST:PORT (pulltabs:// for TLS), as the relay prints it. */
   relay: string | RelayAddress;
   identity: Identity;
   /** Send and receive bodies as given, without sealing or opening (default false). */
