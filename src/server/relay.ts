@@ -42,6 +42,9 @@ export interface RelayOptions {
   logger?: Logger;
 }
 
+/** The TLS settings: read again at SIGHUP when TLS is on (new paths included). */
+const TLS_KEYS: readonly (keyof RelayConfig)[] = ['tlsCert', 'tlsKey', 'tlsSelfSigned'];
+
 /** Hint sent with RELAY_FULL: how long a client should wait before trying again. */
 const RELAY_FULL_RETRY_MS = 5000;
 
@@ -240,7 +243,10 @@ export class Relay {
     return {
       uptimeSeconds: Math.round((Date.now() - this.#startedAt) / 1000),
       connections: { handshake: this.#handshaking, authenticated: this.router.sessions.size + this.router.sendOnlyCount, sendOnly: this.router.sendOnlyCount, accepted: s.connectionsAccepted, refusedFull: s.connectionsRefusedFull },
-      handshakes: { ok: s.handshakesOk, timedOut: s.handshakesTimedOut, ...s.handshakesRefused },
+      handshakes: {
+        ok: s.handshakesOk, timedOut: s.handshakesTimedOut, ...s.handshakesRefused,
+        transportMismatch: s.transportMismatches, tlsFailed: s.tlsHandshakeFailures, tlsAuthFailed: s.tlsAuthFailed,
+      },
       messages: {
         in: s.messagesIn, deliveredLive: s.messagesOut - s.deliveredFromMailbox, deliveredFromMailbox: s.deliveredFromMailbox,
         stored: s.stored, storedLive: s.storedLive, spilled: s.spilled, refused: s.refused, refusedStore: s.refusedStore,
@@ -305,6 +311,7 @@ export class Relay {
     const ignored: string[] = [];
     for (const key of Object.keys(next) as (keyof RelayConfig)[]) {
       if ((RELOADABLE_KEYS as readonly string[]).includes(key)) (this.config as Record<string, unknown>)[key] = next[key];
+      else if (this.#tls !== null && TLS_KEYS.includes(key)) continue; // #reloadTls takes these
       else if (next[key] !== this.config[key]) ignored.push(key);
     }
     this.#acceptBucket.configure(this.config.acceptRatePerSecond, this.config.acceptBurst);
