@@ -185,3 +185,18 @@ export function servedCertificate(port: number): Promise<string> {
     socket.on('error', reject);
   });
 }
+
+t.test('over TLS the handshake deadline counts from accept, the TLS handshake included', async (t) => {
+  const relay = await startRelay({ tlsSelfSigned: true, handshakeTimeoutMs: 600 });
+  t.teardown(() => relay.close());
+  const started = Date.now();
+  const peer = new RawPeer(relay.port, { tls: true });
+  t.teardown(() => peer.close());
+  t.equal((await peer.next())?.type, FrameType.SERVER_HELLO, 'TLS is up and the relay spoke first');
+  const close = await peer.next(3000); // and then nothing from us
+  t.equal(close?.type, FrameType.CLOSE);
+  t.equal(parseClose(close!.payload, 0, close!.payload.length)?.code, Code.HANDSHAKE_TIMEOUT, 'told inside TLS');
+  const elapsed = Date.now() - started;
+  t.ok(elapsed >= 550 && elapsed < 1500, `closed at the deadline from accept (${elapsed} ms)`);
+  t.equal(relay.stats.handshakesTimedOut, 1);
+});
