@@ -2,7 +2,7 @@
 // either side, a real TLS-terminating proxy (which the channel binding must expose), and the
 // self-signed certificate's life in the data directory.
 import t from 'tap';
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { createServer as createTcpServer, connect as tcpConnect, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -199,4 +199,19 @@ t.test('over TLS the handshake deadline counts from accept, the TLS handshake in
   const elapsed = Date.now() - started;
   t.ok(elapsed >= 550 && elapsed < 1500, `closed at the deadline from accept (${elapsed} ms)`);
   t.equal(relay.stats.handshakesTimedOut, 1);
+});
+
+t.test('the self-signed certificate is well-formed X.509: v3, positive serial, valid from yesterday to 9999, ECDSA P-256', async (t) => {
+  const now = new Date('2030-06-15T12:00:00Z');
+  const pair = createSelfSigned('pulltab relay', now);
+  const x509 = new X509Certificate(pair.cert);
+  t.equal(x509.subject, 'CN=pulltab relay');
+  t.equal(x509.issuer, x509.subject);
+  t.ok(x509.verify(x509.publicKey), 'signed by its own key');
+  t.equal(new Date(x509.validFrom).toISOString(), '2030-06-14T12:00:00.000Z');
+  t.equal(new Date(x509.validTo).getUTCFullYear(), 9999);
+  t.match(x509.serialNumber, /^[0-7][0-9A-F]{31}$/, '16 bytes, top bit clear');
+  t.equal(x509.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
+  t.ok(x509.checkPrivateKey(createPrivateKey(pair.key)), 'the key file holds its private key');
+  t.not(createSelfSigned().cert, createSelfSigned().cert, 'a new key each time');
 });

@@ -8,9 +8,9 @@
 // day ago until 9999-12-31 (RFC 5280 §4.1.2.5: "no well-defined expiration date").
 //
 // Node has no X.509 writer, so this file holds the few DER encoders the certificate needs
-// (test/tls-cert.test.ts parses the result with node:crypto's X509Certificate and uses it in a
+// (test/tls.test.ts parses the result with node:crypto's X509Certificate and uses it in a
 // real TLS handshake). Written once per data directory, never on a per-message path.
-import { createPrivateKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
@@ -63,11 +63,6 @@ export function loadOrCreateSelfSigned(certPath: string, keyPath: string): Certi
   chmodSync(keyPath, 0o600);
   writeFileSync(certPath, pair.cert, { mode: 0o644, flag: 'wx' });
   return { ...pair, created: true };
-}
-
-/** The private key of a PEM pair, for tests and checks. */
-export function privateKeyOf(pair: CertificatePair): KeyObject {
-  return createPrivateKey(pair.key);
 }
 
 // ---------------------------------------------------------------------------------------
