@@ -59,7 +59,7 @@ const sized = (sizes: number[]): number[] => (onlySizes.size ? sizes.filter((s) 
 const SIZES = sized([64, 1024, 16 * 1024, 64 * 1024]);
 const RATES = [10_000, 20_000, 50_000];
 
-const SCENARIOS = ['one-to-one', 'library', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'seal', 'healthz'] as const;
+const SCENARIOS = ['one-to-one', 'library', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'seal', 'healthz', 'tls'] as const;
 if (argv.includes('--help') || argv.includes('-h')) {
   process.stdout.write(`usage: npm run bench -- [--quick] [--scenario NAME]... [--size BYTES]... [--profile]\nscenarios: ${SCENARIOS.join(', ')}\n`);
   process.exit(0);
@@ -203,7 +203,12 @@ interface FlowSpec {
   library?: boolean;
   /** Library, pulltab: seal and open every message. */
   sealed?: boolean;
+  /** The relay runs TLS (a self-signed certificate) and every peer connects with it (pulltab). */
+  tls?: boolean;
 }
+
+/** What a relay needs in its environment to run TLS with a certificate it makes itself. */
+const TLS_ENV = { PULLTAB_TLS_SELF_SIGNED: 'true' };
 
 async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord> {
   const label = `${spec.scenario} ${sizeLabel(spec.bodyBytes)}${spec.variant ? ' ' + spec.variant : ''} ${system}`;
@@ -217,7 +222,8 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
   const received = () => { let s = 0; for (let j = 0; j < R; j++) s += Atomics.load(i32, Slot.FIRST + P + j); return s; };
   const sentTotal = () => { let s = 0; for (let i = 0; i < P; i++) s += Atomics.load(i32, Slot.FIRST + i); return s; };
   const metricsPort = spec.healthz ? await freePort() : 0;
-  const server = await startSystem(system, label.replace(/[^a-zA-Z0-9.-]+/g, '_'), spec.healthz ? { PULLTAB_METRICS_PORT: String(metricsPort) } : undefined);
+  const env = { ...(spec.healthz ? { PULLTAB_METRICS_PORT: String(metricsPort) } : {}), ...(spec.tls ? TLS_ENV : {}) };
+  const server = await startSystem(system, label.replace(/[^a-zA-Z0-9.-]+/g, '_'), Object.keys(env).length ? env : undefined);
   let workers: Array<ReturnType<typeof startWorker>> = [];
   try {
     const base: Omit<WorkerConfig, 'role'> = {
@@ -230,6 +236,7 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
       sendFlags: spec.sendFlags ?? 0,
       sealed: spec.sealed ?? false,
       relayKey: server.relayKey ? hex(server.relayKey) : undefined,
+      tls: spec.tls ?? false,
     };
     const workerFile = spec.library ? 'library-worker.js' : 'loadgen-worker.js';
     if (system === 'pulltab') {
@@ -351,7 +358,7 @@ async function safeFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord
 // ---------------------------------------------------------------------------------------
 // Handshakes per second and idle connections (Pulltab only)
 
-async function connectMany(port: number, signers: Signer[], concurrency: number, opts: { untilMs?: number; keep: boolean; onDone?: () => void }): Promise<{ peers: PulltabPeer[]; ok: number; failed: number; firstError?: string }> {
+async function connectMany(port: number, signers: Signer[], concurrency: number, opts: { untilMs?: number; keep: boolean; onDone?: () => void; tls?: boolean }): Promise<{ peers: PulltabPeer[]; ok: number; failed: number; firstError?: string }> {
   const peers: PulltabPeer[] = [];
   let next = 0;
   let ok = 0;
@@ -363,7 +370,7 @@ async function connectMany(port: number, signers: Signer[], concurrency: number,
       if (Date.now() > deadline) return;
       const idx = opts.keep ? next++ : next++ % signers.length;
       if (opts.keep && idx >= signers.length) return;
-      const peer = new PulltabPeer({ port, signer: signers[idx]!, timeoutMs: 30_000 });
+      const peer = new PulltabPeer({ port, signer: signers[idx]!, timeoutMs: 30_000, tls: opts.tls });
       try {
         await peer.ready;
         ok++;
@@ -382,31 +389,33 @@ async function connectMany(port: number, signers: Signer[], concurrency: number,
   return { peers, ok, failed, firstError };
 }
 
-async function runHandshakes(): Promise<BenchRecord> {
+async function runHandshakes(options: { tls?: boolean; scenario?: string } = {}): Promise<BenchRecord> {
   const concurrency = 200;
-  const server = await startSystem('pulltab', 'handshakes');
+  const tls = options.tls ?? false;
+  const scenario = options.scenario ?? 'handshakes';
+  const server = await startSystem('pulltab', `${scenario}${tls ? '-tls' : ''}`, tls ? TLS_ENV : undefined);
   try {
     // One identity per lane: a lane's next connection replaces nothing still open.
     const signers = Array.from({ length: concurrency }, () => new Signer(generateIdentity()));
     let done = 0;
     const warmMs = 500;
-    progress.begin(`handshakes (${concurrency} concurrent) pulltab`, warmMs + T.handshakeMs, () => `${done.toLocaleString('en-US')} done`);
+    progress.begin(`${scenario} (${concurrency} concurrent${tls ? ', TLS' : ''}) pulltab`, warmMs + T.handshakeMs, () => `${done.toLocaleString('en-US')} done`);
     const start = Date.now();
     let m1: ReturnType<typeof meter> | null = null;
     let d1 = 0;
     const warm = setTimeout(() => { m1 = meter(server.pid); d1 = done; }, warmMs);
-    const result = await connectMany(server.port, signers, concurrency, { untilMs: start + warmMs + T.handshakeMs, keep: false, onDone: () => { done++; } });
+    const result = await connectMany(server.port, signers, concurrency, { untilMs: start + warmMs + T.handshakeMs, keep: false, tls, onDone: () => { done++; } });
     clearTimeout(warm);
     const m2 = meter(server.pid);
     const u = usage(m1 ?? m2, m2);
     const rate = (done - d1) / u.sec;
     const record: BenchRecord = {
-      scenario: 'handshakes', system: 'pulltab', messageBytes: 0, variant: `${concurrency} concurrent`,
+      scenario, system: 'pulltab', messageBytes: 0, variant: `handshakes, ${concurrency} concurrent${scenario === 'tls' ? (tls ? ', TLS' : ', plain TCP') : ''}`,
       msgsPerSec: rate, MBps: null, latencyUs: null, relayCpuPct: u.serverPct,
       relayPeakRssMiB: procStatusBytes(server.pid, 'VmHWM') / MiB, loadgenCpuPct: u.loadgenPct, durationSec: u.sec, messages: done - d1,
       dropped: result.failed,
       extra: { handshakesPerSec: rate, failed: result.failed, firstError: result.firstError ?? null },
-      note: 'msgs/s column = completed handshakes/s (connect, SERVER_HELLO, signed CLIENT_HELLO, SERVER_WELCOME OK)',
+      note: `msgs/s column = completed handshakes/s (connect, ${tls ? 'TLS 1.3, ' : ''}SERVER_HELLO, signed CLIENT_HELLO, SERVER_WELCOME OK)`,
     };
     progress.end(`${fmtRate(rate)} handshakes/s, server CPU ${u.serverPct.toFixed(0)}%, loadgen CPU ${u.loadgenPct.toFixed(0)}%${result.failed ? `, ${result.failed} failed (${result.firstError})` : ''}`);
     return record;
@@ -743,7 +752,17 @@ async function main(): Promise<void> {
       records.push(skipped(scenario, 'pulltab', 0, `failed: ${(err as Error).message.split('\n')[0]}`));
     }
   };
-  if (runs('handshakes')) await guarded('handshakes', runHandshakes);
+  if (runs('handshakes')) await guarded('handshakes', () => runHandshakes());
+  if (runs('tls')) {
+    // TLS beside plain TCP in one run: 1:1 at 1 KiB and 16 KiB, then handshakes per second.
+    for (const size of [1024, 16 * 1024]) {
+      for (const tls of [false, true]) {
+        records.push(await safeFlow('pulltab', { scenario: 'tls', senders: 1, fanout: 1, bodyBytes: size, mode: 'throughput', variant: tls ? '1:1, TLS' : '1:1, plain TCP', tls }));
+      }
+    }
+    await guarded('tls', () => runHandshakes({ scenario: 'tls', tls: false }));
+    await guarded('tls', () => runHandshakes({ scenario: 'tls', tls: true }));
+  }
   if (runs('idle-connections')) await guarded('idle-connections', runIdle);
   if (runs('store')) {
     await guarded('store', runStoreEndToEnd);

@@ -12,7 +12,7 @@ import {
   peekSendSeq, QUEUE_EMPTY_FRAME, type SendFields,
 } from '../src/protocol/frames.js';
 import {
-  encodeClientHello, encodeServerHello, encodeServerWelcome, parseClientHello, parseServerHello, parseServerWelcome,
+  encodeClientHello, encodeServerHello, encodeServerWelcome, parseClientHello, parseServerHello, parseServerWelcome, welcomeSignedFields,
 } from '../src/protocol/handshake.js';
 import { FrameReader } from '../src/protocol/reader.js';
 
@@ -58,7 +58,10 @@ const resultFields = fc.record({ seq: u32, code: u16, outcomes: fc.array(u16, { 
 const closeFields = fc.record({ code: u16, retryAfterMs: fc.integer({ min: -5, max: 2 ** 33 }), reason: text });
 const helloFields = fc.record({ minVersion: u8, maxVersion: u8, relayKey: key, relayNonce: key });
 const clientHelloFields = fc.record({ version: u8, flags: u8, clientKey: key, clientNonce: key, signature: bytes(64, 64) });
-const welcomeFields = fc.record({ status: u16, version: u8, retryAfterMs: u32, signature: bytes(64, 64) });
+const welcomeLimits = fc.record({
+  maxPayloadBytes: u32, maxRecipients: u8, maxTtlSeconds: u32, defaultTtlSeconds: u32, inflightWindow: u32, pingIntervalMs: u32, pingTimeoutMs: u32,
+});
+const welcomeFields = fc.record({ status: u16, version: u8, retryAfterMs: u32, limits: welcomeLimits, signature: bytes(64, 64) });
 
 /** One valid frame of any type, with the fields it was made from and how to read them back. */
 interface ValidFrame { frame: Buffer; check(payload: Buffer): void }
@@ -177,12 +180,13 @@ const validFrame: fc.Arbitrary<ValidFrame> = fc.oneof(
     },
   })),
   welcomeFields.map((f) => ({
-    frame: encodeServerWelcome(f),
+    frame: encodeServerWelcome(welcomeSignedFields(f.status, f.version, f.retryAfterMs, f.limits), f.signature),
     check: (p: Buffer) => {
       const w = parseServerWelcome(p, 0, p.length);
       same(w?.status, f.status, 'status');
       same(w?.version, f.version, 'version');
       same(w?.retryAfterMs, f.retryAfterMs, 'retryAfterMs');
+      for (const k of Object.keys(f.limits) as (keyof typeof f.limits)[]) same(w?.limits[k], f.limits[k], k);
       sameBytes(w?.signature ?? null, f.signature, 'signature');
     },
   })),
@@ -207,7 +211,7 @@ const mutatedPayload = fc.tuple(
 
 /** A payload to decode, placed between random bytes so start > 0 and end < buf.length. */
 /** Random bytes with lengths around every fixed size and bound the decoders know. */
-const BOUNDARIES = [0, 4, 6, 7, 8, 26, 58, 70, 71, 130, 262].flatMap((n) => [n - 1, n, n + 1]).filter((n) => n >= 0);
+const BOUNDARIES = [0, 4, 6, 7, 8, 26, 58, 70, 71, 96, 130, 262].flatMap((n) => [n - 1, n, n + 1]).filter((n) => n >= 0);
 const randomPayload = fc.oneof(
   bytes(400),
   fc.tuple(fc.constantFrom(...BOUNDARIES), bytes(300, 300)).map(([n, b]) => b.subarray(0, n)),
@@ -283,7 +287,7 @@ t.test('decoders give null exactly when the payload cannot be that frame', async
     same(parseAdminRequest(buf, start, end) === null, n < 4, 'ADMIN_REQUEST null iff under 4 bytes');
     same(parseAdminResponse(buf, start, end) === null, n < 6, 'ADMIN_RESPONSE null iff under 6 bytes');
     same(parseClientHello(buf, start, end) === null, n < 130, 'CLIENT_HELLO null iff under 130 bytes');
-    same(parseServerWelcome(buf, start, end) === null, n < 71, 'SERVER_WELCOME null iff under 71 bytes');
+    same(parseServerWelcome(buf, start, end) === null, n < 96, 'SERVER_WELCOME null iff under 96 bytes');
     same(parseServerHello(buf, start, end) === null, n < 70 || buf.toString('latin1', start, start + 4) !== 'PTAB', 'SERVER_HELLO null iff short or not PTAB');
     same(parseResult(buf, start, end) === null, n < 7 || n !== 7 + 2 * buf[start + 6], 'RESULT null iff its count does not fit');
     if (n < 26) same(parseSend(buf, start, end, []), null, 'SEND under 26 bytes');

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -12,7 +13,8 @@ import { RelayClient, type ReceivedMessage, type RelayClientOptions } from '../s
 import { generateIdentity, Signer, type Identity } from '../src/crypto/keys.js';
 import { FrameType, PROTOCOL_VERSION_MAX } from '../src/protocol/constants.js';
 import {
-  clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript, type ServerHello, type ServerWelcome,
+  CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LENGTH, clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript,
+  type ServerHello, type ServerWelcome,
 } from '../src/protocol/handshake.js';
 import { FrameReader } from '../src/protocol/reader.js';
 import type { RelayConfigInput } from '../src/server/config.js';
@@ -110,8 +112,11 @@ export class RawPeer {
     onError: () => {},
   });
 
-  constructor(port: number) {
-    this.socket = connect({ host: '127.0.0.1', port });
+  /** tls: connect with TLS 1.3, accepting any certificate (the relay key is what is pinned). */
+  constructor(port: number, options: { tls?: boolean } = {}) {
+    this.socket = options.tls
+      ? tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, minVersion: 'TLSv1.3' })
+      : connect({ host: '127.0.0.1', port });
     this.socket.on('data', (chunk: Buffer) => this.#reader.push(chunk));
     this.socket.on('error', () => {});
     this.socket.on('close', () => {
@@ -158,6 +163,10 @@ export class RawPeer {
    */
   async handshake(identity: Identity = generateIdentity(), options: {
     corruptSignature?: boolean; version?: number; forge?: (hello: ServerHello, version: number) => ForgedHello;
+    /** CLIENT_HELLO flags, and (to play a man in the middle who flips them) the flags the signature covers. */
+    flags?: number; signedFlags?: number;
+    /** Over TLS, sign without the channel binding (as a client that ignores it would). */
+    omitBinding?: boolean;
   } = {}): Promise<ServerWelcome> {
     const helloFrame = await this.next();
     if (!helloFrame || helloFrame.type !== FrameType.SERVER_HELLO) throw new Error('expected SERVER_HELLO');
@@ -169,11 +178,21 @@ export class RawPeer {
       return this.#welcome();
     }
     const clientNonce = Buffer.alloc(32, 9);
-    const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: identity.publicKey, clientNonce, version });
+    const flags = options.flags ?? 0;
+    const t = transcript({
+      relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion,
+      clientKey: identity.publicKey, clientNonce, version, flags: options.signedFlags ?? flags,
+      channelBinding: options.omitBinding ? null : this.channelBinding(),
+    });
     const signature = Buffer.from(new Signer(identity).sign(clientSignedBytes(t)));
     if (options.corruptSignature) signature[10] ^= 0x40;
-    this.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(identity.publicKey), clientNonce, signature }));
+    this.write(encodeClientHello({ version, flags, clientKey: Buffer.from(identity.publicKey), clientNonce, signature }));
     return this.#welcome();
+  }
+
+  /** The TLS channel binding of this connection (RFC 9266 tls-exporter), null on plain TCP. */
+  channelBinding(): Buffer | null {
+    return this.socket instanceof TLSSocket ? this.socket.exportKeyingMaterial(CHANNEL_BINDING_LENGTH, CHANNEL_BINDING_LABEL, Buffer.alloc(0)) : null;
   }
 
   async #welcome(): Promise<ServerWelcome> {
@@ -217,7 +236,7 @@ export function spawnRelay(dataDir: string, args: string[] = [], env: NodeJS.Pro
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`relay did not start: ${out}`)), 30_000);
     const check = () => {
-      const line = out.split('\n').find((l) => l.startsWith('pulltab://'));
+      const line = out.split('\n').find((l) => /^pulltabs?:\/\//.test(l));
       if (line && (quiet || out.includes('"relay_started"'))) {
         clearTimeout(timer);
         proc.stdout!.off('data', check);

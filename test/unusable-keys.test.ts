@@ -160,7 +160,7 @@ t.test('the handshake refuses every unusable key, forged signatures included: AU
         let clientNonce = randomBytes(32);
         // grind returns right after the call that made the matching message: clientNonce is its nonce.
         const m = grind(key, f, () => clientSignedBytes(transcript({
-          relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: key, clientNonce: (clientNonce = randomBytes(32)), version,
+          relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion, clientKey: key, clientNonce: (clientNonce = randomBytes(32)), version, flags: 0,
         })));
         forgedAccepted = zip215Accepts(signatureOf(f), m, key);
         return { clientKey: key, clientNonce, signature: signatureOf(f) };

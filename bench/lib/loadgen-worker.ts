@@ -82,7 +82,7 @@ async function runReceivers(): Promise<void> {
     const peers = await Promise.all(cfg.receiverSecrets!.map(async (secretHex, j) => {
       let lastId = 0;
       let ackedId = 0;
-      const peer = new PulltabPeer({ port: cfg.port, signer: new Signer(identityFromSecret(Buffer.from(secretHex, 'hex'))) });
+      const peer = new PulltabPeer({ port: cfg.port, tls: cfg.tls, signer: new Signer(identityFromSecret(Buffer.from(secretHex, 'hex'))) });
       peer.onFrame = (type, buf, start, end) => {
         if (type !== FrameType.DELIVER) return;
         const d = parseDeliver(buf, start, end);
@@ -217,7 +217,7 @@ async function openSenders(framesPerBatch: number, body: Buffer): Promise<Sender
       const recipients = cfg.receiverKeys!.slice(i * cfg.fanout, (i + 1) * cfg.fanout).map((hex) => ({ key: Buffer.from(hex, 'hex'), wrappedKey: new Uint8Array(0) }));
       const frame = encodeSend({ seq: i, flags: cfg.sendFlags ?? 0, ttlSeconds: 0, storageKey: null, recipients, body });
       const batch = Buffer.concat(Array.from({ length: framesPerBatch }, () => frame));
-      const peer = new PulltabPeer({ port: cfg.port, signer: new Signer(identityFromSecret(Buffer.from(cfg.senderSecrets![i]!, 'hex'))) });
+      const peer = new PulltabPeer({ port: cfg.port, tls: cfg.tls, signer: new Signer(identityFromSecret(Buffer.from(cfg.senderSecrets![i]!, 'hex'))) });
       peer.onFrame = (type, buf, start, end) => {
         if (type !== FrameType.RESULT) return;
         const r = parseResult(buf, start, end);

@@ -1,12 +1,16 @@
 // A raw Pulltab protocol peer for the load generator: a socket, the client side of the
 // handshake (as test/helpers.ts RawPeer does it), then every frame handed to onFrame.
 // It signs CLIENT_HELLO but does not verify the relay's signature on SERVER_WELCOME: the
-// harness measures the relay, and the handshake load it creates must stay cheap.
+// harness measures the relay, and the handshake load it creates must stay cheap. With tls it
+// connects with TLS 1.3 and signs the channel binding, as the client library does.
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, TLSSocket } from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { Signer } from '../../src/crypto/keys.js';
 import { Code, FrameType, PROTOCOL_VERSION_MAX } from '../../src/protocol/constants.js';
-import { clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript } from '../../src/protocol/handshake.js';
+import {
+  CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LENGTH, clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript,
+} from '../../src/protocol/handshake.js';
 import { FrameReader } from '../../src/protocol/reader.js';
 
 export type FrameFn = (type: number, buf: Buffer, start: number, end: number) => void;
@@ -19,6 +23,8 @@ export interface PeerOptions {
   /** Called after all frames of one received chunk were handled. */
   onChunkEnd?: () => void;
   timeoutMs?: number;
+  /** Connect with TLS (the relay runs with a certificate). */
+  tls?: boolean;
 }
 
 export class PulltabPeer {
@@ -42,7 +48,12 @@ export class PulltabPeer {
       onFrame: (type, buf, start, end) => this.#frame(type, buf, start, end),
       onError: () => this.#fail(new Error('frame too large')),
     });
-    this.socket = connect({ host: '127.0.0.1', port: opts.port, noDelay: true });
+    if (opts.tls) {
+      this.socket = tlsConnect({ host: '127.0.0.1', port: opts.port, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+      this.socket.setNoDelay(true);
+    } else {
+      this.socket = connect({ host: '127.0.0.1', port: opts.port, noDelay: true });
+    }
     this.socket.on('data', (chunk: Buffer) => {
       this.#reader.push(chunk);
       if (this.#state === 'active' && this.#onChunkEnd) this.#onChunkEnd();
@@ -77,7 +88,8 @@ export class PulltabPeer {
       if (!hello) return this.#fail(new Error(`expected SERVER_HELLO, got type 0x${type.toString(16)}`));
       const clientNonce = randomBytes(32);
       const version = PROTOCOL_VERSION_MAX;
-      const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: this.#signer.publicKey, clientNonce, version });
+      const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion, clientKey: this.#signer.publicKey, clientNonce, version, flags: 0,
+        channelBinding: this.socket instanceof TLSSocket ? this.socket.exportKeyingMaterial(CHANNEL_BINDING_LENGTH, CHANNEL_BINDING_LABEL, Buffer.alloc(0)) : null });
       const signature = Buffer.from(this.#signer.sign(clientSignedBytes(t)));
       this.#state = 'welcome';
       this.socket.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(this.#signer.publicKey), clientNonce, signature }));

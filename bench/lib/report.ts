@@ -165,6 +165,27 @@ export function evaluateTargets(records: BenchRecord[]): TargetResult[] {
       observed: r?.msgsPerSec == null ? 'not measured' : `${fmtInt(r.msgsPerSec)} ${what} msgs/s`,
     });
   }
+  // TLS beside plain TCP, measured in the same run (scenario tls).
+  for (const [bytes, floor] of [[1024, 0.6], [16384, 0.75]] as const) {
+    const tls = find(records, 'tls', 'pulltab', bytes, '1:1, TLS');
+    const plain = find(records, 'tls', 'pulltab', bytes, '1:1, plain TCP');
+    const r = ratio(tls?.msgsPerSec, plain?.msgsPerSec);
+    out.push({
+      target: `TLS 1:1 ${sizeLabel(bytes)}: msgs/s ≥ ${floor * 100}% of plain TCP`,
+      met: r === null ? null : r >= floor,
+      observed: r === null ? 'not measured' : `${fmtInt(tls!.msgsPerSec)} vs ${fmtInt(plain!.msgsPerSec)} msgs/s = ${(r * 100).toFixed(0)}%`,
+    });
+  }
+  {
+    const tls = find(records, 'tls', 'pulltab', 0, 'handshakes, 200 concurrent, TLS');
+    const plain = find(records, 'tls', 'pulltab', 0, 'handshakes, 200 concurrent, plain TCP');
+    const r = ratio(tls?.msgsPerSec, plain?.msgsPerSec);
+    out.push({
+      target: 'TLS handshakes/s ≥ 50% of plain TCP',
+      met: r === null ? null : r >= 0.5,
+      observed: r === null ? 'not measured' : `${fmtInt(tls!.msgsPerSec)} vs ${fmtInt(plain!.msgsPerSec)} handshakes/s = ${(r * 100).toFixed(0)}%`,
+    });
+  }
   return out;
 }
 

@@ -35,6 +35,8 @@ export interface WorkerConfig {
   maxSeconds: number;
   /** SEND flags of every message (pulltab): 0, or STORE for the storable path. */
   sendFlags?: number;
+  /** Connect to the relay with TLS (pulltab). */
+  tls?: boolean;
   /** Hex Ed25519 seeds (pulltab). */
   senderSecrets?: string[];
   receiverSecrets?: string[];

@@ -49,7 +49,7 @@ function authenticated(port: number): Promise<Socket> {
         if (type === FrameType.SERVER_HELLO) {
           const hello = parseServerHello(buf, start, end)!;
           const clientNonce = randomBytes(32);
-          const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, clientKey: identity.publicKey, clientNonce, version: PROTOCOL_VERSION_MAX });
+          const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion, clientKey: identity.publicKey, clientNonce, version: PROTOCOL_VERSION_MAX, flags: 0 });
           const signature = Buffer.from(new Signer(identity).sign(clientSignedBytes(t)));
           socket.write(encodeClientHello({ version: PROTOCOL_VERSION_MAX, flags: 0, clientKey: Buffer.from(identity.publicKey), clientNonce, signature }));
         } else if (type === FrameType.SERVER_WELCOME) {

@@ -78,6 +78,19 @@ export class StreamOracle {
     return MAX_CONTROL_FRAME_LENGTH;
   }
 
+  /**
+   * What the header alone decides: during the handshake anything but CLIENT_HELLO, and after it a
+   * type only the relay sends, is refused at the header whatever its length (a TLS record's
+   * first byte, 0x16, during the handshake: TRANSPORT_MISMATCH). Null: the length decides.
+   */
+  headerVerdict(type: number): Outcome | null {
+    if (this.phase === 'handshake' && type !== FrameType.CLIENT_HELLO) {
+      return { kind: 'close', code: type === 0x16 ? Code.TRANSPORT_MISMATCH : Code.UNEXPECTED_FRAME };
+    }
+    if (this.phase === 'active' && RELAY_ONLY.has(type)) return { kind: 'close', code: Code.UNEXPECTED_FRAME };
+    return null;
+  }
+
   /** What a whole frame of this type and length does to the connection. */
   verdict(type: number, length: number): Outcome {
     if (this.phase === 'handshake') {
@@ -89,8 +102,9 @@ export class StreamOracle {
     switch (type) {
       case FrameType.SEND: return length < 4 ? { kind: 'close', code: Code.MALFORMED_FRAME } : OPEN;
       case FrameType.ACK: case FrameType.PING: return length !== 8 ? { kind: 'close', code: Code.MALFORMED_FRAME } : OPEN;
-      case FrameType.PONG: return OPEN;
-      case FrameType.CLOSE: return { kind: 'end' };
+      case FrameType.PONG: return length !== 8 ? { kind: 'close', code: Code.MALFORMED_FRAME } : OPEN;
+      // A CLOSE ends the connection either way; one that does not fit its layout is answered first.
+      case FrameType.CLOSE: return length < 6 || length > 6 + 256 ? { kind: 'close', code: Code.MALFORMED_FRAME } : { kind: 'end' };
       case FrameType.ADMIN_REQUEST: return length < 4 ? { kind: 'close', code: Code.MALFORMED_FRAME } : OPEN;
       default: return RELAY_ONLY.has(type) ? { kind: 'close', code: Code.UNEXPECTED_FRAME } : OPEN;
     }
@@ -111,6 +125,11 @@ export class StreamOracle {
         this.#headerFill = 0;
         this.#type = this.#header[0];
         this.#length = this.#header.readUInt32BE(1);
+        const early = this.headerVerdict(this.#type);
+        if (early !== null) {
+          this.#outcome = early;
+          return { cut: pos, frames: frames + 1, outcome: early };
+        }
         if (this.#length > this.maxLength(this.#type)) {
           this.#outcome = { kind: 'close', code: Code.FRAME_TOO_LARGE };
           return { cut: pos, frames: frames + 1, outcome: this.#outcome };

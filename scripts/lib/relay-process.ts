@@ -64,7 +64,7 @@ export async function startRelayProcess(env: Record<string, string> = {}): Promi
     try {
       level = (JSON.parse(line) as { level?: number }).level ?? 0;
     } catch {
-      level = line.startsWith('pulltab://') ? 0 : 50;
+      level = /^pulltabs?:\/\//.test(line) ? 0 : 50;
     }
     if (level >= 50 && errors.length < 100) errors.push(line);
   };
@@ -78,7 +78,7 @@ export async function startRelayProcess(env: Record<string, string> = {}): Promi
     const timer = setTimeout(() => reject(new Error(`the relay printed no address within 20 s:\n${tail.join('\n')}`)), 20_000);
     const out = createInterface({ input: child.stdout! });
     out.on('line', (line) => {
-      if (line.startsWith('pulltab://')) {
+      if (/^pulltabs?:\/\//.test(line)) {
         clearTimeout(timer);
         resolvePromise(line.trim());
       } else {

@@ -9,16 +9,19 @@ const SHUTDOWN_DEADLINE_MS = 15_000;
 
 const spec = {
   name: 'serve',
-  usage: 'serve [--config FILE] [--host H] [--port P] [--data DIR] [--root-key KEY] [--metrics-host H] [--metrics-port P]',
-  description: 'Starts the relay and prints its address (pulltab://KEY@HOST:PORT) on a line of its own.\n'
+  usage: 'serve [--config FILE] [--host H] [--port P] [--data DIR] [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--root-key KEY] [--metrics-host H] [--metrics-port P]',
+  description: 'Starts the relay and prints its address (pulltab://KEY@HOST:PORT, pulltabs:// with TLS) on a line of its own.\n'
     + 'Settings come from defaults, then the JSON config file, then PULLTAB_* environment variables,\n'
     + 'then these flags; each overrides the one before. docs/OPERATIONS.md lists every setting.\n'
-    + 'SIGTERM drains and exits; SIGHUP reloads the file and environment (limits apply at once).',
+    + 'SIGTERM drains and exits; SIGHUP reloads the file and environment (limits apply at once) and the TLS certificate.',
   options: {
     config: { type: 'string' },
     host: { type: 'string' },
     port: { type: 'string' },
     data: { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'tls-self-signed': { type: 'boolean' },
     'root-key': { type: 'string' },
     'metrics-host': { type: 'string' },
     'metrics-port': { type: 'string' },
@@ -28,6 +31,9 @@ const spec = {
     '--host H': 'address to listen on (default 0.0.0.0)',
     '--port P': 'TCP port (default 2652)',
     '--data DIR': 'data directory: relay identity and LMDB store (default ./data)',
+    '--tls-cert FILE': 'TLS on the relay port: PEM certificate (chain), reread on SIGHUP',
+    '--tls-key FILE': 'its PEM private key',
+    '--tls-self-signed': 'TLS with a certificate the relay makes once in DIR/tls/ (clients pin the relay key, not the certificate)',
     '--root-key KEY': 'public key (base58) with every admin right (pulltab admin)',
     '--metrics-host H': 'address of the /metrics, /healthz, /readyz listener (default 127.0.0.1)',
     '--metrics-port P': 'its port (default 9652; 0 picks a free one; off, or =-1, turns it off)',
@@ -44,6 +50,7 @@ export async function serve(argv: string[]): Promise<number> {
     { source: 'env', values: configFromEnv(process.env) },
     { source: 'flags', values: {
       host: values.host, port: values.port, dataDir: values.data,
+      tlsCert: values['tls-cert'], tlsKey: values['tls-key'], tlsSelfSigned: values['tls-self-signed'] === true ? true : undefined,
       rootKey: values['root-key'], metricsHost: values['metrics-host'],
       metricsPort: values['metrics-port'] === 'off' ? -1 : values['metrics-port'],
     } },
@@ -70,7 +77,7 @@ export async function serve(argv: string[]): Promise<number> {
   }
   // The address first, on a line of its own, so scripts and people can take it as it is.
   process.stdout.write(relay.address + '\n');
-  logger.info({ event: 'relay_started', address: relay.address, port: relay.port, metricsPort: relay.metricsPort }, 'relay started');
+  logger.info({ event: 'relay_started', address: relay.address, port: relay.port, tls: relay.tls, metricsPort: relay.metricsPort }, 'relay started');
   if (config.host === '0.0.0.0' || config.host === '::') {
     logger.info({ event: 'address_hint' }, `listening on all interfaces; remote clients use ${relay.addressFor('<this-host>')}`);
   }

@@ -17,9 +17,11 @@ import {
 } from '../protocol/frames.js';
 import { backoffDelay } from './backoff.js';
 import { Link, type LinkEnd } from './link.js';
+import { localRefusal } from './limits.js';
+import type { WelcomeLimits } from '../protocol/handshake.js';
 
 export interface RelayClientOptions {
-  /** The relay's address, pulltab://KEY@HOST:PORT, as the relay prints it. */
+  /** The relay's address, pulltab://KEY@HOST:PORT (pulltabs:// for TLS), as the relay prints it. */
   relay: string | RelayAddress;
   identity: Identity;
   /** Send and receive bodies as given, without sealing or opening (default false). */
@@ -248,6 +250,11 @@ export class RelayClient extends EventEmitter {
     return this.#link?.ready ?? false;
   }
 
+  /** The relay's limits for this key, from the current connection's welcome (null while not connected). */
+  get relayLimits(): WelcomeLimits | null {
+    return this.#link?.ready ? this.#link.limits : null;
+  }
+
   /**
    * True while the send buffer is below sendBufferBytes (and connected): a send now goes out
    * without waiting. When false, wait for 'drain' (or await send()).
@@ -386,6 +393,9 @@ export class RelayClient extends EventEmitter {
       wrapped = sealed.recipients.map((r) => r.wrappedKey);
       payload = sealed.body;
     }
+    // What the relay would refuse (its welcome said its limits) is refused here, nothing sent.
+    const refusal = localRefusal(link.limits, n, payload.length, options.store ?? false, options.ttlSeconds ?? 0);
+    if (refusal) return Promise.resolve({ ...toSendResult({ seq: 0, code: refusal.code, outcomes: [] }, []), message: `${codeMessage(refusal.code)} (${refusal.detail}; refused before sending)` });
     const seq = this.#seq = (this.#seq + 1) >>> 0;
     const receipt = options.receipt ?? true;
     const flags = (options.store ? SendFlags.STORE : 0) | (receipt ? SendFlags.RECEIPT : 0);

@@ -1,7 +1,12 @@
-// One client connection to a relay: TCP connect, the handshake (pinning the relay's key), then
-// frames in and out. RelayClient owns reconnection; a Link lives and dies with one socket.
+// One client connection to a relay: TCP (or TLS) connect, the handshake (pinning the relay's
+// key), then frames in and out. RelayClient owns reconnection; a Link lives and dies with one socket.
+//
+// Over TLS the client accepts any certificate: it trusts the pinned relay key, which signs a
+// transcript holding this connection's TLS channel binding, not a certificate authority. A
+// proxy that terminates TLS has another channel toward the relay, so the signatures fail.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import { connect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Signer, verifySignature } from '../crypto/keys.js';
 import type { RelayAddress } from '../protocol/address.js';
 import {
@@ -13,7 +18,8 @@ import {
   type AdminResponseFields, type DeliverFields, type ResultFields,
 } from '../protocol/frames.js';
 import {
-  chooseVersion, clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, relaySignedBytes, transcript,
+  CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LENGTH, chooseVersion, clientSignedBytes, encodeClientHello, parseServerHello,
+  parseServerWelcome, relaySignedBytes, transcript, welcomeSignedFields, type WelcomeLimits,
 } from '../protocol/handshake.js';
 import { Outbound } from '../protocol/outbound.js';
 import { FrameReader } from '../protocol/reader.js';
@@ -47,7 +53,12 @@ export interface LinkHandlers {
 const MAX_INBOUND_FRAME = 64 * 1024 * 1024 + 64 * 1024;
 /** How long a closing client waits for the relay to close its side. */
 const CLOSE_LINGER_MS = 2000;
-const FATAL_CODES = new Set<number>([Code.AUTH_FAILED, Code.NOT_AUTHORIZED, Code.UNSUPPORTED_VERSION, Code.REPLACED]);
+const FATAL_CODES = new Set<number>([Code.AUTH_FAILED, Code.NOT_AUTHORIZED, Code.UNSUPPORTED_VERSION, Code.REPLACED, Code.TRANSPORT_MISMATCH]);
+/**
+ * OpenSSL's answers when the peer does not speak TLS at all (a plain-TCP relay sends its
+ * SERVER_HELLO, which is no TLS record): retrying cannot help.
+ */
+const NOT_TLS_ERRORS = new Set(['ERR_SSL_WRONG_VERSION_NUMBER', 'ERR_SSL_PACKET_LENGTH_TOO_LONG', 'ERR_SSL_UNKNOWN_PROTOCOL', 'ERR_SSL_RECORD_LENGTH_MISMATCH', 'ERR_SSL_HTTP_REQUEST']);
 
 export class Link {
   readonly socket: Socket;
@@ -60,6 +71,10 @@ export class Link {
   readonly #nonce = randomBytes(32);
   #state: 'connecting' | 'handshake' | 'ready' | 'ended' = 'connecting';
   #transcript: Buffer | null = null;
+  /** The TLS channel binding (null on plain TCP), taken once TLS is up. */
+  #channelBinding: Buffer | null = null;
+  /** What the relay's welcome said about its limits (null before the welcome). */
+  limits: WelcomeLimits | null = null;
   #end: LinkEnd | null = null;
   #timer: NodeJS.Timeout | null;
   #paused = false;
@@ -82,15 +97,37 @@ export class Link {
     this.#timer = setTimeout(() => this.fail(Code.HANDSHAKE_TIMEOUT, `no answer from the relay at ${address.host}:${address.port} within ${timeoutMs} ms`, false), timeoutMs);
     // TCP keepalive notices a relay host that vanished without closing (the relay's own PINGs
     // keep the connection busy in the other direction).
-    this.socket = connect({ host: address.host, port: address.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 30_000 });
+    if (address.tls) {
+      // TLS 1.3 only: the channel binding (RFC 9266 tls-exporter) is defined for it. SNI only
+      // for a name (an IP address is not allowed there).
+      const socket = tlsConnect({
+        host: address.host, port: address.port, rejectUnauthorized: false, minVersion: 'TLSv1.3',
+        ...(isIP(address.host) === 0 ? { servername: address.host } : {}),
+      });
+      socket.setNoDelay(true);
+      socket.setKeepAlive(true, 30_000);
+      socket.on('secureConnect', () => {
+        this.#channelBinding = socket.exportKeyingMaterial(CHANNEL_BINDING_LENGTH, CHANNEL_BINDING_LABEL, Buffer.alloc(0));
+        if (this.#state === 'connecting') this.#state = 'handshake';
+      });
+      this.socket = socket;
+    } else {
+      this.socket = connect({ host: address.host, port: address.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 30_000 });
+      this.socket.on('connect', () => { if (this.#state === 'connecting') this.#state = 'handshake'; });
+    }
     this.out = new Outbound(this.socket);
     this.socket.on('drain', () => this.#handlers.onDrain());
-    this.socket.on('connect', () => { if (this.#state === 'connecting') this.#state = 'handshake'; });
     this.socket.on('data', (chunk: Buffer) => this.#reader.push(chunk));
     this.socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (address.tls && this.#channelBinding === null && err.code?.startsWith('ERR_SSL_')) {
+        const notTls = NOT_TLS_ERRORS.has(err.code);
+        return this.fail(notTls ? Code.TRANSPORT_MISMATCH : 0, notTls
+          ? `the relay at ${address.host}:${address.port} does not speak TLS (${err.code}): a plain-TCP relay's address starts with pulltab://, not pulltabs://`
+          : `TLS handshake with the relay at ${address.host}:${address.port} failed: ${err.code}`, notTls);
+      }
       this.fail(0, describeSocketError(err, address), false);
     });
-    this.socket.on('close', () => this.fail(0, this.#state === 'ready' ? 'connection closed by the relay' : `connection to ${address.host}:${address.port} closed during the handshake`, false));
+    this.socket.on('close', () => this.fail(0, this.#state === 'ready' ? 'connection closed by the relay' : `connection to ${address.host}:${address.port} closed during the handshake${address.tls && this.#channelBinding === null ? ' (before TLS was up: the relay may be full, or not a TLS port)' : ''}`, false));
   }
 
   get ready(): boolean {
@@ -212,9 +249,11 @@ export class Link {
     }
     const version = chooseVersion(hello.minVersion, hello.maxVersion, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
     if (version === 0) return this.fail(Code.UNSUPPORTED_VERSION, `relay speaks protocol ${hello.minVersion}..${hello.maxVersion}, this client ${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION_MAX}`, true);
+    // The relay's range and our choice are signed by both sides: a downgrade shows as a bad signature.
     const t = transcript({
-      relayKey: hello.relayKey, relayNonce: hello.relayNonce,
-      clientKey: this.#signer.publicKey, clientNonce: this.#nonce, version,
+      relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion,
+      clientKey: this.#signer.publicKey, clientNonce: this.#nonce, version, flags: this.#helloFlags,
+      channelBinding: this.#channelBinding,
     });
     this.#transcript = t;
     const signature = this.#signer.sign(clientSignedBytes(t));
@@ -224,15 +263,19 @@ export class Link {
   #onWelcome(buf: Buffer, start: number, end: number): boolean | void {
     const welcome = parseServerWelcome(buf, start, end);
     if (welcome === null) return this.fail(Code.MALFORMED_FRAME, 'relay sent a malformed SERVER_WELCOME', false);
-    // The relay proves it holds the pinned key by signing this very handshake.
-    if (!verifySignature(this.#address.relayKey, relaySignedBytes(this.#transcript!, welcome.status, welcome.retryAfterMs), welcome.signature)) {
-      return this.fail(Code.AUTH_FAILED, 'relay did not prove it holds the pinned key', true);
+    // The relay proves it holds the pinned key by signing this very handshake (and, over TLS, this channel).
+    const fields = welcomeSignedFields(welcome.status, welcome.version, welcome.retryAfterMs, welcome.limits);
+    if (!verifySignature(this.#address.relayKey, relaySignedBytes(this.#transcript!, fields), welcome.signature)) {
+      return this.fail(Code.AUTH_FAILED, this.#channelBinding
+        ? 'the relay\'s signature does not verify over this TLS connection: a TLS-terminating proxy or man in the middle sits between this client and the relay (channel binding mismatch), or the peer does not hold the pinned relay key'
+        : 'relay did not prove it holds the pinned key', true);
     }
     if (welcome.status !== Code.OK) {
       return this.fail(welcome.status, `relay refused the connection: ${codeName(welcome.status)} (${codeMessage(welcome.status)})`, FATAL_CODES.has(welcome.status), welcome.retryAfterMs);
     }
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
+    this.limits = welcome.limits;
     this.#state = 'ready';
     if (!this.#handlers.onReady()) return this.#pause();
   }

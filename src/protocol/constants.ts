@@ -3,8 +3,11 @@
 
 export const FRAME_HEADER_LENGTH = 5; // type u8 | length u32 big-endian
 
-export const PROTOCOL_VERSION_MIN = 1;
-export const PROTOCOL_VERSION_MAX = 1;
+// Version 2 signs everything the handshake negotiates (the relay's version range, the client's
+// version and flags, the relay's limits) and the TLS channel binding. Version 1 is not spoken:
+// it left the flags and the range unsigned, and no deployed client needs it.
+export const PROTOCOL_VERSION_MIN = 2;
+export const PROTOCOL_VERSION_MAX = 2;
 
 export const KEY_LENGTH = 32;
 export const NONCE_LENGTH = 32;
@@ -69,6 +72,7 @@ export const Code = {
   IDLE_TIMEOUT: 0x010c,
   KICKED: 0x010d,
   TOO_MANY_CONNECTIONS: 0x010e,
+  TRANSPORT_MISMATCH: 0x010f,
   // Message level: the relay answers with RESULT and the connection stays open.
   PAYLOAD_TOO_LARGE: 0x0201,
   TOO_MANY_RECIPIENTS: 0x0202,
@@ -118,6 +122,7 @@ export const CODE_MESSAGES: Record<CodeName, string> = {
   IDLE_TIMEOUT: 'connection stopped answering pings',
   KICKED: 'disconnected by an administrator',
   TOO_MANY_CONNECTIONS: 'this key has as many send-only connections open as the relay allows, retry later',
+  TRANSPORT_MISMATCH: 'TLS on one side and plain TCP on the other: a pulltabs:// address is for a TLS port, pulltab:// for a plain one',
   PAYLOAD_TOO_LARGE: 'message body larger than allowed',
   TOO_MANY_RECIPIENTS: 'more recipients than allowed',
   NO_RECIPIENTS: 'message has no recipients',
@@ -147,11 +152,15 @@ export function codeMessage(code: number): string {
 /** Fixed sizes of frames whose payload has a fixed layout. */
 export const SERVER_HELLO_LENGTH = 4 + 1 + 1 + KEY_LENGTH + NONCE_LENGTH; // 70
 export const CLIENT_HELLO_LENGTH = 1 + 1 + KEY_LENGTH + NONCE_LENGTH + SIGNATURE_LENGTH; // 130
-export const SERVER_WELCOME_LENGTH = 2 + 1 + 4 + SIGNATURE_LENGTH; // 71
+/** SERVER_WELCOME: status, version, retryAfterMs, the limits block, then the relay's signature. */
+export const WELCOME_LIMITS_LENGTH = 4 + 1 + 4 + 4 + 4 + 4 + 4; // 25
+export const SERVER_WELCOME_LENGTH = 2 + 1 + 4 + WELCOME_LIMITS_LENGTH + SIGNATURE_LENGTH; // 96
 export const SEND_FIXED_LENGTH = 4 + 1 + 4 + STORAGE_KEY_LENGTH + 1; // 26
 export const DELIVER_FIXED_LENGTH = 8 + 1 + KEY_LENGTH + STORAGE_KEY_LENGTH + 1; // 58
 export const ACK_LENGTH = 8;
 export const PING_LENGTH = 8;
+/** CLOSE and NOTICE: code u16 | retryAfterMs u32 | reason (at most MAX_REASON_BYTES). */
+export const CLOSE_FIXED_LENGTH = 6;
 export const MAX_HANDSHAKE_FRAME_LENGTH = 1024;
 export const MAX_CONTROL_FRAME_LENGTH = 512;
 export const MAX_REASON_BYTES = 256;

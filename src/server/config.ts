@@ -18,6 +18,14 @@ const configShape = z.object({
   port: int(0, 65535).default(2652),
   /** Directory for the relay's identity and its LMDB store. */
   dataDir: z.string().min(1).default('./data'),
+  /**
+   * TLS on the relay port: a PEM certificate (chain) and its private key, read at start and again
+   * at SIGHUP; or tlsSelfSigned, a certificate the relay makes once and keeps in its data
+   * directory. Clients pin the relay key, not the certificate, so a self-signed one is enough.
+   */
+  tlsCert: z.string().min(1).optional(),
+  tlsKey: z.string().min(1).optional(),
+  tlsSelfSigned: bool.default(false),
   /** Connections at once (authenticated or not); more get RELAY_FULL. */
   maxConnections: int(1).default(10_000),
   /** Send-only connections one key may have open at once; more get TOO_MANY_CONNECTIONS. */
@@ -80,7 +88,16 @@ const configShape = z.object({
 
 export const configSchema = configShape.refine((c) => c.defaultTtlSeconds <= c.maxTtlSeconds, {
   message: 'defaultTtlSeconds must not exceed maxTtlSeconds', path: ['defaultTtlSeconds'],
+}).refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
+  message: 'tlsCert and tlsKey go together: give both, or neither', path: ['tlsCert'],
+}).refine((c) => !(c.tlsSelfSigned && c.tlsCert !== undefined), {
+  message: 'tlsSelfSigned makes its own certificate: give it or tlsCert and tlsKey, not both', path: ['tlsSelfSigned'],
 });
+
+/** TLS is on when a certificate is configured or the relay makes its own. */
+export function tlsEnabled(config: RelayConfig): boolean {
+  return config.tlsCert !== undefined || config.tlsSelfSigned;
+}
 
 export type RelayConfig = z.infer<typeof configSchema>;
 export type RelayConfigInput = z.input<typeof configSchema>;

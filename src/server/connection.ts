@@ -8,9 +8,10 @@ import {
   Code, codeMessage, FrameType, HelloFlags, MAX_ADMIN_REQUEST_LENGTH, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH, maxSendFrameLength,
   PING_LENGTH, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 } from '../protocol/constants.js';
-import { encodeAdminResponse, encodeClose, encodeFrame, parseAck, parseAdminRequest } from '../protocol/frames.js';
+import { encodeAdminResponse, encodeClose, encodeFrame, parseAck, parseAdminRequest, parseClose } from '../protocol/frames.js';
 import {
-  clientSignedBytes, encodeServerHello, encodeServerWelcome, parseClientHello, relaySignedBytes, transcript,
+  clientSignedBytes, encodeServerHello, encodeServerWelcome, NO_LIMITS, parseClientHello, relaySignedBytes, transcript,
+  welcomeSignedFields, type WelcomeLimits,
 } from '../protocol/handshake.js';
 import { FrameReader } from '../protocol/reader.js';
 import type { RelayConfig } from './config.js';
@@ -34,8 +35,16 @@ export interface RelayContext {
   handshakeFinished(): void;
   /** Carries out an admin request from an authenticated caller; never rejects. */
   admin(caller: Session, json: string): Promise<AdminAnswer>;
-  /** A handshake was refused with this code; the key when it proved itself (signature valid). */
-  handshakeRefused?(code: number, clientKey: Buffer | null): void;
+  /** A handshake was refused with this code; the key when it proved itself (signature valid); tls: over TLS. */
+  handshakeRefused?(code: number, clientKey: Buffer | null, tls: boolean): void;
+  /** A TLS ClientHello reached this plain port (the client used pulltabs:// for a plain relay). */
+  transportMismatch?(what: 'tls-on-plain' | 'plain-on-tls'): void;
+}
+
+/** How the connection reached the relay: its TLS channel binding (null on plain TCP) and what is left of the handshake deadline. */
+export interface ConnectionTransport {
+  channelBinding: Buffer | null;
+  deadlineMs: number;
 }
 
 export interface AdminAnswer {
@@ -46,6 +55,9 @@ export interface AdminAnswer {
 
 /** Frame types a client may send after the handshake; anything else known is UNEXPECTED_FRAME. */
 const KNOWN_TYPES = new Set<number>(Object.values(FrameType));
+const CLIENT_TYPES = new Set<number>([FrameType.SEND, FrameType.ACK, FrameType.PING, FrameType.PONG, FrameType.CLOSE, FrameType.ADMIN_REQUEST]);
+/** The first byte of a TLS record carrying a handshake message: a TLS ClientHello on this plain port. */
+const TLS_HANDSHAKE_RECORD = 0x16;
 /** How long a closing connection may take to read our CLOSE before it is destroyed. */
 const CLOSE_LINGER_MS = 2000;
 /** Retry hint with TOO_MANY_CONNECTIONS: a CLI send holds its connection for well under a second. */
@@ -75,23 +87,31 @@ export class Connection {
   #dispatched = 0;
   #stalledSince = 0;
 
-  constructor(socket: Socket, ctx: RelayContext) {
+  readonly #channelBinding: Buffer | null;
+
+  constructor(socket: Socket, ctx: RelayContext, transport: ConnectionTransport = { channelBinding: null, deadlineMs: ctx.config.handshakeTimeoutMs }) {
     this.socket = socket;
     this.#ctx = ctx;
+    this.#channelBinding = transport.channelBinding;
     const sendMax = maxSendFrameLength(ctx.config);
     this.#reader = new FrameReader({
+      // A frame that may not come now is refused at its header, whatever its length (0 here:
+      // any longer one reaches onError, which answers UNEXPECTED_FRAME, not FRAME_TOO_LARGE).
       maxLength: (type) => {
-        if (this.#state === 'handshake') return MAX_HANDSHAKE_FRAME_LENGTH;
+        if (this.#state === 'handshake') return type === FrameType.CLIENT_HELLO ? MAX_HANDSHAKE_FRAME_LENGTH : 0;
         if (type === FrameType.SEND || !KNOWN_TYPES.has(type)) return sendMax;
         if (type === FrameType.ADMIN_REQUEST) return MAX_ADMIN_REQUEST_LENGTH;
-        return MAX_CONTROL_FRAME_LENGTH;
+        return CLIENT_TYPES.has(type) ? MAX_CONTROL_FRAME_LENGTH : 0;
       },
       // After the handshake, unknown types are skipped so newer clients can talk to this relay.
       skip: (type) => this.#state !== 'handshake' && !KNOWN_TYPES.has(type),
       onFrame: (type, buf, start, end) => this.#onFrame(type, buf, start, end),
       onError: (_kind, type, length) => {
-        this.#ctx.stats.protocolErrors++;
-        this.close(Code.FRAME_TOO_LARGE, `frame type 0x${type.toString(16)} of ${length} bytes is longer than allowed`);
+        if (this.#state === 'handshake' && type !== FrameType.CLIENT_HELLO) return this.#unexpectedInHandshake(type);
+        if (this.#state !== 'handshake' && KNOWN_TYPES.has(type) && !CLIENT_TYPES.has(type)) {
+          return this.#protocolError(Code.UNEXPECTED_FRAME, `frame type 0x${type.toString(16)} is not sent by clients`);
+        }
+        this.#protocolError(Code.FRAME_TOO_LARGE, `frame type 0x${type.toString(16)} of ${length} bytes is longer than allowed`);
       },
     });
     socket.setNoDelay(true);
@@ -106,7 +126,7 @@ export class Connection {
     this.#handshakeTimer = setTimeout(() => {
       this.#ctx.stats.handshakesTimedOut++;
       this.close(Code.HANDSHAKE_TIMEOUT, codeMessage(Code.HANDSHAKE_TIMEOUT));
-    }, ctx.config.handshakeTimeoutMs);
+    }, Math.max(1, transport.deadlineMs));
     socket.write(encodeServerHello({
       minVersion: PROTOCOL_VERSION_MIN, maxVersion: PROTOCOL_VERSION_MAX,
       relayKey: Buffer.from(ctx.signer.publicKey), relayNonce: this.#nonce,
@@ -149,11 +169,18 @@ export class Connection {
       return this.#pauses === 0;
     }
     if (this.#state === 'handshake') {
-      if (type !== FrameType.CLIENT_HELLO) {
-        return this.#protocolError(Code.UNEXPECTED_FRAME, `expected CLIENT_HELLO, got frame type 0x${type.toString(16)}`);
-      }
+      if (type !== FrameType.CLIENT_HELLO) return this.#unexpectedInHandshake(type);
       this.#onClientHello(buf, start, end);
     }
+  }
+
+  /** Anything but CLIENT_HELLO during the handshake; a TLS ClientHello gets its own code. */
+  #unexpectedInHandshake(type: number): void {
+    if (type === TLS_HANDSHAKE_RECORD) {
+      this.#ctx.transportMismatch?.('tls-on-plain');
+      return this.#protocolError(Code.TRANSPORT_MISMATCH, 'this relay port is plain TCP and the client sent a TLS ClientHello: use the pulltab:// address');
+    }
+    this.#protocolError(Code.UNEXPECTED_FRAME, `expected CLIENT_HELLO, got frame type 0x${type.toString(16)}`);
   }
 
   #onActiveFrame(type: number, buf: Buffer, start: number, end: number): void {
@@ -176,8 +203,12 @@ export class Connection {
         session.out.writeFrame(encodeFrame(FrameType.PONG, buf.subarray(start, end)));
         return;
       case FrameType.PONG:
+        if (end - start !== PING_LENGTH) return this.#protocolError(Code.MALFORMED_FRAME, 'PONG must be 8 bytes');
         return;
       case FrameType.CLOSE:
+        // The client's code and reason are not acted on; a CLOSE that does not fit its layout is
+        // still the end of the connection, answered with the code that says why.
+        if (parseClose(buf, start, end) === null) return this.#protocolError(Code.MALFORMED_FRAME, 'CLOSE must be 6 to 262 bytes');
         this.close(Code.OK, 'closed by client', false);
         return;
       case FrameType.ADMIN_REQUEST: {
@@ -239,15 +270,17 @@ export class Connection {
     if (hello === null) return this.#protocolError(Code.MALFORMED_FRAME, 'CLIENT_HELLO too short');
     if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer);
     this.#handshakeTimer = null;
+    // Everything negotiated is signed: the range this relay offered, the version and flags the
+    // client chose, and the TLS channel this relay sees (a proxy's other channel differs).
     const t = transcript({
-      relayKey: ctx.signer.publicKey, relayNonce: this.#nonce,
-      clientKey: hello.clientKey, clientNonce: hello.clientNonce, version: hello.version,
+      relayKey: ctx.signer.publicKey, relayNonce: this.#nonce, minVersion: PROTOCOL_VERSION_MIN, maxVersion: PROTOCOL_VERSION_MAX,
+      clientKey: hello.clientKey, clientNonce: hello.clientNonce, version: hello.version, flags: hello.flags,
+      channelBinding: this.#channelBinding,
     });
     // The same work on every path: verify, decide, sign, answer with the same frame shape.
     // A small-order or non-canonical clientKey fails here too (AUTH_FAILED), after one
     // verification like any other: verifySignature is strict RFC 8032 and refuses those keys.
     const signatureOk = verifySignature(hello.clientKey, clientSignedBytes(t), hello.signature);
-    // The role is not signed yet (PROTOCOL.md §2.2): a flipped bit changes only the role.
     const sendOnly = (hello.flags & HelloFlags.SEND_ONLY) !== 0;
     let status: number = Code.OK;
     let retryAfterMs = 0;
@@ -259,18 +292,26 @@ export class Connection {
       status = Code.TOO_MANY_CONNECTIONS;
       retryAfterMs = SEND_ONLY_FULL_RETRY_MS;
     }
-    const signature = ctx.signer.sign(relaySignedBytes(t, status, retryAfterMs));
-    const welcome = encodeServerWelcome({ status, version: hello.version, retryAfterMs, signature: Buffer.from(signature) });
+    // Limits only for a key let in: a refused one learns nothing of its policy.
+    const limits = status === Code.OK ? ctx.limitsFor(hello.clientKey) : null;
+    const fields = welcomeSignedFields(status, hello.version, retryAfterMs, limits ? this.#welcomeLimits(limits) : NO_LIMITS);
+    const welcome = encodeServerWelcome(fields, ctx.signer.sign(relaySignedBytes(t, fields)));
     if (status !== Code.OK) {
       ctx.stats.handshakesFailed++;
-      ctx.log.info({ event: 'auth_failed', code: status, reason: codeMessage(status) }, 'handshake refused');
-      ctx.handshakeRefused?.(status, signatureOk ? hello.clientKey : null);
+      const tls = this.#channelBinding !== null;
+      // Over TLS an honest client's signature fails only if its channel is not this one: a
+      // TLS-terminating proxy (or man in the middle) sits between them.
+      const reason = status === Code.AUTH_FAILED && tls
+        ? 'signature does not verify over this TLS channel: a forged signature, or a TLS-terminating proxy between client and relay (channel binding mismatch)'
+        : codeMessage(status);
+      ctx.log.info({ event: 'auth_failed', code: status, tls, reason }, 'handshake refused');
+      ctx.handshakeRefused?.(status, signatureOk ? hello.clientKey : null, tls);
       this.socket.write(welcome);
       this.#finish();
       return;
     }
     this.#leaveHandshake();
-    const session = new Session(hello.clientKey, this.socket, ctx.limitsFor(hello.clientKey));
+    const session = new Session(hello.clientKey, this.socket, limits!);
     session.closeConnection = (code, reason, retryAfterMs) => this.close(code, reason, true, retryAfterMs);
     session.pauseReading = (reason) => this.#pause(reason);
     session.resumeReading = (reason) => this.#resume(reason);
@@ -293,6 +334,16 @@ export class Connection {
     ctx.log.debug({ event: 'session_started', key: session.keyText, sendOnly }, 'session started');
     // A send-only session gets neither the mailbox nor QUEUE_EMPTY.
     if (!sendOnly) ctx.router.drain(session);
+  }
+
+  /** What the welcome tells the client: its sending limits and the relay's connection settings. */
+  #welcomeLimits(limits: SenderLimits): WelcomeLimits {
+    const config = this.#ctx.config;
+    return {
+      maxPayloadBytes: limits.maxPayloadBytes, maxRecipients: limits.maxRecipients, maxTtlSeconds: limits.maxTtlSeconds,
+      defaultTtlSeconds: config.defaultTtlSeconds, inflightWindow: config.inflightWindow,
+      pingIntervalMs: config.pingIntervalMs, pingTimeoutMs: config.pingTimeoutMs,
+    };
   }
 
   /** (Re)creates the rate buckets for these limits; a limit of 0 means none. */

@@ -90,6 +90,7 @@ export function createRegistry(source: MetricsSource): Registry {
   labelled('pulltab_handshakes_total', 'Handshakes, by outcome', 'outcome', () => ({
     ok: s.handshakesOk, timeout: s.handshakesTimedOut, ...source.handshakeRefusals(),
   }));
+  counter('pulltab_tls_auth_failures_total', 'AUTH_FAILED handshakes over TLS: a forged signature or a TLS-terminating proxy between client and relay (channel binding mismatch)', () => s.tlsAuthFailed);
   counter('pulltab_sessions_replaced_total', 'Sessions replaced by a newer connection of the same key', () => s.replaced);
   counter('pulltab_protocol_errors_total', 'Connections closed for a protocol error', () => s.protocolErrors);
   labelled('pulltab_policy_disconnects_total', 'Sessions closed by an administrator or a policy change, by reason', 'reason', () => source.policyDisconnects());

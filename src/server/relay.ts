@@ -13,7 +13,7 @@ import { openLmdbMailbox, type LmdbMailboxStore } from '../store/lmdb/mailbox.js
 import { openLmdbPolicyStore } from '../store/lmdb/policy.js';
 import type { MailboxStore } from '../store/mailbox.js';
 import type { PolicyStore } from '../store/policy.js';
-import { defaultConfig, RELOADABLE_KEYS, type RelayConfig, type RelayConfigInput } from './config.js';
+import { defaultConfig, RELOADABLE_KEYS, tlsEnabled, type RelayConfig, type RelayConfigInput } from './config.js';
 import { Connection, type RelayContext } from './connection.js';
 import { EventLog } from './events.js';
 import { createLogger } from './log.js';
@@ -23,6 +23,7 @@ import { Router } from './router.js';
 import type { SenderLimits } from './session.js';
 import { RelayStats } from './stats.js';
 import { TokenBucket } from './token-bucket.js';
+import { loadTlsMaterial, secureContextFor, TlsAcceptor } from './tls.js';
 
 /** The sending limits the relay's configuration gives a key that has no policy of its own. */
 export function configLimits(config: RelayConfig): SenderLimits {
@@ -40,6 +41,9 @@ export function configLimits(config: RelayConfig): SenderLimits {
 export interface RelayOptions {
   logger?: Logger;
 }
+
+/** The TLS settings: read again at SIGHUP when TLS is on (new paths included). */
+const TLS_KEYS: readonly (keyof RelayConfig)[] = ['tlsCert', 'tlsKey', 'tlsSelfSigned'];
 
 /** Hint sent with RELAY_FULL: how long a client should wait before trying again. */
 const RELAY_FULL_RETRY_MS = 5000;
@@ -69,12 +73,20 @@ export class Relay {
   #tickTimer: NodeJS.Timeout | null = null;
   readonly #acceptBucket: TokenBucket;
   #closed: Promise<void> | null = null;
+  /** TLS on the relay port (null: plain TCP), and the sockets still in their TLS handshake. */
+  readonly #tls: TlsAcceptor | null = null;
+  readonly #tlsPending = new Set<Socket>();
 
   private constructor(config: RelayConfig, options: RelayOptions) {
     this.config = config;
     this.log = options.logger ?? createLogger(config.logLevel);
     mkdirSync(config.dataDir, { recursive: true });
     this.identity = loadOrCreateIdentityFile(join(config.dataDir, 'relay-identity.json'));
+    if (tlsEnabled(config)) {
+      const material = loadTlsMaterial(config);
+      this.#tls = new TlsAcceptor(secureContextFor(material));
+      this.log.info({ event: 'tls_enabled', certificate: material.source, created: material.created }, material.created ? 'TLS on: self-signed certificate created' : 'TLS on');
+    }
     this.#policyStore = openLmdbPolicyStore({ path: join(config.dataDir, 'policies') });
     this.policies = new PolicyAuthority(this.#policyStore, config, config.rootKey ? decodeKey(config.rootKey) : null);
     this.events = config.eventLog
@@ -141,15 +153,17 @@ export class Relay {
       },
       handshakeFinished: () => { relay.#handshaking--; },
       admin: (caller, json) => relay.admin.handle(caller, json),
-      handshakeRefused: (code, key) => {
+      handshakeRefused: (code, key, tls) => {
         const refused = relay.stats.handshakesRefused;
+        if (code === Code.AUTH_FAILED && tls) relay.stats.tlsAuthFailed++;
         if (code === Code.AUTH_FAILED) refused.authFailed++;
         else if (code === Code.UNSUPPORTED_VERSION) refused.unsupportedVersion++;
         else if (code === Code.NOT_AUTHORIZED) refused.notAuthorized++;
         else if (code === Code.TOO_MANY_CONNECTIONS) refused.tooManyConnections++;
         // The key only when it proved itself: an unproven one could be anybody's.
-        relay.events?.write('auth_failed', key ? { code: codeName(code), key: encodeKey(key) } : { code: codeName(code) });
+        relay.events?.write('auth_failed', { code: codeName(code), ...(key ? { key: encodeKey(key) } : {}), ...(tls ? { tls } : {}) });
       },
+      transportMismatch: (what) => relay.#transportMismatch(what),
     };
     this.#server = createServer({ noDelay: true }, (socket) => this.#accept(socket));
     this.#server.on('error', (err) => this.log.error({ event: 'listener_error', err: err.message }, 'listener error'));
@@ -189,7 +203,7 @@ export class Relay {
       }
     }
     relay.#ready = true;
-    relay.events?.write('relay_started', { relayKey: encodeKey(relay.identity.publicKey), port: relay.#port, rootKey: config.rootKey !== undefined });
+    relay.events?.write('relay_started', { relayKey: encodeKey(relay.identity.publicKey), port: relay.#port, rootKey: config.rootKey !== undefined, tls: relay.tls });
     return relay;
   }
 
@@ -229,7 +243,10 @@ export class Relay {
     return {
       uptimeSeconds: Math.round((Date.now() - this.#startedAt) / 1000),
       connections: { handshake: this.#handshaking, authenticated: this.router.sessions.size + this.router.sendOnlyCount, sendOnly: this.router.sendOnlyCount, accepted: s.connectionsAccepted, refusedFull: s.connectionsRefusedFull },
-      handshakes: { ok: s.handshakesOk, timedOut: s.handshakesTimedOut, ...s.handshakesRefused },
+      handshakes: {
+        ok: s.handshakesOk, timedOut: s.handshakesTimedOut, ...s.handshakesRefused,
+        transportMismatch: s.transportMismatches, tlsFailed: s.tlsHandshakeFailures, tlsAuthFailed: s.tlsAuthFailed,
+      },
       messages: {
         in: s.messagesIn, deliveredLive: s.messagesOut - s.deliveredFromMailbox, deliveredFromMailbox: s.deliveredFromMailbox,
         stored: s.stored, storedLive: s.storedLive, spilled: s.spilled, refused: s.refused, refusedStore: s.refusedStore,
@@ -255,7 +272,10 @@ export class Relay {
       traffic: () => relay.traffic(),
       handshakeRefusals: () => {
         const r = relay.stats.handshakesRefused;
-        return { auth_failed: r.authFailed, unsupported_version: r.unsupportedVersion, not_authorized: r.notAuthorized, too_many_connections: r.tooManyConnections };
+        return {
+          auth_failed: r.authFailed, unsupported_version: r.unsupportedVersion, not_authorized: r.notAuthorized, too_many_connections: r.tooManyConnections,
+          transport_mismatch: relay.stats.transportMismatches, tls_failed: relay.stats.tlsHandshakeFailures,
+        };
       },
       policyDisconnects: () => ({ kicked: relay.stats.policyDisconnects.kicked, not_authorized: relay.stats.policyDisconnects.notAuthorized }),
       mailbox: () => relay.store.totals(),
@@ -291,13 +311,50 @@ export class Relay {
     const ignored: string[] = [];
     for (const key of Object.keys(next) as (keyof RelayConfig)[]) {
       if ((RELOADABLE_KEYS as readonly string[]).includes(key)) (this.config as Record<string, unknown>)[key] = next[key];
+      else if (this.#tls !== null && TLS_KEYS.includes(key)) continue; // #reloadTls takes these
       else if (next[key] !== this.config[key]) ignored.push(key);
     }
     this.#acceptBucket.configure(this.config.acceptRatePerSecond, this.config.acceptBurst);
     for (const session of this.router.allSessions()) session.limits = this.#context.limitsFor(session.key);
     this.#startTicking();
+    this.#reloadTls(next, ignored);
     this.log.info({ event: 'config_reloaded', ignored }, 'configuration reloaded');
     return ignored;
+  }
+
+  /**
+   * Reads the certificate and key again (a renewed certificate at the same paths, or new paths):
+   * new connections get it, open ones keep theirs. A pair that cannot be read or does not match
+   * leaves the old one in use. Turning TLS on or off takes a restart (the address changes).
+   */
+  #reloadTls(next: RelayConfig, ignored: string[]): void {
+    if (!this.#tls) return;
+    if (!tlsEnabled(next)) {
+      ignored.push('tls (turning TLS off takes a restart)');
+      return;
+    }
+    (this.config as Record<string, unknown>).tlsCert = next.tlsCert;
+    (this.config as Record<string, unknown>).tlsKey = next.tlsKey;
+    (this.config as Record<string, unknown>).tlsSelfSigned = next.tlsSelfSigned;
+    try {
+      const material = loadTlsMaterial(next);
+      this.#tls.context = secureContextFor(material);
+      this.log.info({ event: 'tls_reloaded', certificate: material.source }, 'TLS certificate reloaded');
+    } catch (err) {
+      this.log.error({ event: 'tls_reload_failed', err: errorText(err) }, 'TLS certificate not reloaded; the previous one stays in use');
+    }
+  }
+
+  /** Whether the relay port runs TLS (its address is pulltabs://). */
+  get tls(): boolean {
+    return this.#tls !== null;
+  }
+
+  #transportMismatch(what: 'tls-on-plain' | 'plain-on-tls'): void {
+    this.stats.transportMismatches++;
+    this.log.warn({ event: 'transport_mismatch', what }, what === 'tls-on-plain'
+      ? 'a TLS client reached this plain-TCP port (it was given a pulltabs:// address)'
+      : 'a plain-TCP client reached this TLS port (it was given a pulltab:// address)');
   }
 
   get port(): number {
@@ -310,25 +367,62 @@ export class Relay {
   }
 
   addressFor(host: string): string {
-    return formatRelayAddress({ relayKey: this.identity.publicKey, host, port: this.#port });
+    return formatRelayAddress({ relayKey: this.identity.publicKey, host, port: this.#port, tls: this.#tls !== null });
   }
 
   #accept(socket: Socket): void {
     const stats = this.stats;
     stats.connectionsAccepted++;
     const handshaking = this.#handshaking;
-    if (this.connections.size >= this.config.maxConnections || this.#closed || handshaking >= this.config.maxHandshakes
+    if (this.connections.size + this.#tlsPending.size >= this.config.maxConnections || this.#closed || handshaking >= this.config.maxHandshakes
       || !this.#acceptBucket.take(1)) {
       stats.connectionsRefusedFull++;
       const code = this.#closed ? Code.GOING_AWAY : Code.RELAY_FULL;
       socket.on('error', () => {});
-      socket.end(encodeClose(FrameType.CLOSE, { code, retryAfterMs: RELAY_FULL_RETRY_MS, reason: codeMessage(code) }));
-      setTimeout(() => socket.destroy(), 2000).unref();
+      if (this.#tls) {
+        // A TLS client cannot read a plain CLOSE, and a TLS handshake is the work a full relay
+        // must not take on: the connection is closed before TLS, and the client backs off.
+        socket.destroy();
+      } else {
+        socket.end(encodeClose(FrameType.CLOSE, { code, retryAfterMs: RELAY_FULL_RETRY_MS, reason: codeMessage(code) }));
+        setTimeout(() => socket.destroy(), 2000).unref();
+      }
       if (code === Code.RELAY_FULL) this.log.warn({ event: 'relay_full', connections: this.connections.size, handshaking }, 'relay full: connection refused');
       return;
     }
     this.#handshaking++;
-    this.connections.add(new Connection(socket, this.#context));
+    if (!this.#tls) {
+      this.connections.add(new Connection(socket, this.#context));
+      return;
+    }
+    // The handshake deadline runs from here, TLS included; the slot is held until Connection takes over.
+    this.#tlsPending.add(socket);
+    socket.setNoDelay(true);
+    this.#tls.accept(socket, this.config.handshakeTimeoutMs, {
+      secure: (tlsSocket, channelBinding, deadlineMs) => {
+        this.#tlsPending.delete(socket);
+        if (this.#closed) {
+          this.#handshaking--;
+          tlsSocket.destroy();
+          return;
+        }
+        this.connections.add(new Connection(tlsSocket, this.#context, { channelBinding, deadlineMs }));
+      },
+      plain: () => {
+        this.#tlsPending.delete(socket);
+        this.#handshaking--;
+        this.#transportMismatch('plain-on-tls');
+      },
+      failed: (why) => {
+        this.#tlsPending.delete(socket);
+        this.#handshaking--;
+        if (why === 'timeout') stats.handshakesTimedOut++;
+        else if (why !== 'closed') {
+          stats.tlsHandshakeFailures++;
+          this.log.info({ event: 'tls_failed', err: why }, 'TLS handshake failed');
+        }
+      },
+    });
   }
 
   /**
@@ -351,6 +445,7 @@ export class Relay {
       const deadline = Date.now() + graceMs;
       while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       for (const connection of this.connections) connection.socket.destroy();
+      for (const socket of this.#tlsPending) socket.destroy();
       await listening;
       // Let requeues started by closing sessions reach the store before it closes.
       await new Promise((r) => setImmediate(r));

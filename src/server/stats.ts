@@ -26,6 +26,12 @@ export class RelayStats {
   droppedHeld = 0;
   rateLimitPauses = 0;
   slowConsumers = 0;
+  /** A TLS client on a plain port, or a plain one on a TLS port (TRANSPORT_MISMATCH). */
+  transportMismatches = 0;
+  /** TLS handshakes that failed before the Pulltab handshake began. */
+  tlsHandshakeFailures = 0;
+  /** AUTH_FAILED over TLS: a forged signature or, far more likely, a TLS-terminating proxy. */
+  tlsAuthFailed = 0;
   idleTimeouts = 0;
   readonly dropped = { offline: 0, busy: 0 };
   /** Refused handshakes by code (handshakesFailed counts them all). */
