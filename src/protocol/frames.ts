@@ -23,6 +23,7 @@ export function encodeFrame(type: number, payload: Uint8Array = EMPTY): Buffer {
 }
 
 const EMPTY = new Uint8Array(0);
+const NO_BYTES = Buffer.alloc(0);
 
 /** u64 as two u32 halves: ids stay below 2^53, so a Number carries them exactly. */
 export function writeU64(target: Buffer, offset: number, value: number): void {
@@ -238,7 +239,8 @@ export function parseDeliver(buf: Buffer, start: number, end: number): DeliverFi
   o += STORAGE_KEY_LENGTH;
   const wrappedLength = buf[o++];
   if (o + wrappedLength > end) return null;
-  const wrappedKey = buf.subarray(o, o + wrappedLength); o += wrappedLength;
+  // Raw messages carry no wrapped key: one shared empty buffer instead of a view per delivery.
+  const wrappedKey = wrappedLength === 0 ? NO_BYTES : buf.subarray(o, o + wrappedLength); o += wrappedLength;
   return { deliveryId, flags, sender, storageKey, wrappedKey, body: buf.subarray(o, end) };
 }
 
