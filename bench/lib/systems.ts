@@ -109,6 +109,8 @@ export async function startRelay(opts: RelayStartOptions): Promise<RunningSystem
     env: {
       ...process.env,
       PULLTAB_LOG_LEVEL: 'warn',
+      // The harness fixes its own allocator (run.ts); the relay runs with the default one.
+      GLIBC_TUNABLES: undefined,
       PULLTAB_METRICS_PORT: '0',
       PULLTAB_MAX_CONNECTIONS: '20000',
       PULLTAB_MAX_HANDSHAKES: '5000',
@@ -139,7 +141,9 @@ export async function startRelay(opts: RelayStartOptions): Promise<RunningSystem
 }
 
 export async function startPipe(root: string): Promise<RunningSystem> {
-  const child = spawn(process.execPath, [join(root, 'dist/bench/bench/lib/pipe-server.js')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(root, 'dist/bench/bench/lib/pipe-server.js')], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GLIBC_TUNABLES: undefined },
+  });
   const log: string[] = [];
   collectLines(child.stderr, log);
   const port = Number(await firstLine(child, 'pipe'));
