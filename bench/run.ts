@@ -34,7 +34,7 @@ import {
 // 1:1 1 KiB Pulltab row after a nats row fell from ~450k to ~190k msgs/s with that thread as the
 // bound. Fixed thresholds keep the load generator out of the measurement; the systems under
 // test (relay, pipe) run with the default allocator, as deployed (systems.ts drops the variable).
-export const HARNESS_MALLOC = 'glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=4194304';
+const HARNESS_MALLOC = 'glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=4194304';
 if (process.platform === 'linux' && process.env.GLIBC_TUNABLES === undefined) {
   const again = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
     stdio: 'inherit', env: { ...process.env, GLIBC_TUNABLES: HARNESS_MALLOC },

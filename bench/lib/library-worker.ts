@@ -13,7 +13,7 @@ import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-
 import { identityFromSecret } from '../../src/crypto/keys.js';
 import { RelayClient } from '../../src/client/client.js';
 import type { RelayAddress } from '../../src/protocol/address.js';
-import { Slot, type WorkerConfig, type WorkerResult } from './shared.js';
+import { ReceiverCounts, Slot, type WorkerConfig, type WorkerResult } from './shared.js';
 
 const cfg = workerData as WorkerConfig;
 const i32 = new Int32Array(cfg.sab);
@@ -40,21 +40,10 @@ function relayAddress(): RelayAddress {
 }
 
 async function runReceivers(): Promise<void> {
-  const counts = new Int32Array(R);
-  const flushed = new Int32Array(R);
-  let scheduled = false;
-  const publish = (): void => {
-    scheduled = false;
-    for (let j = 0; j < R; j++) {
-      const d = counts[j]! - flushed[j]!;
-      if (d !== 0) { Atomics.add(i32, recvSlot(j), d); flushed[j] = counts[j]!; }
-    }
-    Atomics.add(i32, Slot.GENERATION, 1);
-    Atomics.notify(i32, Slot.GENERATION);
-  };
+  const received = new ReceiverCounts(i32, recvSlot(0), R, setImmediate);
   const counted = (j: number): void => {
-    counts[j]!++;
-    if (!scheduled) { scheduled = true; setImmediate(publish); }
+    received.counts[j]!++;
+    received.schedulePublish();
   };
   const closers: Array<() => Promise<void>> = [];
   if (cfg.system === 'pulltab') {
@@ -75,8 +64,8 @@ async function runReceivers(): Promise<void> {
   }
   post({ type: 'ready' });
   await waitForFinish();
-  publish();
-  const result: WorkerResult = { role: 'receiver', received: counts.reduce((a, b) => a + b, 0), latencyUs: null };
+  received.publish();
+  const result: WorkerResult = { role: 'receiver', received: received.total, latencyUs: null };
   await Promise.all(closers.map((c) => c().catch(() => {})));
   post({ type: 'done', result });
 }

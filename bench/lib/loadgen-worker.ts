@@ -17,7 +17,7 @@ import { Code, FrameType } from '../../src/protocol/constants.js';
 import { encodeAck, encodeDeliver, encodeSend, parseDeliver, parseResult } from '../../src/protocol/frames.js';
 import { FrameReader } from '../../src/protocol/reader.js';
 import { PulltabPeer } from './pulltab-peer.js';
-import { Slot, type WorkerConfig, type WorkerResult } from './shared.js';
+import { ReceiverCounts, Slot, type WorkerConfig, type WorkerResult } from './shared.js';
 
 const cfg = workerData as WorkerConfig;
 const i32 = new Int32Array(cfg.sab);
@@ -44,27 +44,9 @@ function groupSubject(i: number): string {
 
 async function runReceivers(): Promise<void> {
   const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
-  const counts = new Int32Array(R);
-  const flushed = new Int32Array(R);
-  let flushScheduled = false;
-  const flush = (): void => {
-    flushScheduled = false;
-    for (let j = 0; j < R; j++) {
-      const d = counts[j]! - flushed[j]!;
-      if (d !== 0) {
-        Atomics.add(i32, recvSlot(j), d);
-        flushed[j] = counts[j]!;
-      }
-    }
-    Atomics.add(i32, Slot.GENERATION, 1);
-    Atomics.notify(i32, Slot.GENERATION);
-  };
-  const scheduleFlush = (): void => {
-    if (!flushScheduled) {
-      flushScheduled = true;
-      queueMicrotask(flush);
-    }
-  };
+  const received = new ReceiverCounts(i32, recvSlot(0), R, queueMicrotask);
+  const counts = received.counts;
+  const scheduleFlush = (): void => received.schedulePublish();
   const latency = cfg.mode === 'latency';
   // The callback every system's receiver hands each decoded message to.
   const onMessage = (j: number, body: Uint8Array): void => {
@@ -157,10 +139,10 @@ async function runReceivers(): Promise<void> {
 
   post({ type: 'ready' });
   await new Promise<void>((resolve) => parentPort!.on('message', (m: { type: string }) => { if (m.type === 'finish') resolve(); }));
-  flush();
+  received.publish();
   const result: WorkerResult = {
     role: 'receiver',
-    received: Array.from(counts).reduce((a, b) => a + b, 0),
+    received: received.total,
     latencyUs: latency && histogram.totalCount > 0 ? {
       p50: histogram.getValueAtPercentile(50),
       p99: histogram.getValueAtPercentile(99),

@@ -67,3 +67,50 @@ export interface WorkerResult {
 export function sharedCounters(senders: number, receivers: number): SharedArrayBuffer {
   return new SharedArrayBuffer(4 * (Slot.FIRST + senders + receivers));
 }
+
+/**
+ * Messages received per receiver, published to the shared counters in batches (one Atomics
+ * update per receiver per batch, then a notify of GENERATION so waiting senders wake): senders
+ * see progress without a message between threads per count.
+ */
+export class ReceiverCounts {
+  readonly counts: Int32Array;
+  readonly #published: Int32Array;
+  readonly #i32: Int32Array;
+  readonly #firstSlot: number;
+  readonly #schedule: (fn: () => void) => void;
+  #scheduled = false;
+
+  /** firstSlot: the shared slot of receiver 0; schedule: when to publish after a count (queueMicrotask, setImmediate). */
+  constructor(i32: Int32Array, firstSlot: number, receivers: number, schedule: (fn: () => void) => void) {
+    this.counts = new Int32Array(receivers);
+    this.#published = new Int32Array(receivers);
+    this.#i32 = i32;
+    this.#firstSlot = firstSlot;
+    this.#schedule = schedule;
+  }
+
+  get total(): number {
+    return this.counts.reduce((a, b) => a + b, 0);
+  }
+
+  /** Publishes soon (once per batch, however many counts come before it). */
+  schedulePublish(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    this.#schedule(this.publish);
+  }
+
+  readonly publish = (): void => {
+    this.#scheduled = false;
+    for (let j = 0; j < this.counts.length; j++) {
+      const d = this.counts[j]! - this.#published[j]!;
+      if (d !== 0) {
+        Atomics.add(this.#i32, this.#firstSlot + j, d);
+        this.#published[j] = this.counts[j]!;
+      }
+    }
+    Atomics.add(this.#i32, Slot.GENERATION, 1);
+    Atomics.notify(this.#i32, Slot.GENERATION);
+  };
+}
