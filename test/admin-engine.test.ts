@@ -11,7 +11,8 @@ import { defaultConfig } from '../src/server/config.js';
 import { EventLog } from '../src/server/events.js';
 import { PolicyAuthority } from '../src/server/policies.js';
 import type { Session } from '../src/server/session.js';
-import { openLmdbMailbox } from '../src/store/lmdb/mailbox.js';
+import { enqueue } from '../src/store/mailbox.js';
+import { openMailboxStore } from '../src/store/open.js';
 import { openLmdbPolicyStore } from '../src/store/lmdb/policy.js';
 import { removeDir, tempDir } from './helpers.js';
 
@@ -23,11 +24,11 @@ function caller(): AdminCaller {
 async function setup(t: { teardown(fn: () => unknown): void }) {
   const dir = tempDir();
   const policyStore = openLmdbPolicyStore({ path: join(dir, 'policies') });
-  const store = openLmdbMailbox({ path: join(dir, 'mailbox'), sweepIntervalMs: 0 });
+  const store = await openMailboxStore({ store: 'lmdb', dataDir: dir });
   const events = new EventLog({ dir: join(dir, 'events') });
   const root = caller();
   const policies = new PolicyAuthority(policyStore, defaultConfig(), root.key);
-  const engine = new AdminEngine({ policies, store, sessions: new Map<string, Session>(), stats: () => ({ uptime: 1 }), events }, allCommands());
+  const engine = new AdminEngine({ policies, store, sessions: new Map<string, Session>(), stats: async () => ({ uptime: 1 }), events }, allCommands());
   t.teardown(async () => {
     await events.close();
     await policyStore.close();
@@ -82,7 +83,7 @@ t.test('usage and removal by user and by age', async (t) => {
   const bob = generateIdentity().publicKey;
   const carol = generateIdentity().publicKey;
   const sender = generateIdentity().publicKey;
-  const put = (to: Uint8Array, n: number) => store.enqueue({ sender, storageKey: null, ttlSeconds: 3600, body: Buffer.alloc(n), recipients: [{ key: to, wrappedKey: Buffer.alloc(1) }] });
+  const put = (to: Uint8Array, n: number) => enqueue(store, { sender, storageKey: null, ttlSeconds: 3600, body: Buffer.alloc(n), recipients: [{ key: to, wrappedKey: Buffer.alloc(1) }] });
   await put(bob, 9);
   await put(bob, 9);
   await put(bob, 9);

@@ -12,7 +12,7 @@ import { Code } from '../src/protocol/constants.js';
 import { defaultConfig } from '../src/server/config.js';
 import { PolicyAuthority } from '../src/server/policies.js';
 import type { Session } from '../src/server/session.js';
-import { openLmdbMailbox } from '../src/store/lmdb/mailbox.js';
+import { openMailboxStore } from '../src/store/open.js';
 import { openLmdbPolicyStore } from '../src/store/lmdb/policy.js';
 import { connectClient, removeDir, startRelay, tempDir } from './helpers.js';
 
@@ -23,11 +23,11 @@ const VALUES = ['1', '{}', '{"top":"x","name":"p","canConnect":false}', 'null'];
 async function engineWithRoot(t: { teardown(fn: () => unknown): void }) {
   const dir = tempDir();
   const policyStore = openLmdbPolicyStore({ path: join(dir, 'policies') });
-  const store = openLmdbMailbox({ path: join(dir, 'mailbox'), sweepIntervalMs: 0 });
+  const store = await openMailboxStore({ store: 'lmdb', dataDir: dir });
   const key = Buffer.from(generateIdentity().publicKey);
   const root: AdminCaller = { key, keyText: encodeKey(key) };
   const engine = new AdminEngine({
-    policies: new PolicyAuthority(policyStore, defaultConfig(), root.key), store, sessions: new Map<string, Session>(), stats: () => ({ uptime: 1 }),
+    policies: new PolicyAuthority(policyStore, defaultConfig(), root.key), store, sessions: new Map<string, Session>(), stats: async () => ({ uptime: 1 }),
   }, allCommands());
   t.teardown(async () => {
     await policyStore.close();

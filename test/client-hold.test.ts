@@ -50,7 +50,7 @@ for (const delayMs of [0, 200]) {
     await sleep(100);
     await client.close();
     t.same(await whatComesNext(relay, bob), [], 'handed over and acknowledged: nothing comes again');
-    t.equal(relay.store.usage(bob.publicKey).count, 0, 'the mailbox is empty');
+    t.equal((await relay.store.usage(bob.publicKey)).count, 0, 'the mailbox is empty');
   });
 
   t.test(`messages() called ${delayMs ? `${delayMs} ms` : 'in the same tick'} after connect() resolves yields every stored message`, async (t) => {
@@ -115,7 +115,7 @@ t.test('with no consumer the client holds at most holdLimit messages, then hands
     highest = Math.max(highest, client.heldCount);
   }
   t.equal(highest, 40, 'it stopped reading at the bound');
-  t.equal(relay.store.usage(bob.publicKey).count, total, 'nothing was acknowledged meanwhile');
+  t.equal((await relay.store.usage(bob.publicKey)).count, total, 'nothing was acknowledged meanwhile');
   const got: ReceivedMessage[] = [];
   client.on('message', (m) => {
     got.push(m);
@@ -126,7 +126,7 @@ t.test('with no consumer the client holds at most holdLimit messages, then hands
   t.same(text(got), names('m', total), 'every message, in order');
   t.equal(client.heldCount, 0);
   await sleep(200);
-  t.equal(relay.store.usage(bob.publicKey).count, 0, 'all acknowledged once handed over');
+  t.equal((await relay.store.usage(bob.publicKey)).count, 0, 'all acknowledged once handed over');
   await client.close();
   t.same(await whatComesNext(relay, bob), []);
 });

@@ -65,7 +65,7 @@ t.test('a send-only connection does not displace the receiver and receives nothi
   t.same(receiverDisconnects, [], 'the receiver was never displaced');
   t.same(senderDisconnects, [], 'nor the sender');
   t.ok(receiver.connected && sender.connected && later.connected);
-  t.match(relay.statsSnapshot(), { connections: { authenticated: 5, sendOnly: 2 } }, 'send-only connections are counted');
+  t.match(await relay.statsSnapshot(), { connections: { authenticated: 5, sendOnly: 2 } }, 'send-only connections are counted');
   t.equal(relay.stats.replaced, 0);
 });
 
@@ -82,7 +82,7 @@ t.test('the cap refuses the (N+1)th send-only connection of a key with TOO_MANY_
   const refused = await third.connect().then(() => null, (err: ConnectError) => err);
   t.equal(refused?.code, Code.TOO_MANY_CONNECTIONS, 'refused at the handshake with its code');
   t.match(refused?.message, /TOO_MANY_CONNECTIONS/);
-  t.match(relay.statsSnapshot(), { handshakes: { tooManyConnections: 1 } });
+  t.match(await relay.statsSnapshot(), { handshakes: { tooManyConnections: 1 } });
   // The cap is per key and for send-only connections only.
   const receiver = await connectClient(relay, { identity: alice });
   const bob = await connectClient(relay, { role: 'send' });

@@ -74,7 +74,7 @@ t.test('a slow consumer: its budget bounds memory, storable messages spill, othe
   t.notOk(relay.router.sessions.has(stuckId), 'the slow consumer was disconnected');
   stuck.close();
   t.ok(relay.stats.slowConsumers >= 1);
-  t.ok(relay.store.usage(stuckIdentity.publicKey).count > 0, 'its storable messages wait in its mailbox');
+  t.ok((await relay.store.usage(stuckIdentity.publicKey)).count > 0, 'its storable messages wait in its mailbox');
 });
 
 t.test('an idle connection is pinged, and closed when it does not answer', async (t) => {

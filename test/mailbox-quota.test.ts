@@ -1,11 +1,9 @@
 // The per-recipient quota hook (a recipient's policy): it replaces the store-wide per-recipient
-// limits for that recipient only, in the LMDB store and in the reference model alike.
+// limits for that recipient only, in every engine the factory knows alike.
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
-import { openLmdbMailbox } from '../src/store/lmdb/mailbox.js';
-import type { MailboxStore, RecipientQuota } from '../src/store/mailbox.js';
-import { MemoryMailbox } from '../src/store/memory-mailbox.js';
+import { enqueue, type MailboxStore, type RecipientQuota } from '../src/store/mailbox.js';
+import { ENGINE_NAMES, openMailboxStore } from '../src/store/open.js';
 import { removeDir, tempDir } from './helpers.js';
 
 const small = randomBytes(32);
@@ -20,7 +18,7 @@ const quotaFor = (r: Uint8Array) => quotas.get(Buffer.from(r).toString('hex'));
 const limits = { maxCountPerRecipient: 3, maxBytesPerRecipient: 300 };
 
 async function exercise(t: Test, store: MailboxStore) {
-  const put = async (to: Buffer, n: number) => (await store.enqueue({ sender, storageKey: null, ttlSeconds: 60, body: Buffer.alloc(n), recipients: [{ key: to, wrappedKey: Buffer.alloc(0) }] }))[0];
+  const put = async (to: Buffer, n: number) => (await enqueue(store, { sender, storageKey: null, ttlSeconds: 60, body: Buffer.alloc(n), recipients: [{ key: to, wrappedKey: Buffer.alloc(0) }] }))[0];
   const codes = async (to: Buffer, n: number, times: number) => {
     const out: string[] = [];
     for (let i = 0; i < times; i++) {
@@ -37,14 +35,12 @@ async function exercise(t: Test, store: MailboxStore) {
   quotas.delete(plain.toString('hex'));
 }
 
-t.test('LMDB store', async (t) => {
-  const dir = tempDir();
-  t.teardown(() => removeDir(dir));
-  const store = openLmdbMailbox({ path: join(dir, 'mailbox'), sweepIntervalMs: 0, limits, quotaFor });
-  t.teardown(() => store.close());
-  await exercise(t, store);
-});
-
-t.test('reference model', async (t) => {
-  await exercise(t, new MemoryMailbox({ limits, quotaFor }));
-});
+for (const engine of ENGINE_NAMES) {
+  t.test(`${engine} engine`, async (t) => {
+    const dir = tempDir();
+    t.teardown(() => removeDir(dir));
+    const store = await openMailboxStore({ store: engine, dataDir: dir, limits, quotaFor });
+    t.teardown(() => store.close());
+    await exercise(t, store);
+  });
+}

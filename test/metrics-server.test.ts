@@ -14,7 +14,7 @@ t.test('scrapes read the counters at scrape time', async (t) => {
     traffic: () => ({ framesIn: 10, bytesIn: 1000, framesOut: 20, bytesOut: 2000 }),
     handshakeRefusals: () => ({ auth_failed: 3, not_authorized: 4 }),
     policyDisconnects: () => ({ kicked: 1 }),
-    mailbox: () => ({ count: 5, bytes: 500, recipients: 2 }),
+    mailbox: async () => ({ count: 5, bytes: 500, recipients: 2 }),
     storeFileBytes: () => 65536,
     storeCommitFailures: () => 3,
     storeWritable: () => true,
@@ -66,7 +66,7 @@ t.test('a port in use is an error at start', async (t) => {
   const stats = new RelayStats();
   const source = {
     stats, connections: () => ({ handshake: 0, authenticated: 0 }), traffic: () => ({ framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0 }),
-    handshakeRefusals: () => ({}), policyDisconnects: () => ({}), mailbox: () => ({ count: 0, bytes: 0, recipients: 0 }),
+    handshakeRefusals: () => ({}), policyDisconnects: () => ({}), mailbox: async () => ({ count: 0, bytes: 0, recipients: 0 }),
     storeFileBytes: () => 0, storeCommitFailures: () => 0, storeWritable: () => true, eventLog: () => null, adminAnswers: () => ({}), ready: () => true,
   };
   const a = await startMetricsServer({ host: '127.0.0.1', port: 0, source });

@@ -3,6 +3,7 @@
 import t from 'tap';
 import { generateIdentity } from '../src/crypto/keys.js';
 import type { ReceivedMessage, RelayClient } from '../src/client/client.js';
+import type { LmdbEngine } from '../src/store/lmdb/engine.js';
 import { connectClient, connectCollecting, killRelay, once, relayWithSender, removeDir, sleep, spawnRelay, startRelay, tempDir, waitForCount } from './helpers.js';
 
 t.test('crash: every message with a STORED receipt survives kill -9 and is delivered once, in order', async (t) => {
@@ -72,7 +73,7 @@ t.test('ack: a recipient that disconnects before acknowledging gets those messag
   t.equal(secondMessages.length, 6, 'and nothing else');
   t.same(again.map((m) => Buffer.from(m.body).toString()), ['m4', 'm5', 'm6', 'm7', 'm8', 'm9']);
   await sleep(200);
-  t.equal(relay.store.usage(bob.publicKey).count, 0, 'acknowledged by the second connection: the mailbox is empty');
+  t.equal((await relay.store.usage(bob.publicKey)).count, 0, 'acknowledged by the second connection: the mailbox is empty');
 });
 
 t.test('a storable message written live to a connection that dies unacknowledged is delivered again', async (t) => {
@@ -205,7 +206,7 @@ t.test('a failed commit answers STORE_ERROR for the messages it carried, and the
   const bob = generateIdentity();
   const carol = generateIdentity();
   // The store's commit outcome, as the router sees it, says "failed" for one batch.
-  const store = relay.store as { durable: () => Promise<boolean> };
+  const store = (relay.store as LmdbEngine).lmdb as { durable: () => Promise<boolean> };
   const real = store.durable;
   store.durable = () => Promise.resolve(false);
   const one = alice.send([bob.publicKey], 'one', { store: true });

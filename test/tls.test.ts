@@ -64,7 +64,7 @@ t.test('a plain client on a TLS port is told TRANSPORT_MISMATCH in plain TCP, an
   t.equal(parseClose(close!.payload, 0, close!.payload.length)?.code, Code.TRANSPORT_MISMATCH);
   t.ok(await peer.waitClosed());
   t.equal(relay.stats.transportMismatches, 2);
-  t.match(relay.statsSnapshot(), { handshakes: { transportMismatch: 2 } }, 'admin stats show it');
+  t.match(await relay.statsSnapshot(), { handshakes: { transportMismatch: 2 } }, 'admin stats show it');
 });
 
 t.test('a TLS client on a plain port gets a clear error, and the relay counts the ClientHello', async (t) => {
@@ -121,7 +121,7 @@ t.test('a TLS-terminating proxy is detected: the channel bindings differ, both s
   t.equal(relay.stats.tlsAuthFailed, 1, 'the relay refused the client signature over its own channel');
   t.equal(relay.stats.handshakesRefused.authFailed, 1);
   t.equal(relay.router.sessions.size, 0, 'nobody got in');
-  t.match(relay.statsSnapshot(), { handshakes: { tlsAuthFailed: 1 } });
+  t.match(await relay.statsSnapshot(), { handshakes: { tlsAuthFailed: 1 } });
 
   // The same relay through a TCP pass-through: TLS is end to end, so it works.
   const l4 = await tcpPassThrough(relay.port);

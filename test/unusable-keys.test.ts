@@ -222,7 +222,7 @@ t.test('a SEND to an unusable key is refused with BAD_RECIPIENT and nothing is s
     t.throws(() => sealMessage(me, [key], Buffer.from('x')), new SealError('MALFORMED', 'a recipient key is a small-order or non-canonical Ed25519 point'), `${hex}: sealMessage refuses it`);
   }
   await sleep(50);
-  t.equal(relay.store.totals().count, 0, 'nothing stored at all');
+  t.equal((await relay.store.totals()).count, 0, 'nothing stored at all');
   t.equal(bobGot, 0, 'the usable recipient got none of the refused messages');
 });
 

@@ -41,7 +41,7 @@ export interface AdminHost {
   /** The send-only sessions, by key: the router's map (absent: none). */
   readonly sendOnly?: ReadonlyMap<string, ReadonlySet<Session>>;
   /** A snapshot of the relay's counters and gauges, for `stats`. */
-  stats(): Record<string, unknown>;
+  stats(): Promise<Record<string, unknown>>;
   readonly events?: EventLog | null;
   readonly log?: Logger;
   /** Told when a command closed a session: kicked, or its key may no longer connect. */

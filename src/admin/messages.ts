@@ -8,11 +8,11 @@ const usage: AdminCommand<{ top: number }> = {
   needs: ['readUsage'],
   args: z.object({ top: z.number().int().min(0).max(10_000).default(20) }).strict(),
   audit: () => ({}),
-  run(ctx, args) {
+  async run(ctx, args) {
     const store = ctx.host.store;
     return {
-      totals: store.totals(),
-      top: store.top(args.top).map((u) => ({ key: keyText(u.recipient), count: u.count, bytes: u.bytes })),
+      totals: await store.totals(),
+      top: (await store.top(args.top)).map((u) => ({ key: keyText(u.recipient), count: u.count, bytes: u.bytes })),
     };
   },
 };

@@ -2,6 +2,7 @@
 // then command-line flags (each overrides the one before). Validated once at start; a bad
 // value stops the relay with a message naming the key.
 import { readFileSync } from 'node:fs';
+import { storeSettingError } from '../store/open.js';
 import { z } from 'zod';
 import { decodeKey } from '../crypto/keys.js';
 
@@ -18,6 +19,11 @@ const configShape = z.object({
   port: int(0, 65535).default(2652),
   /** Directory for the relay's identity and its LMDB store. */
   dataDir: z.string().min(1).default('./data'),
+  /** The mailbox engine (src/store/open.ts): lmdb, embedded in dataDir. */
+  store: z.string().min(1).default('lmdb').superRefine((value, ctx) => {
+    const error = storeSettingError(value);
+    if (error !== null) ctx.addIssue({ code: 'custom', message: error });
+  }),
   /**
    * TLS on the relay port: a PEM certificate (chain) and its private key, read at start and again
    * at SIGHUP; or tlsSelfSigned, a certificate the relay makes once and keeps in its data

@@ -311,7 +311,7 @@ export class Connection {
       return;
     }
     this.#leaveHandshake();
-    const session = new Session(hello.clientKey, this.socket, limits!);
+    const session = new Session(hello.clientKey, this.socket, limits!, ctx.stats);
     session.closeConnection = (code, reason, retryAfterMs) => this.close(code, reason, true, retryAfterMs);
     session.pauseReading = (reason) => this.#pause(reason);
     session.resumeReading = (reason) => this.#resume(reason);

@@ -26,7 +26,7 @@ export interface MetricsSource {
   handshakeRefusals(): Record<string, number>;
   /** Sessions closed by policy: not_authorized (a block or a withdrawn right), kicked. */
   policyDisconnects(): Record<string, number>;
-  mailbox(): { count: number; bytes: number; recipients: number };
+  mailbox(): Promise<{ count: number; bytes: number; recipients: number }>;
   /** Bytes of the LMDB data files in use. */
   storeFileBytes(): number;
   /** Mailbox commits that failed since start (each answered STORE_ERROR; the store is unwritable until it recovers). */
@@ -118,9 +118,18 @@ export function createRegistry(source: MetricsSource): Registry {
     refused: s.refused, store_refused: s.refusedStore,
   }));
 
-  gauge('pulltab_mailbox_entries', 'Stored messages (per recipient)', () => source.mailbox().count);
-  gauge('pulltab_mailbox_bytes', 'Stored bytes (body plus wrapped key, per recipient)', () => source.mailbox().bytes);
-  gauge('pulltab_mailbox_recipients', 'Recipients with stored messages', () => source.mailbox().recipients);
+  // One read of the store's totals per scrape (a database engine answers them with a query).
+  let totals: Promise<{ count: number; bytes: number; recipients: number }> | null = null;
+  const mailbox = async <K extends 'count' | 'bytes' | 'recipients'>(name: K): Promise<number> => {
+    totals ??= source.mailbox().finally(() => setImmediate(() => { totals = null; }));
+    return (await totals)[name];
+  };
+  const asyncGauge = (name: string, help: string, read: () => Promise<number>): void => {
+    new Gauge({ name, help, registers, async collect() { this.set(await read()); } });
+  };
+  asyncGauge('pulltab_mailbox_entries', 'Stored messages (per recipient)', () => mailbox('count'));
+  asyncGauge('pulltab_mailbox_bytes', 'Stored bytes (body plus wrapped key, per recipient)', () => mailbox('bytes'));
+  asyncGauge('pulltab_mailbox_recipients', 'Recipients with stored messages', () => mailbox('recipients'));
   gauge('pulltab_lmdb_file_bytes', 'Bytes of the LMDB mailbox data file in use', () => source.storeFileBytes());
   counter('pulltab_store_commit_failures_total', 'Mailbox commits that failed (answered STORE_ERROR; unwritable until recovered)', () => source.storeCommitFailures());
   gauge('pulltab_store_writable', '1 while the mailbox store can commit, 0 from a failed commit until it has recovered', () => (source.storeWritable() ? 1 : 0));

@@ -9,9 +9,9 @@ import { decodeKey, encodeKey, loadOrCreateIdentityFile, Signer, type Identity }
 import { formatRelayAddress } from '../protocol/address.js';
 import { Code, codeMessage, codeName, FrameType } from '../protocol/constants.js';
 import { encodeClose } from '../protocol/frames.js';
-import { openLmdbMailbox, type LmdbMailboxStore } from '../store/lmdb/mailbox.js';
 import { openLmdbPolicyStore } from '../store/lmdb/policy.js';
 import type { MailboxStore } from '../store/mailbox.js';
+import { openMailboxStore, redactUrl, type MailboxSettings, type StoreEvents } from '../store/open.js';
 import type { PolicyStore } from '../store/policy.js';
 import { defaultConfig, RELOADABLE_KEYS, tlsEnabled, type RelayConfig, type RelayConfigInput } from './config.js';
 import { Connection, type RelayContext } from './connection.js';
@@ -19,6 +19,7 @@ import { EventLog } from './events.js';
 import { createLogger } from './log.js';
 import { startMetricsServer, type MetricsServer, type MetricsSource, type Traffic } from './metrics.js';
 import { PolicyAuthority } from './policies.js';
+import type { Peers } from './destinations.js';
 import { Router } from './router.js';
 import type { SenderLimits } from './session.js';
 import { RelayStats } from './stats.js';
@@ -40,6 +41,13 @@ export function configLimits(config: RelayConfig): SenderLimits {
 
 export interface RelayOptions {
   logger?: Logger;
+  /** The other instances of this relay (workers on this host, hosts of a cluster); none by default. */
+  peers?: Peers;
+  /**
+   * Opens the mailbox engine instead of the factory (tests run the relay on an engine double);
+   * the relay closes it. The configuration's `store` names the engine otherwise.
+   */
+  openStore?: (settings: MailboxSettings) => Promise<MailboxStore>;
 }
 
 /** The TLS settings: read again at SIGHUP when TLS is on (new paths included). */
@@ -77,10 +85,9 @@ export class Relay {
   readonly #tls: TlsAcceptor | null = null;
   readonly #tlsPending = new Set<Socket>();
 
-  private constructor(config: RelayConfig, options: RelayOptions) {
+  private constructor(config: RelayConfig, log: Logger, store: MailboxStore, options: RelayOptions) {
     this.config = config;
-    this.log = options.logger ?? createLogger(config.logLevel);
-    mkdirSync(config.dataDir, { recursive: true });
+    this.log = log;
     this.identity = loadOrCreateIdentityFile(join(config.dataDir, 'relay-identity.json'));
     if (tlsEnabled(config)) {
       const material = loadTlsMaterial(config);
@@ -93,30 +100,8 @@ export class Relay {
       ? new EventLog({ dir: join(config.dataDir, 'events'), maxFileBytes: config.eventLogMaxBytes, keepFiles: config.eventLogFiles })
       : null;
     const policies = this.policies;
-    this.store = openLmdbMailbox({
-      path: join(config.dataDir, 'mailbox'),
-      // The relay runs the sweep itself (and logs it), so the store's own timer stays off.
-      sweepIntervalMs: 0,
-      limits: {
-        maxCountPerRecipient: config.mailboxMaxCount,
-        maxBytesPerRecipient: config.mailboxMaxBytes,
-        maxTotalBytes: config.storeMaxBytes,
-        maxTtlSeconds: config.maxTtlSeconds,
-      },
-      // Each recipient's mailbox quota comes from its policy.
-      quotaFor: (recipient) => policies.quotaFor(recipient),
-      onCommitFailure: (err) => {
-        this.log.error({ event: 'mailbox_commit_failed', err: errorText(err) },
-          'a mailbox write failed; its senders got STORE_ERROR, and stores are refused until the store has recovered by itself');
-      },
-      onProbeFailed: (err, retryInMs) => {
-        this.log.warn({ event: 'mailbox_probe_failed', err: errorText(err), retryInMs }, 'the mailbox store still cannot write');
-      },
-      onRepaired: (problems) => {
-        this.log.warn({ event: 'mailbox_repaired', problems: problems.length, first: problems.slice(0, 5) }, 'mailbox store repaired and writable again');
-      },
-    });
-    this.router = new Router(this.store, config, this.log, this.stats);
+    this.store = store;
+    this.router = new Router(this.store, config, this.log, this.stats, { peers: options.peers ?? null });
     const events = this.events;
     if (events) this.router.onDelivery = (event, from, to, bytes) => events.write(event, { from, to, bytes });
     this.admin = new AdminEngine({
@@ -172,7 +157,31 @@ export class Relay {
   /** Opens the store, listens, and resolves once the relay accepts connections. */
   static async start(input: RelayConfigInput = {}, options: RelayOptions = {}): Promise<Relay> {
     const config = defaultConfig(input);
-    const relay = new Relay(config, options);
+    const log = options.logger ?? createLogger(config.logLevel);
+    mkdirSync(config.dataDir, { recursive: true });
+    // Each recipient's mailbox quota comes from its policy; nothing is stored before the relay exists.
+    let policies: PolicyAuthority | null = null;
+    const store = await (options.openStore ?? openMailboxStore)({
+      store: config.store,
+      dataDir: config.dataDir,
+      limits: {
+        maxCountPerRecipient: config.mailboxMaxCount,
+        maxBytesPerRecipient: config.mailboxMaxBytes,
+        maxTotalBytes: config.storeMaxBytes,
+        maxTtlSeconds: config.maxTtlSeconds,
+      },
+      quotaFor: (recipient) => policies?.quotaFor(recipient),
+      events: storeEvents(log),
+    });
+    log.debug({ event: 'store_opened', store: redactUrl(config.store) }, 'mailbox store opened');
+    let relay: Relay;
+    try {
+      relay = new Relay(config, log, store, options);
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+    policies = relay.policies;
     // A sweep that cannot commit (a full disk) leaves the store unwritable, not the relay stopped:
     // it serves live traffic and drains, and says not ready until the store has recovered.
     await relay.store.sweepExpired().catch((err: Error) => relay.log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
@@ -219,7 +228,7 @@ export class Relay {
 
   /** false while the mailbox store cannot commit (from a failed commit until it has recovered by itself). */
   get storeWritable(): boolean {
-    return (this.store as Partial<LmdbMailboxStore>).writable?.() ?? true;
+    return this.store.status().writable;
   }
 
   /** Frames and bytes read and written so far (written: closed connections plus live ones). */
@@ -237,9 +246,10 @@ export class Relay {
   }
 
   /** What the admin `stats` command answers. */
-  statsSnapshot(): Record<string, unknown> {
+  async statsSnapshot(): Promise<Record<string, unknown>> {
     const s = this.stats;
-    const storeStats = (this.store as Partial<LmdbMailboxStore>).stats?.();
+    const store = this.store.status();
+    const totals = await this.store.totals();
     return {
       uptimeSeconds: Math.round((Date.now() - this.#startedAt) / 1000),
       connections: { handshake: this.#handshaking, authenticated: this.router.sessions.size + this.router.sendOnlyCount, sendOnly: this.router.sendOnlyCount, accepted: s.connectionsAccepted, refusedFull: s.connectionsRefusedFull },
@@ -259,7 +269,7 @@ export class Relay {
       },
       rateLimitPauses: s.rateLimitPauses,
       readPauses: { output: s.outputPauses, store: s.storePauses, turn: s.turnYields },
-      mailbox: { ...this.store.totals(), fileBytes: storeStats?.mapBytes ?? 0, writable: this.storeWritable },
+      mailbox: { ...totals, engine: store.engine, fileBytes: store.fileBytes ?? 0, writable: store.writable },
       eventLog: this.events ? { written: this.events.written, dropped: this.events.dropped, errors: this.events.errors } : null,
     };
   }
@@ -279,8 +289,8 @@ export class Relay {
       },
       policyDisconnects: () => ({ kicked: relay.stats.policyDisconnects.kicked, not_authorized: relay.stats.policyDisconnects.notAuthorized }),
       mailbox: () => relay.store.totals(),
-      storeFileBytes: () => (relay.store as Partial<LmdbMailboxStore>).stats?.().mapBytes ?? 0,
-      storeCommitFailures: () => (relay.store as Partial<LmdbMailboxStore>).stats?.().commitFailures ?? 0,
+      storeFileBytes: () => relay.store.status().fileBytes ?? 0,
+      storeCommitFailures: () => relay.store.status().commitFailures,
       storeWritable: () => relay.storeWritable,
       eventLog: () => (relay.events ? { written: relay.events.written, dropped: relay.events.dropped, errors: relay.events.errors } : null),
       adminAnswers: () => relay.admin.answers,
@@ -462,4 +472,20 @@ export class Relay {
 
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** What the mailbox engine reports, logged (never a secret: an error's message only). */
+function storeEvents(log: Logger): StoreEvents {
+  return {
+    commitFailed: (err) => {
+      log.error({ event: 'mailbox_commit_failed', err: errorText(err) },
+        'a mailbox write failed; its senders got STORE_ERROR, and stores are refused until the store has recovered by itself');
+    },
+    probeFailed: (err, retryInMs) => {
+      log.warn({ event: 'mailbox_probe_failed', err: errorText(err), retryInMs }, 'the mailbox store still cannot write');
+    },
+    repaired: (problems) => {
+      log.warn({ event: 'mailbox_repaired', problems: problems.length, first: problems.slice(0, 5) }, 'mailbox store repaired and writable again');
+    },
+  };
 }

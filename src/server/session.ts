@@ -1,13 +1,15 @@
-// An authenticated connection as the router sees it: who it is, where its output goes, and
-// what it has been sent but has not acknowledged yet.
+// An authenticated connection as the router sees it: who it is, where its output goes, what it
+// has been sent but has not acknowledged yet, and its mailbox backlog. The session writes its own
+// DELIVER frames; the router decides which.
 import type { Socket } from 'node:net';
 import { encodeKey } from '../crypto/keys.js';
+import { DeliverFlags } from '../protocol/constants.js';
+import { deliverHeaderLength, QUEUE_EMPTY_FRAME, writeDeliverHeader } from '../protocol/frames.js';
 import { Outbound } from '../protocol/outbound.js';
-
-/** A storable message's place among held ones: its mailbox seq once committed (0 before, -1 if refused). */
-export interface HeldMarker {
-  seq: number;
-}
+import type { MailboxEntry } from '../store/mailbox.js';
+import { MailboxBacklog } from './backlog.js';
+import type { Envelope } from './envelope.js';
+import type { RelayStats } from './stats.js';
 
 /**
  * One delivery of a mailbox entry the session waits to see acknowledged. A storable message
@@ -54,25 +56,15 @@ export class Session {
   readonly out: Outbound;
   readonly socket: Socket;
   readonly connectedAt = Date.now();
-  nextDeliveryId = 1;
-  /** The mailbox may hold entries for this key: storable messages queue behind them. */
-  backlog = true;
-  /** Highest mailbox seq written to this connection. */
-  lastMailboxSeq = 0;
-  queueEmptySent = false;
+  #nextDeliveryId = 1;
+  /** The mailbox backlog and what waits behind it (a send-only session has none: never active). */
+  readonly backlog = new MailboxBacklog();
   closed = false;
-  /**
-   * What arrived while the backlog drained, in arrival order: non-storable messages as DELIVER
-   * frames (id still to fill in), and for each storable one a marker of its mailbox entry, so
-   * a held frame goes out only after the stored messages that came before it.
-   */
-  held: Array<Buffer | HeldMarker> = [];
-  heldBytes = 0;
   /** Sends CLOSE with this code and closes the connection (set by the connection). */
   closeConnection: (code: number, reason: string, retryAfterMs?: number) => void = () => {};
   messagesIn = 0;
   messagesOut = 0;
-  /** Body bytes of this connection's SENDs handed to the store and not yet durable. */
+  /** Body bytes of this connection's SENDs handed to the store (or a peer) and not settled yet. */
   storeBytesPending = 0;
   /** Stops reading from the connection for a reason (a ReadPause bit; set by the connection). */
   pauseReading: (reason: number) => void = () => {};
@@ -85,8 +77,11 @@ export class Session {
   /** Told when the limits change (the connection re-arms its rate limiter). */
   onLimitsChanged: (limits: SenderLimits) => void = () => {};
 
-  constructor(key: Buffer, socket: Socket, limits: SenderLimits) {
+  readonly #stats: RelayStats;
+
+  constructor(key: Buffer, socket: Socket, limits: SenderLimits, stats: RelayStats) {
     this.#limits = limits;
+    this.#stats = stats;
     this.key = key;
     this.keyId = key.toString('latin1');
     this.keyText = encodeKey(key);
@@ -108,7 +103,95 @@ export class Session {
     return this.#inflight.length - this.#inflightHead;
   }
 
-  track(deliveryId: number, seq: number): void {
+  /** Writes a message straight from a SEND (a slice of the sender's chunk); returns its delivery id. */
+  deliverLive(senderKey: Buffer, envelope: Envelope): number {
+    const deliveryId = this.#nextDeliveryId++;
+    const { buf, wrappedStart, wrappedEnd, storageKeyOffset, bodyStart, bodyEnd } = envelope;
+    const flags = storageKeyOffset >= 0 ? DeliverFlags.HAS_STORAGE_KEY : 0;
+    const out = this.out;
+    const offset = out.writeWithBody(deliverHeaderLength(wrappedEnd - wrappedStart), buf, bodyStart, bodyEnd);
+    writeDeliverHeader(out.buffer, offset, deliveryId, flags, senderKey, 0, storageKeyOffset >= 0 ? buf : null, storageKeyOffset,
+      buf, wrappedStart, wrappedEnd, bodyEnd - bodyStart);
+    this.messagesOut++;
+    this.#stats.messagesOut++;
+    return deliveryId;
+  }
+
+  /**
+   * Writes a storable message live that the store has just accepted as entry `seq`, and waits for
+   * its acknowledgement. Only while not backlogged: every older entry has gone out, so the drain,
+   * when there is one again, starts after this one.
+   */
+  deliverStoredLive(senderKey: Buffer, envelope: Envelope, seq: number): void {
+    this.#track(this.deliverLive(senderKey, envelope), seq);
+    this.backlog.cursor = seq;
+  }
+
+  /**
+   * Keeps a non-storable message, as a DELIVER frame of its own, until the backlog lets it out;
+   * false (the caller answers RECIPIENT_BUSY) when it would pass the outbound budget.
+   */
+  hold(senderKey: Buffer, envelope: Envelope, budget: number, lastTicket: number): boolean {
+    const { buf, wrappedStart, wrappedEnd, storageKeyOffset, bodyStart, bodyEnd } = envelope;
+    const length = deliverHeaderLength(wrappedEnd - wrappedStart) + bodyEnd - bodyStart;
+    if (this.backlog.heldBytes + this.out.pendingBytes + length > budget) return false;
+    const frame = Buffer.allocUnsafe(length);
+    const flags = storageKeyOffset >= 0 ? DeliverFlags.HAS_STORAGE_KEY : 0;
+    const o = writeDeliverHeader(frame, 0, 0, flags, senderKey, 0, storageKeyOffset >= 0 ? buf : null, storageKeyOffset,
+      buf, wrappedStart, wrappedEnd, bodyEnd - bodyStart);
+    buf.copy(frame, o, bodyStart, bodyEnd);
+    this.backlog.holdFrame(frame, lastTicket);
+    return true;
+  }
+
+  /**
+   * Writes a mailbox entry (copied: the store lends it only during the drain's visit), after the
+   * held frames that came before it and before those that came after.
+   */
+  deliverEntry(entry: MailboxEntry): void {
+    const backlog = this.backlog;
+    if (backlog.holding) this.#releaseHeld(entry.seq - 1);
+    const deliveryId = this.#nextDeliveryId++;
+    const { body, wrappedKey } = entry;
+    const flags = DeliverFlags.FROM_MAILBOX | (entry.storageKey ? DeliverFlags.HAS_STORAGE_KEY : 0);
+    const out = this.out;
+    const offset = out.writeWithBodyCopy(deliverHeaderLength(wrappedKey.length), body, 0, body.length);
+    writeDeliverHeader(out.buffer, offset, deliveryId, flags, entry.sender, 0, entry.storageKey, 0, wrappedKey, 0, wrappedKey.length, body.length);
+    this.messagesOut++;
+    this.#stats.messagesOut++;
+    this.#stats.deliveredFromMailbox++;
+    this.#track(deliveryId, entry.seq);
+    backlog.cursor = entry.seq;
+    if (backlog.holding) this.#releaseHeld(entry.seq);
+  }
+
+  /** The mailbox is drained and nothing is on its way into it: everything held goes out, then QUEUE_EMPTY (once). */
+  endBacklog(): void {
+    const backlog = this.backlog;
+    backlog.active = false;
+    this.#releaseHeld(Number.MAX_SAFE_INTEGER);
+    backlog.dropHeld();
+    if (!backlog.queueEmptySent) {
+      backlog.queueEmptySent = true;
+      this.out.writeFrame(QUEUE_EMPTY_FRAME);
+    }
+  }
+
+  /** Writes the held frames nothing unwritten is ahead of any more (a barrier was lifted). */
+  releaseHeld(): void {
+    if (this.backlog.holding) this.#releaseHeld(this.backlog.cursor);
+  }
+
+  /** Releases held frames up to upToSeq; returns how many went out. */
+  #releaseHeld(upToSeq: number): number {
+    const n = this.backlog.release(this.out, upToSeq, this.#nextDeliveryId);
+    this.#nextDeliveryId += n;
+    this.messagesOut += n;
+    this.#stats.messagesOut += n;
+    return n;
+  }
+
+  #track(deliveryId: number, seq: number): void {
     this.#inflight.push({ deliveryId, seq });
   }
 
@@ -132,9 +215,13 @@ export class Session {
     return seqs;
   }
 
-  /** Forgets what is in flight (the connection closed: the entries stay in the mailbox). */
-  clearInflight(): void {
+  /**
+   * The connection closed: forgets what is in flight (the entries stay in the mailbox for the key's
+   * next connection) and what is held; returns how many held frames were dropped.
+   */
+  closedDown(): number {
     this.#inflight.length = 0;
     this.#inflightHead = 0;
+    return this.backlog.dropHeld();
   }
 }

@@ -34,6 +34,9 @@ export class RelayStats {
   tlsAuthFailed = 0;
   idleTimeouts = 0;
   readonly dropped = { offline: 0, busy: 0 };
+  /** Envelopes a peer instance took (any outcome), and forwards that missed, by reason. */
+  forwarded = 0;
+  readonly forwardMisses = { gone: 0, busy: 0 };
   /** Refused handshakes by code (handshakesFailed counts them all). */
   readonly handshakesRefused = { authFailed: 0, unsupportedVersion: 0, notAuthorized: 0, tooManyConnections: 0 };
   /** Sessions closed by an administrator (kick) or a policy change (block, right to connect withdrawn). */

@@ -2,14 +2,18 @@
  * Mailboxes: durable storage of sealed messages for offline recipients, behind an interface that an
  * engine other than LMDB (PostgreSQL for scale-out) can implement without touching the server.
  *
- * Engine-neutral: nothing here imports an engine. Implementations:
- *   - src/store/lmdb/mailbox.ts   the embedded default (openLmdbMailbox)
- *   - src/store/memory-mailbox.ts an obviously-correct in-memory model, the reference for property tests
+ * Engine-neutral: nothing here imports an engine. Engines, each chosen through src/store/open.ts:
+ *   - src/store/lmdb/      the embedded default (engine.ts adapts it to this contract)
+ *   - src/store/memory/    an obviously-correct in-memory model, the reference for property tests
+ * Quotas are decided by one pure function every engine calls (src/store/quota.ts).
  *
  * Semantics every implementation follows (the property test holds them to the model):
  *
- * Sequence numbers. One relay-wide counter; each ACCEPTED (recipient, message) pair takes the next
- * value (refused recipients take none). Never reused, also after a restart or a crash.
+ * Sequence numbers. Each ACCEPTED (recipient, message) pair takes a seq (refused recipients take
+ * none); a recipient's seqs increase in the order of the accept() calls that made its entries (the
+ * router's ordering of held messages relies on it) and are never reused,
+ * also after a restart or a crash. (The LMDB engine draws them from one counter; the contract asks
+ * only for per-recipient order.)
  *
  * Accounting. An entry costs `body.length + wrappedKey.length` bytes for its recipient's quota, even
  * when the body is shared with other recipients and stored once. Relay-wide bytes (`totals().bytes`,
@@ -42,12 +46,12 @@
  * storedAt < now - ageMs.
  *
  * Durability. "Durable" means on disk: it survives a crash of the relay process and of its machine.
- * The LMDB store resolves enqueue() and durable() only after the transaction holding the writes has
+ * The LMDB store resolves `settled` only after the transaction holding the writes has
  * committed AND been flushed to disk (lmdb-js overlapping sync: the flush of one transaction runs
  * while the next one is written, so waiting for it costs latency, not throughput).
  *
- * Visibility. read() shows committed entries only: an entry becomes readable once it is committed,
- * which may be a moment before its enqueue promise resolves (that also waits for the flush); an acknowledged entry disappears from read() at once. ack()
+ * Visibility. read() (and readEach()) shows committed entries only: an entry becomes readable once it is committed,
+ * which may be a moment before its `settled` promise resolves (that also waits for the flush); an acknowledged entry disappears from read() at once. ack()
  * deletes the recipient's entries with those seqs, expired or not, committed or not (an accepted
  * entry exists from the moment enqueue() returns); a seq that names no such entry (unknown, another
  * recipient's, already acked or replaced) is ignored.
@@ -126,32 +130,64 @@ export const DEFAULT_MAILBOX_LIMITS: Readonly<MailboxLimits> = Object.freeze({
   maxTtlSeconds: 30 * 24 * 3600,
 });
 
+/**
+ * What an engine says of itself, read at once (metrics, /readyz, the admin `stats`): no I/O.
+ */
+export interface StoreStatus {
+  /** The engine's name: 'lmdb', 'memory', ... */
+  engine: string;
+  /** false while the store cannot commit (stores are refused STORE_ERROR until it has recovered by itself). */
+  writable: boolean;
+  /** Commits that failed since open. */
+  commitFailures: number;
+  /** Bytes of the engine's data files in use, where it has files of its own (else null). */
+  fileBytes: number | null;
+}
+
+/** One message's recipient entries handed to the store: see MailboxStore.accept. */
+export interface Accepted {
+  /**
+   * The outcomes, one per recipient in order, when the engine decides at once (an embedded engine
+   * keeps usage in memory); null when they are known only once the write has committed (a database
+   * server). With them the router may write a storable message to a connected recipient at once.
+   */
+  readonly outcomes: EnqueueOutcome[] | null;
+  /**
+   * The final outcomes once every ok one is durable; an ok outcome whose commit failed is
+   * STORE_ERROR here (nothing was stored). Never rejects.
+   */
+  readonly settled: Promise<EnqueueOutcome[]>;
+}
+
+export interface Totals extends Usage {
+  recipients: number;
+}
+
+/**
+ * The mailbox contract every engine implements (the contract suite and the property test run each
+ * through the factory, src/store/open.ts). Asynchronous wherever a database server would need a
+ * round trip; an embedded engine may answer synchronously underneath.
+ *
+ * Ordering is per recipient: seqs of one recipient's entries increase in the order they were
+ * accepted, and read() returns them in that order. Nothing relies on a relay-wide sequence.
+ */
 export interface MailboxStore {
-  /** One outcome per recipient, in order; resolves only once ok outcomes are durable (see Durability). Never rejects. */
-  enqueue(request: EnqueueRequest): Promise<EnqueueOutcome[]>;
   /**
-   * enqueue() in two halves, for a caller that stores many messages per event turn and wants one
-   * promise for all of them (the router, one per socket read): decides and returns the outcomes at
-   * once and issues the writes. Its ok outcomes are durable once the promise `durable()` returns
-   * after this call resolves true; false means that commit failed and they are not stored (answer
-   * STORE_ERROR). Accepted entries exist at once as for enqueue() (ack can delete them; read() shows
-   * them after the commit). While the store cannot write at once (closing, or unwritable since a
-   * failed commit until it has recovered) every recipient is refused STORE_ERROR. Never throws.
+   * Stores one message for its recipients (writes batched by the engine: the messages of one event
+   * turn share a commit). Accepted entries exist at once for ack() (which can delete them before they
+   * commit); read() shows them once committed. While the store cannot write (closing, or unwritable
+   * since a failed commit until it has recovered) every recipient is refused STORE_ERROR. Never throws.
    */
-  enqueueNow(request: EnqueueRequest): EnqueueOutcome[];
+  accept(request: EnqueueRequest): Accepted;
+  /** Entries of `recipient` with seq > afterSeq, in seq order, at most `limit`, never expired ones; each its own copy. */
+  read(recipient: Uint8Array, afterSeq: number, limit: number): Promise<MailboxEntry[]>;
   /**
-   * Resolves once every write issued so far is durable: true, or false if the commit carrying the
-   * latest writes failed. Calls in one event turn get the same promise. Never rejects.
+   * The entries read() would return, handed to `visit` one at a time instead of collected; resolves
+   * with how many were visited. The entry and its byte views are valid only during the call (an
+   * embedded engine lends them from its map without copying), and `visit` must not call the store.
+   * Rejects if the store cannot be read.
    */
-  durable(): Promise<boolean>;
-  /** Entries of `recipient` with seq > afterSeq, in seq order, at most `limit`, never expired ones. Synchronous. */
-  read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[];
-  /**
-   * The entries read() would return, handed to `visit` one at a time instead of collected; returns
-   * how many were visited. The entry and its byte views are valid only during the call (the LMDB
-   * store lends them from its map without copying), and `visit` must not call the store.
-   */
-  readEach(recipient: Uint8Array, afterSeq: number, limit: number, visit: (entry: MailboxEntry) => void): number;
+  readEach(recipient: Uint8Array, afterSeq: number, limit: number, visit: (entry: MailboxEntry) => void): Promise<number>;
   /**
    * Deletes exactly these entries of recipient (acknowledged). Unknown seqs are ignored. Resolves
    * after commit. A store that cannot commit now (the LMDB one on a full disk) keeps them, no longer
@@ -159,12 +195,10 @@ export interface MailboxStore {
    * closes first (then they were not deleted).
    */
   ack(recipient: Uint8Array, seqs: number[]): Promise<void>;
-  /** The highest seq assigned so far: every entry, committed or not, has seq <= lastSeq(). 0 before the first. */
-  lastSeq(): number;
-  usage(recipient: Uint8Array): Usage;
-  totals(): Usage & { recipients: number };
+  usage(recipient: Uint8Array): Promise<Usage>;
+  totals(): Promise<Totals>;
   /** The n recipients with the most bytes (ties: lower key first), for the admin `usage --top N`. */
-  top(n: number): Array<{ recipient: Uint8Array } & Usage>;
+  top(n: number): Promise<Array<{ recipient: Uint8Array } & Usage>>;
   /** Admin: delete a user's mailbox; returns the number of entries removed. */
   removeRecipient(recipient: Uint8Array): Promise<number>;
   /** Admin: delete entries with storedAt < now - ageMs; returns the number removed. */
@@ -174,8 +208,14 @@ export interface MailboxStore {
   setLimits(limits: Partial<MailboxLimits>): void;
   limits(): MailboxLimits;
   /** Distinct bodies held (a body shared by several entries counts once). For tests and stats. */
-  bodyCount(): number;
+  bodyCount(): Promise<number>;
+  status(): StoreStatus;
   close(): Promise<void>;
+}
+
+/** Stores one message and resolves with its final outcomes (accept() for callers that only wait). */
+export function enqueue(store: MailboxStore, request: EnqueueRequest): Promise<EnqueueOutcome[]> {
+  return store.accept(request).settled;
 }
 
 /** Limits merged over the defaults, each checked to be a non-negative finite number. */

@@ -53,6 +53,7 @@ import { checkConsistency } from './consistency.js';
 import { Slab } from './slab.js';
 import { HandedOut } from './handed-out.js';
 import { PendingBySeq } from './pending.js';
+import type { EmbeddedMailbox } from './embedded-api.js';
 
 export interface LmdbMailboxOptions {
   /** Directory of the LMDB environment (created if missing). */
@@ -104,7 +105,7 @@ export interface LmdbMailboxStats {
   mapBytes: number;
 }
 
-export interface LmdbMailboxStore extends MailboxStore {
+export interface LmdbMailboxStore extends EmbeddedMailbox {
   /** Resolves when the sweep run at open has committed. */
   readonly ready: Promise<void>;
   /** Resolves when every write issued so far has committed (or failed). */

@@ -1,14 +1,15 @@
 /**
  * The in-memory reference model of MailboxStore: plain arrays, linear scans, no cleverness. It is the
- * oracle the property test compares the LMDB store against, so it favours being obviously correct
- * over being fast. Everything is applied at once; promises resolve immediately.
+ * oracle the property test compares the other engines against, so it favours being obviously correct
+ * over being fast. Everything is applied at once; promises resolve immediately. Not durable: the
+ * relay never runs on it, only tests do.
  */
 import {
   compareBytes, DEFAULT_MAILBOX_LIMITS, entryCost, recipientShapeOk, requestShapeOk, resolveLimits, ttlMillis,
-  type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore, type QuotaHook, type Usage,
-} from './mailbox.js';
-
-const DURABLE: Promise<boolean> = Promise.resolve(true);
+  type Accepted, type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore,
+  type QuotaHook, type StoreStatus, type Totals, type Usage,
+} from '../mailbox.js';
+import { quotaRefusal } from '../quota.js';
 
 interface Body {
   bytes: Uint8Array;
@@ -57,16 +58,13 @@ export class MemoryMailbox implements MailboxStore {
     return { count, bytes };
   }
 
-  async enqueue(request: EnqueueRequest): Promise<EnqueueOutcome[]> {
-    return this.enqueueNow(request);
+  /** Decided and "durable" at once in the model. */
+  accept(request: EnqueueRequest): Accepted {
+    const outcomes = this.#decide(request);
+    return { outcomes, settled: Promise.resolve(outcomes) };
   }
 
-  /** Every write is "durable" at once in the model. */
-  durable(): Promise<boolean> {
-    return DURABLE;
-  }
-
-  enqueueNow(request: EnqueueRequest): EnqueueOutcome[] {
+  #decide(request: EnqueueRequest): EnqueueOutcome[] {
     const recipients = Array.isArray(request.recipients) ? request.recipients : [];
     if (!requestShapeOk(request)) return recipients.map(() => ({ ok: false, code: 'STORE_ERROR' }));
     const ttlMs = ttlMillis(request.ttlSeconds);
@@ -84,22 +82,11 @@ export class MemoryMailbox implements MailboxStore {
       }
       const replaced = request.storageKey === null ? undefined : this.entries.find((e) =>
         sameBytes(e.recipient, r.key) && sameBytes(e.sender, request.sender) && sameBytes(e.storageKey, request.storageKey));
-      if (replaced && request.keepNewerThan !== undefined && replaced.seq > request.keepNewerThan) {
-        outcomes.push({ ok: false, code: 'SUPERSEDED' });
-        continue;
-      }
-      const freedCount = replaced ? 1 : 0;
-      const freedBytes = replaced ? entryCost(replaced.body.bytes.length, replaced.wrappedKey.length) : 0;
+      const replacedCost = replaced ? entryCost(replaced.body.bytes.length, replaced.wrappedKey.length) : -1;
       const cost = entryCost(request.body.length, r.wrappedKey.length);
-      const usage = this.usageOf(r.key);
-      const total = this.totals();
-      const quota = this.quotaFor?.(r.key);
-      if (usage.count + 1 - freedCount > (quota?.maxCount ?? this.currentLimits.maxCountPerRecipient)) {
-        outcomes.push({ ok: false, code: 'QUOTA_COUNT' });
-      } else if (usage.bytes + cost - freedBytes > (quota?.maxBytes ?? this.currentLimits.maxBytesPerRecipient)) {
-        outcomes.push({ ok: false, code: 'QUOTA_BYTES' });
-      } else if (total.bytes + cost - freedBytes > this.currentLimits.maxTotalBytes) {
-        outcomes.push({ ok: false, code: 'STORE_FULL' });
+      const refusal = quotaRefusal(this.usageOf(r.key), this.#totals().bytes, cost, replacedCost, this.quotaFor?.(r.key), this.currentLimits);
+      if (refusal !== null) {
+        outcomes.push({ ok: false, code: refusal });
       } else {
         if (replaced) this.entries = this.entries.filter((e) => e !== replaced);
         const seq = ++this.lastSeq_;
@@ -119,13 +106,17 @@ export class MemoryMailbox implements MailboxStore {
     return outcomes;
   }
 
-  readEach(recipient: Uint8Array, afterSeq: number, limit: number, visit: (entry: MailboxEntry) => void): number {
-    const entries = this.read(recipient, afterSeq, limit);
+  async readEach(recipient: Uint8Array, afterSeq: number, limit: number, visit: (entry: MailboxEntry) => void): Promise<number> {
+    const entries = this.#read(recipient, afterSeq, limit);
     for (const entry of entries) visit(entry);
     return entries.length;
   }
 
-  read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[] {
+  async read(recipient: Uint8Array, afterSeq: number, limit: number): Promise<MailboxEntry[]> {
+    return this.#read(recipient, afterSeq, limit);
+  }
+
+  #read(recipient: Uint8Array, afterSeq: number, limit: number): MailboxEntry[] {
     const now = this.clock();
     return this.entries
       .filter((e) => sameBytes(e.recipient, recipient) && e.seq > afterSeq && e.expiresAt > now)
@@ -146,15 +137,20 @@ export class MemoryMailbox implements MailboxStore {
     this.entries = this.entries.filter((e) => !(sameBytes(e.recipient, recipient) && seqs.includes(e.seq)));
   }
 
+  /** The highest seq given so far (the model's own counter; not part of the contract). */
   lastSeq(): number {
     return this.lastSeq_;
   }
 
-  usage(recipient: Uint8Array): Usage {
+  async usage(recipient: Uint8Array): Promise<Usage> {
     return this.usageOf(recipient);
   }
 
-  totals(): Usage & { recipients: number } {
+  async totals(): Promise<Totals> {
+    return this.#totals();
+  }
+
+  #totals(): Totals {
     let bytes = 0;
     const recipients = new Set<string>();
     for (const e of this.entries) {
@@ -164,7 +160,7 @@ export class MemoryMailbox implements MailboxStore {
     return { count: this.entries.length, bytes, recipients: recipients.size };
   }
 
-  top(n: number): Array<{ recipient: Uint8Array } & Usage> {
+  async top(n: number): Promise<Array<{ recipient: Uint8Array } & Usage>> {
     const keys = new Map<string, Uint8Array>();
     for (const e of this.entries) keys.set(Buffer.from(e.recipient).toString('hex'), e.recipient);
     return [...keys.values()]
@@ -199,8 +195,12 @@ export class MemoryMailbox implements MailboxStore {
     return { ...this.currentLimits };
   }
 
-  bodyCount(): number {
+  async bodyCount(): Promise<number> {
     return new Set(this.entries.map((e) => e.body)).size;
+  }
+
+  status(): StoreStatus {
+    return { engine: 'memory', writable: true, commitFailures: 0, fileBytes: null };
   }
 
   async close(): Promise<void> {}

@@ -1,0 +1,32 @@
+// Where the router can send one recipient's envelope. Local sessions live in ./router.ts (the
+// session map) and the mailbox behind the store contract (../store/mailbox.ts); this file is the
+// seam for the third destination, another instance of the same relay (a worker on this host, or
+// an instance on another host): presence says which instance holds a key, and forwarding carries
+// the envelope one hop. Nothing implements it yet but the tests' double; workers and the cluster will.
+import type { Envelope } from './envelope.js';
+
+/** A forward that did not reach the recipient (negative, never a RESULT code). */
+export const ForwardMiss = {
+  /** The key is no longer held there (it moved or left), or the peer is gone or timed out. */
+  GONE: -1,
+  /** The peer's queue is over its byte budget. */
+  BUSY: -2,
+} as const;
+
+/** The other instances of this relay, as the router needs them. */
+export interface Peers {
+  /** The instance that holds key now (the newest connection of the key), or null when none does. */
+  holderOf(keyId: string): Peer | null;
+}
+
+export interface Peer {
+  /** Names the peer in logs and metrics. */
+  readonly name: string;
+  /**
+   * Forwards one envelope (copy what is needed before returning, or keep slices: see ./envelope.ts),
+   * batched with the others of this turn, never written inline. Resolves with the recipient's
+   * outcome on the peer (a RESULT outcome code: DELIVERED, STORED or a refusal) or a ForwardMiss;
+   * then the router stores a storable message itself and refuses the others. Never rejects.
+   */
+  forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number): Promise<number>;
+}

@@ -1,0 +1,104 @@
+// The engine factory: the one place that knows which engines exist. The relay names an engine in
+// its configuration (`store`: "lmdb" today; a database URL such as postgres://... once that engine
+// exists) and gets the engine-neutral contract back, so src/server/ never imports an engine.
+import { join } from 'node:path';
+import type { MailboxLimits, MailboxStore, QuotaHook } from './mailbox.js';
+import { openLmdbEngine } from './lmdb/engine.js';
+import { MemoryMailbox } from './memory/mailbox.js';
+
+/** What an engine reports while it runs; each callback must not throw. */
+export interface StoreEvents {
+  /** A commit failed (its senders got STORE_ERROR); the store refuses stores until it has recovered. */
+  commitFailed(error: unknown): void;
+  /** A recovery attempt did not commit; the next one is in retryInMs. */
+  probeFailed(error: unknown, retryInMs: number): void;
+  /** The store recovered (writable again), with what it found and fixed. */
+  repaired(problems: string[]): void;
+}
+
+export interface MailboxSettings {
+  /** The `store` setting: an engine name or URL (see storeSettingError). */
+  store: string;
+  /** The relay's data directory (an embedded engine keeps its files under it). */
+  dataDir: string;
+  limits?: Partial<MailboxLimits>;
+  /** Each recipient's own quota (its policy's). */
+  quotaFor?: QuotaHook;
+  events?: Partial<StoreEvents>;
+  /** The store's clock, ms since the epoch (tests inject one). */
+  now?: () => number;
+}
+
+interface Engine {
+  /** Whether a relay may run on it: "stored" must survive a crash. */
+  durable: boolean;
+  /** Resolves once the engine is ready (its files or connection open, its schema current). */
+  open(settings: MailboxSettings): Promise<MailboxStore>;
+}
+
+/** Every engine, by the name (or URL scheme) that selects it. */
+const ENGINES: Record<string, Engine> = {
+  lmdb: {
+    durable: true,
+    open: async (settings) => {
+      const events = settings.events ?? {};
+      const engine = openLmdbEngine({
+        path: join(settings.dataDir, 'mailbox'),
+        // The relay runs the sweep itself (and logs it), so the store's own timer stays off.
+        sweepIntervalMs: 0,
+        ...(settings.limits ? { limits: settings.limits } : {}),
+        ...(settings.quotaFor ? { quotaFor: settings.quotaFor } : {}),
+        ...(settings.now ? { now: settings.now } : {}),
+        onCommitFailure: (err) => events.commitFailed?.(err),
+        onProbeFailed: (err, retryInMs) => events.probeFailed?.(err, retryInMs),
+        onRepaired: (problems) => events.repaired?.(problems),
+      });
+      // The sweep run at open has committed (or left the store unwritable, which it reports).
+      await engine.lmdb.ready.catch(() => {});
+      return engine;
+    },
+  },
+  // The reference model: what the contract suite and the property test compare engines against.
+  memory: {
+    durable: false,
+    open: async (settings) => new MemoryMailbox({
+      ...(settings.limits ? { limits: settings.limits } : {}),
+      ...(settings.quotaFor ? { quotaFor: settings.quotaFor } : {}),
+      ...(settings.now ? { now: settings.now } : {}),
+    }),
+  },
+};
+
+/** The engines' names, for tests that run the contract against every one. */
+export const ENGINE_NAMES: readonly string[] = Object.keys(ENGINES);
+
+function engineOf(store: string): Engine | undefined {
+  return Object.hasOwn(ENGINES, store) ? ENGINES[store] : undefined;
+}
+
+/** Why a relay cannot run on this `store` setting (null: it can), in words for a configuration error. */
+export function storeSettingError(store: string): string | null {
+  const engine = engineOf(store);
+  const durable = Object.keys(ENGINES).filter((name) => ENGINES[name].durable).join(', ');
+  if (engine === undefined) return `unknown store "${redactUrl(store)}": the engines are ${durable}`;
+  if (!engine.durable) return `store "${store}" keeps nothing across a restart (it is the tests' model); the engines are ${durable}`;
+  return null;
+}
+
+/** The setting as it may be logged: a URL's password never is. */
+export function redactUrl(store: string): string {
+  try {
+    const url = new URL(store);
+    if (url.password !== '') url.password = '***';
+    return url.toString();
+  } catch {
+    return store;
+  }
+}
+
+/** Opens the engine the setting names (any engine, durable or not: the relay's configuration refuses the others). */
+export function openMailboxStore(settings: MailboxSettings): Promise<MailboxStore> {
+  const engine = engineOf(settings.store);
+  if (engine === undefined) return Promise.reject(new Error(storeSettingError(settings.store)!));
+  return engine.open(settings);
+}
