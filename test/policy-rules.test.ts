@@ -3,26 +3,15 @@
 // policy store behind the relay's cache.
 import t from 'tap';
 import { join } from 'node:path';
-import { generateIdentity } from '../src/crypto/keys.js';
 import { effectivePolicy, PolicyAuthority } from '../src/policy/authority.js';
 import { allRights, noRights } from '../src/policy/capabilities.js';
 import { applyPatch } from '../src/policy/patch.js';
-import type { Policy } from '../src/policy/policy.js';
 import { Code } from '../src/protocol/constants.js';
 import { defaultConfig } from '../src/server/config.js';
 import { admissionCode, PolicyCache } from '../src/server/policies.js';
 import { openLmdbPolicyStore } from '../src/store/lmdb/policy.js';
 import { removeDir, tempDir } from './helpers.js';
-
-const key = () => Buffer.from(generateIdentity().publicKey);
-
-function policy(name: string, over: Partial<Policy> = {}): Policy {
-  return {
-    name, canConnect: true, admin: noRights(), maxPayloadBytes: 1000, maxRecipients: 10, maxTtlSeconds: 3600,
-    mailboxMaxCount: 5, mailboxMaxBytes: 5000, rateBytesPerSecond: 0, rateBurstBytes: 0, rateMessagesPerSecond: 0, rateBurstMessages: 0,
-    ...over,
-  };
-}
+import { testKey as key, testPolicy as policy } from './policy-fixture.js';
 
 async function policies(t: { teardown(fn: () => unknown): void }): Promise<PolicyCache> {
   const dir = tempDir();

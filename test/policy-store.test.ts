@@ -2,24 +2,15 @@
 // cache in front of it (src/server/policies.ts). What the policies mean: policy-rules.test.ts.
 import t from 'tap';
 import { join } from 'node:path';
-import { generateIdentity } from '../src/crypto/keys.js';
-import { allRights, noRights } from '../src/policy/capabilities.js';
+import { allRights } from '../src/policy/capabilities.js';
 import type { Policy } from '../src/policy/policy.js';
 import { PolicyCache } from '../src/server/policies.js';
 import { openLmdbPolicyStore } from '../src/store/lmdb/policy.js';
 import { PolicyStoreError, type PolicyStore } from '../src/store/policy-store.js';
 import { PolicyTable } from '../src/store/policy-table.js';
 import { removeDir, tempDir } from './helpers.js';
+import { testKey as key, testPolicy as policy } from './policy-fixture.js';
 
-const key = () => Buffer.from(generateIdentity().publicKey);
-
-function policy(name: string, over: Partial<Policy> = {}): Policy {
-  return {
-    name, canConnect: true, admin: noRights(), maxPayloadBytes: 1000, maxRecipients: 10, maxTtlSeconds: 3600,
-    mailboxMaxCount: 5, mailboxMaxBytes: 5000, rateBytesPerSecond: 0, rateBurstBytes: 0, rateMessagesPerSecond: 0, rateBurstMessages: 0,
-    ...over,
-  };
-}
 
 /** Every engine, opened on a directory that outlives a close (a reopen finds what was written). */
 const ENGINES: Array<[string, (dir: string) => PolicyStore]> = [

@@ -38,19 +38,15 @@ export interface EffectivePolicy {
 }
 
 export class PolicyAuthority {
-  readonly view: PolicyView;
+  readonly #view: PolicyView;
   readonly #config: PolicyDefaults;
   readonly #rootId: string | null;
 
   /** config is read live: a reload that changes it changes the defaults and the caps at once. */
   constructor(view: PolicyView, config: PolicyDefaults, rootKey: Uint8Array | null) {
-    this.view = view;
+    this.#view = view;
     this.#config = config;
     this.#rootId = rootKey ? keyId(rootKey) : null;
-  }
-
-  get hasRoot(): boolean {
-    return this.#rootId !== null;
   }
 
   isRoot(key: Uint8Array): boolean {
@@ -63,35 +59,35 @@ export class PolicyAuthority {
   }
 
   effective(key: Uint8Array): EffectivePolicy {
-    const { policy, source } = effectivePolicy(this.view, key, this.builtInDefault());
-    return { policy, source, root: this.isRoot(key), blocked: this.view.isBlocked(key) };
+    const { policy, source } = effectivePolicy(this.#view, key, this.builtInDefault());
+    return { policy, source, root: this.isRoot(key), blocked: this.#view.isBlocked(key) };
   }
 
   /** The root key may always connect (so an operator cannot lock themselves out); others need canConnect and no block. */
   mayConnect(key: Uint8Array): boolean {
     if (this.isRoot(key)) return true;
-    if (this.view.isBlocked(key)) return false;
-    return storedPolicy(this.view, key)?.canConnect ?? true;
+    if (this.#view.isBlocked(key)) return false;
+    return storedPolicy(this.#view, key)?.canConnect ?? true;
   }
 
   /** A key's sending limits (at the handshake, and when policies change). */
   limitsFor(key: Uint8Array): SenderLimits {
-    return senderLimits(storedPolicy(this.view, key) ?? this.#config, this.#config);
+    return senderLimits(storedPolicy(this.#view, key) ?? this.#config, this.#config);
   }
 
   /** The mailbox quota of a recipient, from its policy (the store's hook, on the path of every stored message). */
   quotaFor(recipient: Uint8Array): RecipientQuota {
-    return mailboxQuota(storedPolicy(this.view, recipient) ?? this.#config);
+    return mailboxQuota(storedPolicy(this.#view, recipient) ?? this.#config);
   }
 
   /** The admin rights of a key: all of them for root, else its policy's. */
   rights(key: Uint8Array): Rights {
     if (this.isRoot(key)) return allRights();
-    return { ...(storedPolicy(this.view, key)?.admin ?? noRights()) };
+    return { ...(storedPolicy(this.#view, key)?.admin ?? noRights()) };
   }
 
   can(key: Uint8Array, capability: Capability): boolean {
-    return this.isRoot(key) || storedPolicy(this.view, key)?.admin[capability] === true;
+    return this.isRoot(key) || storedPolicy(this.#view, key)?.admin[capability] === true;
   }
 
   /** The rights that `rights` grants and the key does not hold: no one hands out what they lack. */
