@@ -3,43 +3,19 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AdminEngine, CONFLICT, type AdminCaller } from '../src/admin/engine.js';
-import { allCommands } from '../src/admin/stats.js';
+import { CONFLICT, type AdminCaller } from '../src/admin/engine.js';
 import { encodeKey, generateIdentity } from '../src/crypto/keys.js';
 import { Code } from '../src/protocol/constants.js';
-import { defaultConfig } from '../src/server/config.js';
-import { EventLog } from '../src/server/events.js';
-import { PolicyAuthority } from '../src/server/policies.js';
-import type { Session } from '../src/server/session.js';
 import { enqueue } from '../src/store/mailbox.js';
-import { openMailboxStore } from '../src/store/open.js';
-import { openLmdbPolicyStore } from '../src/store/lmdb/policy.js';
-import { removeDir, tempDir } from './helpers.js';
-
-function caller(): AdminCaller {
-  const key = Buffer.from(generateIdentity().publicKey);
-  return { key, keyText: encodeKey(key) };
-}
+import { adminCaller as caller, adminEngine } from './admin-setup.js';
 
 async function setup(t: { teardown(fn: () => unknown): void }) {
-  const dir = tempDir();
-  const policyStore = openLmdbPolicyStore({ path: join(dir, 'policies') });
-  const store = await openMailboxStore({ store: 'lmdb', dataDir: dir });
-  const events = new EventLog({ dir: join(dir, 'events') });
-  const root = caller();
-  const policies = new PolicyAuthority(policyStore, defaultConfig(), root.key);
-  const engine = new AdminEngine({ policies, store, sessions: new Map<string, Session>(), stats: async () => ({ uptime: 1 }), events }, allCommands());
-  t.teardown(async () => {
-    await events.close();
-    await policyStore.close();
-    await store.close();
-    removeDir(dir);
-  });
+  const { dir, engine, root, store, policyStore, events } = await adminEngine(t, { eventLog: true });
   const run = async (who: AdminCaller, command: string, args: Record<string, unknown> = {}) => {
     const answer = await engine.handle(who, JSON.stringify({ command, args }));
     return { status: answer.status, body: JSON.parse(answer.json) };
   };
-  return { dir, engine, run, root, store, events, policyStore };
+  return { dir, engine, run, root, store, events: events!, policyStore };
 }
 
 t.test('malformed requests, unknown commands and missing rights get explicit answers', async (t) => {

@@ -4,16 +4,9 @@
 // objects (policy patches and their admin rights). Issue 12, item 10. The requests are written
 // as JSON text: a JavaScript object literal cannot carry an own "__proto__" member.
 import t from 'tap';
-import { join } from 'node:path';
-import { AdminEngine, type AdminCaller } from '../src/admin/engine.js';
-import { allCommands } from '../src/admin/stats.js';
 import { encodeKey, generateIdentity } from '../src/crypto/keys.js';
 import { Code } from '../src/protocol/constants.js';
-import { defaultConfig } from '../src/server/config.js';
-import { PolicyAuthority } from '../src/server/policies.js';
-import type { Session } from '../src/server/session.js';
-import { openMailboxStore } from '../src/store/open.js';
-import { openLmdbPolicyStore } from '../src/store/lmdb/policy.js';
+import { adminEngine } from './admin-setup.js';
 import { connectClient, removeDir, startRelay, tempDir } from './helpers.js';
 
 const NAMES = ['zzz', '__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString'];
@@ -21,19 +14,7 @@ const NAMES = ['zzz', '__proto__', 'constructor', 'prototype', 'hasOwnProperty',
 const VALUES = ['1', '{}', '{"top":"x","name":"p","canConnect":false}', 'null'];
 
 async function engineWithRoot(t: { teardown(fn: () => unknown): void }) {
-  const dir = tempDir();
-  const policyStore = openLmdbPolicyStore({ path: join(dir, 'policies') });
-  const store = await openMailboxStore({ store: 'lmdb', dataDir: dir });
-  const key = Buffer.from(generateIdentity().publicKey);
-  const root: AdminCaller = { key, keyText: encodeKey(key) };
-  const engine = new AdminEngine({
-    policies: new PolicyAuthority(policyStore, defaultConfig(), root.key), store, sessions: new Map<string, Session>(), stats: async () => ({ uptime: 1 }),
-  }, allCommands());
-  t.teardown(async () => {
-    await policyStore.close();
-    await store.close();
-    removeDir(dir);
-  });
+  const { engine, root } = await adminEngine(t);
   const handle = async (json: string) => {
     const answer = await engine.handle(root, json);
     return { status: answer.status, error: (JSON.parse(answer.json) as { error?: string }).error ?? '' };

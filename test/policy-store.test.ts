@@ -1,129 +1,147 @@
-// The policy store (LMDB) and the rules that turn it into what each key may do.
+// The policy store contract (src/store/policy-store.ts), run against every engine, and the relay's
+// cache in front of it (src/server/policies.ts). What the policies mean: policy-rules.test.ts.
 import t from 'tap';
 import { join } from 'node:path';
-import { generateIdentity } from '../src/crypto/keys.js';
-import { Code } from '../src/protocol/constants.js';
-import { defaultConfig } from '../src/server/config.js';
-import { PolicyAuthority } from '../src/server/policies.js';
+import { allRights } from '../src/policy/capabilities.js';
+import type { Policy } from '../src/policy/policy.js';
+import { PolicyCache } from '../src/server/policies.js';
 import { openLmdbPolicyStore } from '../src/store/lmdb/policy.js';
-import { allRights, applyPatch, effectivePolicy, noRights, PolicyStoreError, type Policy } from '../src/store/policy.js';
+import { PolicyStoreError, type PolicyStore } from '../src/store/policy-store.js';
+import { PolicyTable } from '../src/store/policy-table.js';
 import { removeDir, tempDir } from './helpers.js';
+import { testKey as key, testPolicy as policy } from './policy-fixture.js';
 
-const key = () => Buffer.from(generateIdentity().publicKey);
 
-function policy(name: string, over: Partial<Policy> = {}): Policy {
-  return {
-    name, canConnect: true, admin: noRights(), maxPayloadBytes: 1000, maxRecipients: 10, maxTtlSeconds: 3600,
-    mailboxMaxCount: 5, mailboxMaxBytes: 5000, rateBytesPerSecond: 0, rateBurstBytes: 0, rateMessagesPerSecond: 0, rateBurstMessages: 0,
-    ...over,
-  };
+/** Every engine, opened on a directory that outlives a close (a reopen finds what was written). */
+const ENGINES: Array<[string, (dir: string) => PolicyStore]> = [
+  ['lmdb', (dir) => openLmdbPolicyStore({ path: join(dir, 'policies') })],
+];
+
+/** What a store holds, read through its snapshot. */
+async function contents(store: PolicyStore): Promise<PolicyTable> {
+  const table = new PolicyTable();
+  table.load(await store.snapshot());
+  return table;
 }
 
-t.test('CRUD survives a reopen; every field is stored explicitly', async (t) => {
+for (const [engine, open] of ENGINES) {
+  t.test(`${engine}: CRUD survives a reopen; every field is stored explicitly`, async (t) => {
+    const dir = tempDir();
+    t.teardown(() => removeDir(dir));
+    let store = open(dir);
+    const alice = key();
+    const bob = key();
+    await store.setPolicy(policy('small', { maxPayloadBytes: 64 }));
+    await store.setPolicy(policy('admin', { admin: allRights() }));
+    await store.assign(alice, 'small');
+    await store.block(bob);
+    t.equal((await contents(store)).assignment(alice), 'small');
+    t.equal((await contents(store)).assignedCount('small'), 1);
+    await store.close();
+
+    store = open(dir);
+    t.teardown(() => store.close());
+    const reopened = await contents(store);
+    t.same(reopened.policies().map((p) => p.name), ['admin', 'small'], 'listed by name');
+    t.same(reopened.policy('small'), policy('small', { maxPayloadBytes: 64 }), 'every field back as stored');
+    t.equal(reopened.assignment(alice), 'small');
+    t.ok(reopened.isBlocked(bob));
+    t.notOk(reopened.isBlocked(alice));
+    t.same(reopened.assignments().map((a) => [Buffer.from(a.user).toString('hex'), a.policy]), [[alice.toString('hex'), 'small']]);
+
+    await t.rejects(store.assign(bob, 'nope'), { code: 'NOT_FOUND' }, 'only an existing policy can be assigned');
+    await t.rejects(store.removePolicy('small'), { code: 'IN_USE' }, 'an assigned policy cannot be removed');
+    await t.rejects(store.removePolicy('nope'), { code: 'NOT_FOUND' });
+    await t.rejects(store.setPolicy({ ...policy('bad'), maxRecipients: 0 }), PolicyStoreError, 'validated');
+    await t.rejects(store.setPolicy({ ...policy('bad name!') }), { code: 'INVALID' });
+    await t.rejects(store.setPolicy({ name: 'partial', canConnect: true } as Policy), { code: 'INVALID' }, 'no field may be missing');
+
+    t.equal(await store.unassign(alice), true);
+    t.equal(await store.unassign(alice), false);
+    await store.removePolicy('small');
+    t.equal((await contents(store)).policy('small'), undefined);
+    t.equal(await store.unblock(bob), true);
+    t.equal(await store.unblock(bob), false);
+    t.equal(await store.block(bob), true);
+    t.equal(await store.block(bob), false, 'blocking twice changes nothing');
+    t.same((await contents(store)).blocked().map((k) => Buffer.from(k).toString('hex')), [bob.toString('hex')]);
+  });
+
+  t.test(`${engine}: a closed store refuses changes`, async (t) => {
+    const dir = tempDir();
+    t.teardown(() => removeDir(dir));
+    const store = open(dir);
+    await store.close();
+    await t.rejects(store.setPolicy(policy('late')), { code: 'CLOSED' });
+    await t.rejects(store.block(key()), { code: 'CLOSED' });
+  });
+}
+
+/** An engine whose next write fails and is forgotten, as a commit that fails on a full disk. */
+class FailingWrites implements PolicyStore {
+  failNext = false;
+  constructor(readonly inner: PolicyStore) {}
+  snapshot() { return this.inner.snapshot(); }
+  close() { return this.inner.close(); }
+  setPolicy(p: Policy) { return this.#write(() => this.inner.setPolicy(p)); }
+  removePolicy(name: string) { return this.#write(() => this.inner.removePolicy(name)); }
+  assign(user: Uint8Array, name: string) { return this.#write(() => this.inner.assign(user, name)); }
+  unassign(user: Uint8Array) { return this.#write(() => this.inner.unassign(user)); }
+  block(user: Uint8Array) { return this.#write(() => this.inner.block(user)); }
+  unblock(user: Uint8Array) { return this.#write(() => this.inner.unblock(user)); }
+  #write<T>(write: () => Promise<T>): Promise<T> {
+    if (!this.failNext) return write();
+    this.failNext = false;
+    return Promise.reject(new Error('commit failed'));
+  }
+}
+
+t.test('the relay\'s cache: a change is seen at once and durable when it resolves; a refused one changes nothing', async (t) => {
   const dir = tempDir();
   t.teardown(() => removeDir(dir));
-  const path = join(dir, 'policies');
-  let store = openLmdbPolicyStore({ path });
+  const store = openLmdbPolicyStore({ path: join(dir, 'policies') });
+  const cache = new PolicyCache(store);
+  t.teardown(() => cache.close());
+  await store.setPolicy(policy('before'));
+  await cache.load();
+  t.same(cache.policies().map((p) => p.name), ['before'], 'load() reads what the store holds');
+
   const alice = key();
+  const writing = cache.setPolicy(policy('vip'));
+  t.ok(cache.policy('vip'), 'seen at once, before the store has committed it');
+  const assigning = cache.assign(alice, 'vip');
+  t.equal(cache.assignment(alice), 'vip', 'a change may build on one not yet durable');
+  await writing;
+  await assigning;
+  t.same((await contents(store)).assignment(alice), 'vip', 'the store has both');
+
+  await t.rejects(cache.removePolicy('vip'), { code: 'IN_USE' });
+  await t.rejects(cache.assign(alice, 'nope'), { code: 'NOT_FOUND' });
+  await t.rejects(cache.setPolicy({ ...policy('bad'), maxRecipients: 0 }), { code: 'INVALID' });
+  await t.rejects(cache.block(Buffer.alloc(5)), { code: 'INVALID' });
+  t.same(cache.policies().map((p) => p.name), ['before', 'vip'], 'refusals change nothing');
+  t.same(cache.policies(), (await contents(store)).policies(), 'the cache and the store agree');
+  t.equal(await cache.unassign(alice), true);
+  t.equal(await cache.unassign(alice), false, 'the store\'s answer');
+});
+
+t.test('the relay\'s cache: a failed write rejects and the cache is read again from the store', async (t) => {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const inner = openLmdbPolicyStore({ path: join(dir, 'policies') });
+  const store = new FailingWrites(inner);
+  const cache = new PolicyCache(store);
+  t.teardown(() => cache.close());
+  await cache.load();
   const bob = key();
-  await store.setPolicy(policy('small', { maxPayloadBytes: 64 }));
-  await store.setPolicy(policy('admin', { admin: allRights() }));
-  await store.assign(alice, 'small');
-  await store.block(bob);
-  t.equal(store.assignment(alice), 'small');
-  t.equal(store.assignedCount('small'), 1);
-  await store.close();
-
-  store = openLmdbPolicyStore({ path });
-  t.teardown(() => store.close());
-  t.same(store.policies().map((p) => p.name), ['admin', 'small'], 'listed by name');
-  t.same(store.policy('small'), policy('small', { maxPayloadBytes: 64 }), 'every field back as stored');
-  t.equal(store.assignment(alice), 'small');
-  t.ok(store.isBlocked(bob));
-  t.notOk(store.isBlocked(alice));
-  t.same(store.assignments().map((a) => [Buffer.from(a.user).toString('hex'), a.policy]), [[alice.toString('hex'), 'small']]);
-
-  await t.rejects(store.assign(bob, 'nope'), { code: 'NOT_FOUND' }, 'only an existing policy can be assigned');
-  await t.rejects(store.removePolicy('small'), { code: 'IN_USE' }, 'an assigned policy cannot be removed');
-  await t.rejects(store.removePolicy('nope'), { code: 'NOT_FOUND' });
-  await t.rejects(store.setPolicy({ ...policy('bad'), maxRecipients: 0 }), PolicyStoreError, 'validated');
-  await t.rejects(store.setPolicy({ ...policy('bad name!') }), { code: 'INVALID' });
-  await t.rejects(store.setPolicy({ name: 'partial', canConnect: true } as Policy), { code: 'INVALID' }, 'no field may be missing');
-
-  t.equal(await store.unassign(alice), true);
-  t.equal(await store.unassign(alice), false);
-  await store.removePolicy('small');
-  t.equal(store.policy('small'), undefined);
-  t.equal(await store.unblock(bob), true);
-  t.equal(await store.unblock(bob), false);
-  t.equal(await store.block(bob), true);
-  t.equal(await store.block(bob), false, 'blocking twice changes nothing');
-  t.same(store.blocked().map((k) => Buffer.from(k).toString('hex')), [bob.toString('hex')]);
-});
-
-t.test('an unknown user gets `default`: stored if there is one, else the built-in one', async (t) => {
-  const dir = tempDir();
-  t.teardown(() => removeDir(dir));
-  const store = openLmdbPolicyStore({ path: join(dir, 'policies') });
-  t.teardown(() => store.close());
-  const builtIn = policy('default', { maxPayloadBytes: 777 });
-  const stranger = key();
-  t.same(effectivePolicy(store, stranger, builtIn), { policy: builtIn, source: 'built-in' });
-  await store.setPolicy(policy('default', { maxPayloadBytes: 555 }));
-  t.same(effectivePolicy(store, stranger, builtIn), { policy: policy('default', { maxPayloadBytes: 555 }), source: 'default' });
-  await store.setPolicy(policy('vip'));
-  await store.assign(stranger, 'vip');
-  t.equal(effectivePolicy(store, stranger, builtIn).source, 'assigned');
-  await store.unassign(stranger);
-  t.equal(effectivePolicy(store, stranger, builtIn).policy.name, 'default', 'removing the assignment falls back to default');
-  await store.removePolicy('default');
-  t.equal(effectivePolicy(store, stranger, builtIn).source, 'built-in', 'removing default brings back the built-in one');
-});
-
-t.test('the authority: admission, limits capped by the configuration, quotas, rights', async (t) => {
-  const dir = tempDir();
-  t.teardown(() => removeDir(dir));
-  const store = openLmdbPolicyStore({ path: join(dir, 'policies') });
-  t.teardown(() => store.close());
-  const config = defaultConfig({ maxPayloadBytes: 4096, maxRecipients: 8, mailboxMaxCount: 100 });
-  const root = key();
-  const auth = new PolicyAuthority(store, config, root);
-  const user = key();
-
-  t.equal(auth.admit(user), Code.OK, 'no policies at all: everyone may connect');
-  t.same(auth.limitsFor(user), {
-    maxPayloadBytes: 4096, maxRecipients: 8, maxTtlSeconds: config.maxTtlSeconds,
-    rateBytesPerSecond: 0, rateBurstBytes: 0, rateMessagesPerSecond: 0, rateBurstMessages: 0,
-  }, 'the configuration gives the defaults');
-  t.same(auth.quotaFor(user), { maxCount: 100, maxBytes: config.mailboxMaxBytes });
-  t.same(auth.rights(user), noRights());
-  t.same(auth.rights(root), allRights(), 'root holds every right');
-
-  await store.setPolicy(policy('default', { canConnect: false }));
-  t.equal(auth.admit(user), Code.NOT_AUTHORIZED, 'default forbids connecting');
-  t.equal(auth.admit(root), Code.OK, 'root may always connect');
-  await store.setPolicy(policy('big', { maxPayloadBytes: 1 << 30, maxRecipients: 200, mailboxMaxCount: 1_000_000, rateMessagesPerSecond: 50 }));
-  await store.assign(user, 'big');
-  t.equal(auth.admit(user), Code.OK);
-  const limits = auth.limitsFor(user);
-  t.equal(limits.maxPayloadBytes, 4096, 'a policy cannot raise the payload past the configuration (frames are sized by it)');
-  t.equal(limits.maxRecipients, 8);
-  t.equal(limits.rateMessagesPerSecond, 50, 'rate limits come from the policy');
-  t.equal(auth.quotaFor(user).maxCount, 1_000_000, 'a policy may give a bigger mailbox');
-  await store.block(user);
-  t.equal(auth.admit(user), Code.NOT_AUTHORIZED, 'a blocked key is refused whatever its policy');
-
-  await store.setPolicy(policy('editor', { admin: { ...noRights(), editPolicies: true } }));
-  const editor = key();
-  await store.assign(editor, 'editor');
-  t.ok(auth.can(editor, 'editPolicies'));
-  t.notOk(auth.can(editor, 'assignUsers'));
-  t.ok(auth.holdsAll(editor, { ...noRights(), editPolicies: true }));
-  t.notOk(auth.holdsAll(editor, allRights()), 'cannot hand out rights it lacks');
-  t.ok(auth.holdsAll(root, allRights()));
-
-  config.maxPayloadBytes = 2048; // a reload lowers the ceiling: read live
-  t.equal(auth.limitsFor(editor).maxPayloadBytes, 1000);
-  t.equal(auth.builtInDefault().maxPayloadBytes, 2048);
-  t.same(applyPatch(policy('x'), 'y', { admin: { readUsage: true }, maxRecipients: 3 }).admin, { ...noRights(), readUsage: true });
+  await cache.setPolicy(policy('kept'));
+  store.failNext = true;
+  const blocking = cache.block(bob);
+  t.ok(cache.isBlocked(bob), 'applied at once');
+  await t.rejects(blocking, /commit failed/);
+  t.notOk(cache.isBlocked(bob), 'after the failure, the cache holds what the store holds');
+  t.ok(cache.policy('kept'), 'and everything else');
+  await cache.close();
+  await t.rejects(cache.setPolicy(policy('late')), { code: 'CLOSED' }, 'a closed cache refuses changes');
+  t.ok(cache.policy('kept'), 'and still answers reads');
 });

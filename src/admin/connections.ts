@@ -1,7 +1,7 @@
 // Admin commands on connections: connections, kick, block, unblock, blocked.
 import { z } from 'zod';
 import { Code } from '../protocol/constants.js';
-import { AdminError, everySession, keyArg, keyText, sessionsOfKey, type AdminCommand } from './engine.js';
+import { AdminError, keyArg, keyText, type AdminCommand } from './engine.js';
 
 const connections: AdminCommand<Record<string, never>> = {
   name: 'connections',
@@ -10,7 +10,7 @@ const connections: AdminCommand<Record<string, never>> = {
   args: z.object({}).strict(),
   audit: () => ({}),
   run(ctx) {
-    const sessions = [...everySession(ctx.host)].filter((s) => !s.closed);
+    const sessions = ctx.host.connections.live();
     if (!ctx.host.policies.can(ctx.caller.key, 'manageConnections')) return { count: sessions.length };
     return {
       count: sessions.length,
@@ -29,9 +29,7 @@ const kick: AdminCommand<{ key: Buffer }> = {
   audit: (a) => ({ keys: [keyText(a.key)] }),
   run(ctx, args) {
     // Every connection of the key: its receiving one and its send-only ones.
-    const sessions = sessionsOfKey(ctx.host, args.key.toString('latin1'));
-    if (sessions.length === 0) throw new AdminError(Code.NOT_FOUND, `${keyText(args.key)} is not connected`);
-    for (const session of sessions) ctx.kick(session);
+    if (ctx.host.connections.kick(args.key) === 0) throw new AdminError(Code.NOT_FOUND, `${keyText(args.key)} is not connected`);
     return { kicked: keyText(args.key) };
   },
 };
@@ -43,10 +41,10 @@ const block: AdminCommand<{ key: Buffer }> = {
   args: z.object({ key: keyArg }).strict(),
   audit: (a) => ({ keys: [keyText(a.key)] }),
   async run(ctx, args) {
-    const policies = ctx.host.policies;
+    const { policies, policyStore } = ctx.host;
     if (policies.isRoot(args.key)) throw new AdminError(Code.BAD_REQUEST, 'block: the root key cannot be blocked');
     if (Buffer.from(ctx.caller.key).equals(args.key)) throw new AdminError(Code.BAD_REQUEST, 'block: you cannot block your own key');
-    const changed = await policies.store.block(args.key);
+    const changed = await policyStore.block(args.key);
     const applied = ctx.enforce(args.key);
     return { key: keyText(args.key), blocked: true, changed, disconnected: applied.disconnected };
   },
@@ -59,7 +57,7 @@ const unblock: AdminCommand<{ key: Buffer }> = {
   args: z.object({ key: keyArg }).strict(),
   audit: (a) => ({ keys: [keyText(a.key)] }),
   async run(ctx, args) {
-    const changed = await ctx.host.policies.store.unblock(args.key);
+    const changed = await ctx.host.policyStore.unblock(args.key);
     return { key: keyText(args.key), blocked: false, changed };
   },
 };
@@ -71,7 +69,7 @@ const blocked: AdminCommand<Record<string, never>> = {
   args: z.object({}).strict(),
   audit: () => ({}),
   run(ctx) {
-    return { keys: ctx.host.policies.store.blocked().map(keyText) };
+    return { keys: ctx.host.policyStore.blocked().map(keyText) };
   },
 };
 

@@ -5,48 +5,15 @@
 //
 // The commands live beside this file, one small file per group: policies, users, connections,
 // messages, stats. There is no remote shell and no file access, by design.
-import type { Logger } from 'pino';
 import { z } from 'zod';
 import { decodeKey, encodeKey } from '../crypto/keys.js';
-import { Code, codeMessage, codeName } from '../protocol/constants.js';
-import type { EventLog } from '../server/events.js';
-import type { EnforceResult, PolicyAuthority } from '../server/policies.js';
-import type { Session } from '../server/session.js';
-import type { MailboxStore } from '../store/mailbox.js';
-import { PolicyStoreError, type Capability } from '../store/policy.js';
+import type { Capability } from '../policy/capabilities.js';
+import { Code, codeName } from '../protocol/constants.js';
+import { PolicyStoreError } from '../store/policy-store.js';
+import type { AdminHost, PolicyEnforcement } from './host.js';
 
 /** Status of an answer that conflicts with the relay's state (a policy still assigned). */
 export const CONFLICT: number = Code.CONFLICT;
-
-/** Every live session, receiving and send-only: policies, kicks and counts cover them all. */
-export function* everySession(host: AdminHost): IterableIterator<Session> {
-  yield* host.sessions.values();
-  if (host.sendOnly) for (const set of host.sendOnly.values()) yield* set;
-}
-
-/** The live sessions of one key (latin1 of its 32 bytes): the receiving one first. */
-export function sessionsOfKey(host: AdminHost, keyId: string): Session[] {
-  const receiving = host.sessions.get(keyId);
-  const out = receiving && !receiving.closed ? [receiving] : [];
-  for (const s of host.sendOnly?.get(keyId) ?? []) if (!s.closed) out.push(s);
-  return out;
-}
-
-/** What the engine needs from the relay. */
-export interface AdminHost {
-  readonly policies: PolicyAuthority;
-  readonly store: MailboxStore;
-  /** The live sessions, by key (latin1 of the 32 bytes): the router's map. */
-  readonly sessions: ReadonlyMap<string, Session>;
-  /** The send-only sessions, by key: the router's map (absent: none). */
-  readonly sendOnly?: ReadonlyMap<string, ReadonlySet<Session>>;
-  /** A snapshot of the relay's counters and gauges, for `stats`. */
-  stats(): Promise<Record<string, unknown>>;
-  readonly events?: EventLog | null;
-  readonly log?: Logger;
-  /** Told when a command closed a session: kicked, or its key may no longer connect. */
-  disconnected?(session: Session, reason: 'kicked' | 'not_authorized'): void;
-}
 
 export interface AdminCaller {
   readonly key: Uint8Array;
@@ -62,9 +29,7 @@ export interface CommandContext {
   readonly host: AdminHost;
   readonly caller: AdminCaller;
   /** Pushes the current policies to connected sessions (all of them, or one key's). */
-  enforce(only?: Uint8Array): EnforceResult;
-  /** Closes a session with KICKED. */
-  kick(session: Session): void;
+  enforce(only?: Uint8Array): PolicyEnforcement;
 }
 
 export interface AuditTargets {
@@ -179,15 +144,7 @@ export class AdminEngine {
 
   #context(caller: AdminCaller): CommandContext {
     const host = this.#host;
-    return {
-      host,
-      caller,
-      enforce: (only) => host.policies.enforce(everySession(host), only, (s) => host.disconnected?.(s, 'not_authorized')),
-      kick: (session) => {
-        session.closeConnection(Code.KICKED, codeMessage(Code.KICKED));
-        host.disconnected?.(session, 'kicked');
-      },
-    };
+    return { host, caller, enforce: (only) => host.connections.enforcePolicies(only) };
   }
 
   #failure(err: unknown, command: AdminCommand | undefined): [number, string] {

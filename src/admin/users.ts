@@ -1,16 +1,16 @@
 // Admin commands on users (keys) and their policies: user.set, user.get, user.ls, user.rm.
 import { z } from 'zod';
+import { grantedRights } from '../policy/capabilities.js';
+import { POLICY_NAME } from '../policy/policy.js';
 import { Code } from '../protocol/constants.js';
-import { CAPABILITIES, POLICY_NAME, rightsOf } from '../store/policy.js';
-import { AdminError, keyArg, keyText, sessionsOfKey, type AdminCommand, type CommandContext } from './engine.js';
+import { AdminError, keyArg, keyText, type AdminCommand, type CommandContext } from './engine.js';
 
 const policyName = z.string().regex(POLICY_NAME, 'not a policy name');
 
 /** What applies to a key: its policy (and where it comes from), rights, limits and mailbox quota. */
 export function userView(ctx: CommandContext, key: Uint8Array): Record<string, unknown> {
-  const policies = ctx.host.policies;
+  const { policies, connections } = ctx.host;
   const e = policies.effective(key);
-  const rights = policies.rights(key);
   return {
     key: keyText(key),
     policy: e.policy.name,
@@ -18,10 +18,10 @@ export function userView(ctx: CommandContext, key: Uint8Array): Record<string, u
     root: e.root,
     blocked: e.blocked,
     canConnect: policies.mayConnect(key),
-    rights: CAPABILITIES.filter((c) => rights[c]),
+    rights: grantedRights(policies.rights(key)),
     limits: policies.limitsFor(key),
     quota: policies.quotaFor(key),
-    connected: sessionsOfKey(ctx.host, Buffer.from(key).toString('latin1')).length > 0,
+    connected: connections.isConnected(key),
   };
 }
 
@@ -32,14 +32,14 @@ const set: AdminCommand<{ key: Buffer; policy: string }> = {
   args: z.object({ key: keyArg, policy: policyName }).strict(),
   audit: (a) => ({ keys: [keyText(a.key)], policy: a.policy }),
   async run(ctx, args) {
-    const policies = ctx.host.policies;
-    const target = policies.store.policy(args.policy);
+    const { policies, policyStore } = ctx.host;
+    const target = policyStore.policy(args.policy);
     if (!target) throw new AdminError(Code.NOT_FOUND, `no policy named ${JSON.stringify(args.policy)}`);
-    if (!policies.holdsAll(ctx.caller.key, target.admin)) {
-      const missing = rightsOf(target).filter((c) => !policies.can(ctx.caller.key, c));
+    const missing = policies.lacking(ctx.caller.key, target.admin);
+    if (missing.length > 0) {
       throw new AdminError(Code.FORBIDDEN, `user.set: policy ${JSON.stringify(args.policy)} grants rights you do not hold: ${missing.join(', ')}`);
     }
-    await policies.store.assign(args.key, args.policy);
+    await policyStore.assign(args.key, args.policy);
     const applied = ctx.enforce(args.key);
     return { user: userView(ctx, args.key), applied };
   },
@@ -64,7 +64,7 @@ const ls: AdminCommand<Record<string, never>> = {
   args: z.object({}).strict(),
   audit: () => ({}),
   run(ctx) {
-    return { users: ctx.host.policies.store.assignments().map((a) => ({ key: keyText(a.user), policy: a.policy })) };
+    return { users: ctx.host.policyStore.assignments().map((a) => ({ key: keyText(a.user), policy: a.policy })) };
   },
 };
 
@@ -75,7 +75,7 @@ const rm: AdminCommand<{ key: Buffer }> = {
   args: z.object({ key: keyArg }).strict(),
   audit: (a) => ({ keys: [keyText(a.key)] }),
   async run(ctx, args) {
-    const removed = await ctx.host.policies.store.unassign(args.key);
+    const removed = await ctx.host.policyStore.unassign(args.key);
     const applied = ctx.enforce(args.key);
     return { removed, user: userView(ctx, args.key), applied };
   },

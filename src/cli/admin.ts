@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { ConnectError, RelayClient, type AdminAnswer } from '../client/client.js';
 import { decodeKey } from '../crypto/keys.js';
 import { AddressError } from '../protocol/address.js';
-import { CAPABILITIES, type Capability } from '../store/policy.js';
+import { allRights, CAPABILITIES, isCapability, noRights, rightsFrom } from '../policy/capabilities.js';
+import { FIELD_UNITS, type FieldUnit, type PolicyField } from '../policy/policy.js';
 import { CliError, flag, parseCommand, requireOption, stringOption } from './args.js';
 import { loadIdentity } from './keys.js';
 import { formatSize, parseDuration, parseSize } from './units.js';
@@ -34,19 +35,19 @@ Exit status: 0 done, 1 refused by the relay or cannot connect, 2 bad arguments.`
 
 type Values = Record<string, string | boolean | undefined>;
 
-/** Policy flags: name → [field, kind]. */
-const POLICY_FLAGS: Record<string, [string, 'bool' | 'size' | 'count' | 'duration' | 'rights']> = {
-  'can-connect': ['canConnect', 'bool'],
-  rights: ['admin', 'rights'],
-  'max-payload': ['maxPayloadBytes', 'size'],
-  'max-recipients': ['maxRecipients', 'count'],
-  'max-ttl': ['maxTtlSeconds', 'duration'],
-  'mailbox-max-count': ['mailboxMaxCount', 'count'],
-  'mailbox-max-bytes': ['mailboxMaxBytes', 'size'],
-  'rate-bytes': ['rateBytesPerSecond', 'size'],
-  'rate-burst-bytes': ['rateBurstBytes', 'size'],
-  'rate-msgs': ['rateMessagesPerSecond', 'count'],
-  'rate-burst-msgs': ['rateBurstMessages', 'count'],
+/** Policy flags: name → the policy field it sets (read by the field's unit: src/policy/policy.ts). */
+const POLICY_FLAGS: Record<string, PolicyField> = {
+  'can-connect': 'canConnect',
+  rights: 'admin',
+  'max-payload': 'maxPayloadBytes',
+  'max-recipients': 'maxRecipients',
+  'max-ttl': 'maxTtlSeconds',
+  'mailbox-max-count': 'mailboxMaxCount',
+  'mailbox-max-bytes': 'mailboxMaxBytes',
+  'rate-bytes': 'rateBytesPerSecond',
+  'rate-burst-bytes': 'rateBurstBytes',
+  'rate-msgs': 'rateMessagesPerSecond',
+  'rate-burst-msgs': 'rateBurstMessages',
 };
 
 const OTHER_FLAGS = ['file', 'top', 'user', 'older-than'] as const;
@@ -224,22 +225,22 @@ function policyFields(values: Values, name: string): Record<string, unknown> {
     if (fileName !== undefined && fileName !== name) usage(`--file ${file} names policy ${JSON.stringify(fileName)}, not ${JSON.stringify(name)}`);
     fields = rest;
   }
-  for (const [flagName, [field, kind]] of Object.entries(POLICY_FLAGS)) {
+  for (const [flagName, field] of Object.entries(POLICY_FLAGS)) {
     const text = stringOption(values, flagName);
     if (text === undefined) continue;
-    fields[field] = policyValue(flagName, kind, text);
+    fields[field] = policyValue(flagName, FIELD_UNITS[field], text);
   }
   return fields;
 }
 
-function policyValue(flagName: string, kind: string, text: string): unknown {
+function policyValue(flagName: string, unit: FieldUnit, text: string): unknown {
   const bad = (want: string): never => usage(`--${flagName} must be ${want}, got ${JSON.stringify(text)}`);
-  switch (kind) {
-    case 'bool':
+  switch (unit) {
+    case 'boolean':
       if (['true', 'yes', '1'].includes(text)) return true;
       if (['false', 'no', '0'].includes(text)) return false;
       return bad('true or false');
-    case 'size': {
+    case 'bytes': {
       const n = parseSize(text);
       return n === null ? bad('a size such as 65536, 64KiB or 10MiB') : n;
     }
@@ -247,18 +248,16 @@ function policyValue(flagName: string, kind: string, text: string): unknown {
       const n = Number(text);
       return Number.isSafeInteger(n) && n >= 0 && text.trim() !== '' ? n : bad('a whole number');
     }
-    case 'duration': {
+    case 'seconds': {
       const n = parseDuration(text);
       return n === null || !Number.isInteger(n) ? bad('a whole number of seconds, or a duration such as 90s, 2h, 7d') : n;
     }
-    default: {
+    case 'rights': {
       const words = text.split(',').map((w) => w.trim()).filter(Boolean);
-      if (words.length === 1 && (words[0] === 'all' || words[0] === 'none')) {
-        return Object.fromEntries(CAPABILITIES.map((c) => [c, words[0] === 'all']));
-      }
-      const unknown = words.filter((w) => !(CAPABILITIES as readonly string[]).includes(w));
-      if (unknown.length > 0 || words.length === 0) bad(`a comma-separated list of ${CAPABILITIES.join(', ')} (or all, none)`);
-      return Object.fromEntries(CAPABILITIES.map((c) => [c, words.includes(c as Capability)]));
+      if (words.length === 1 && words[0] === 'all') return allRights();
+      if (words.length === 1 && words[0] === 'none') return noRights();
+      if (words.length === 0 || !words.every(isCapability)) bad(`a comma-separated list of ${CAPABILITIES.join(', ')} (or all, none)`);
+      return rightsFrom(words);
     }
   }
 }

@@ -1,21 +1,126 @@
-// What each key may do, as the relay applies it: admission at the handshake, the limits of what a
-// session sends, the quota of a recipient's mailbox, admin rights, and pushing a change to the
-// sessions already connected. The rules live here; the data lives in a PolicyStore.
+// What the running relay does with policies: it keeps them in memory for its handshake and
+// message paths (PolicyCache), answers the handshake's admission check, and applies a change to
+// the sessions already connected. What applies to a key is decided in src/policy/; where policies
+// are kept is a PolicyStore (src/store/policy-store.ts).
+import { keyId } from '../crypto/key-cache.js';
+import type { PolicyAuthority } from '../policy/authority.js';
+import type { Policy } from '../policy/policy.js';
+import type { Assignment, PolicyView } from '../policy/view.js';
 import { Code } from '../protocol/constants.js';
-import {
-  allRights, CAPABILITIES, DEFAULT_POLICY, effectivePolicy, noRights,
-  type Capability, type Policy, type PolicySource, type PolicyStore,
-} from '../store/policy.js';
+import { PolicyStoreError, type PolicyStore, type PolicyWrites } from '../store/policy-store.js';
+import { PolicyTable } from '../store/policy-table.js';
 import type { Session, SenderLimits } from './session.js';
 
-/** The configuration values policies fall back to and are capped by (read live: a reload changes them). */
-export type PolicyDefaults = Omit<Policy, 'name' | 'canConnect' | 'admin'>;
+/**
+ * The relay's copy of its policy store, read synchronously (at every handshake, for every stored
+ * message) and changed through: a change is checked and applied here at once, so the relay acts
+ * on it from the next frame, and resolves when the store has it durably. A change the store
+ * refuses or fails reloads this copy from the store. load() fills it before the relay serves.
+ */
+export class PolicyCache implements PolicyView, PolicyWrites {
+  readonly #store: PolicyStore;
+  readonly #table = new PolicyTable();
+  #closed = false;
 
-export interface EffectivePolicy {
-  policy: Policy;
-  source: PolicySource;
-  root: boolean;
-  blocked: boolean;
+  constructor(store: PolicyStore) {
+    this.#store = store;
+  }
+
+  /** Reads everything from the store again. */
+  async load(): Promise<void> {
+    this.#table.load(await this.#store.snapshot());
+  }
+
+  policy(name: string): Policy | undefined {
+    return this.#table.policy(name);
+  }
+
+  policies(): Policy[] {
+    return this.#table.policies();
+  }
+
+  assignment(user: Uint8Array): string | undefined {
+    return this.#table.assignment(user);
+  }
+
+  assignments(): Assignment[] {
+    return this.#table.assignments();
+  }
+
+  assignedCount(name: string): number {
+    return this.#table.assignedCount(name);
+  }
+
+  isBlocked(user: Uint8Array): boolean {
+    return this.#table.isBlocked(user);
+  }
+
+  blocked(): Uint8Array[] {
+    return this.#table.blocked();
+  }
+
+  async setPolicy(policy: Policy): Promise<void> {
+    this.#live();
+    this.#table.setPolicy(policy);
+    await this.#written(this.#store.setPolicy(policy));
+  }
+
+  async removePolicy(name: string): Promise<void> {
+    this.#live();
+    this.#table.removePolicy(name);
+    await this.#written(this.#store.removePolicy(name));
+  }
+
+  async assign(user: Uint8Array, name: string): Promise<void> {
+    this.#live();
+    this.#table.assign(user, name);
+    await this.#written(this.#store.assign(user, name));
+  }
+
+  // The store's answer, not this copy's: a store shared with other relays may know better.
+  async unassign(user: Uint8Array): Promise<boolean> {
+    this.#live();
+    this.#table.unassign(user);
+    return this.#written(this.#store.unassign(user));
+  }
+
+  async block(user: Uint8Array): Promise<boolean> {
+    this.#live();
+    this.#table.block(user);
+    return this.#written(this.#store.block(user));
+  }
+
+  async unblock(user: Uint8Array): Promise<boolean> {
+    this.#live();
+    this.#table.unblock(user);
+    return this.#written(this.#store.unblock(user));
+  }
+
+  /** Closes the store; changes are refused from now on (reads still answer). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#store.close();
+  }
+
+  #live(): void {
+    if (this.#closed) throw new PolicyStoreError('CLOSED', 'policy store is closed');
+  }
+
+  async #written<T>(write: Promise<T>): Promise<T> {
+    try {
+      return await write;
+    } catch (err) {
+      if (!this.#closed) {
+        try { await this.load(); } catch { /* keep this copy; the store reports its own problem */ }
+      }
+      throw err;
+    }
+  }
+}
+
+/** The handshake's admission check: OK, or NOT_AUTHORIZED for a key that may not connect. */
+export function admissionCode(policies: PolicyAuthority, key: Uint8Array): number {
+  return policies.mayConnect(key) ? Code.OK : Code.NOT_AUTHORIZED;
 }
 
 export interface EnforceResult {
@@ -25,141 +130,30 @@ export interface EnforceResult {
   updated: number;
 }
 
-function keyId(key: Uint8Array): string {
-  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
-}
-
-export class PolicyAuthority {
-  readonly store: PolicyStore;
-  readonly #config: PolicyDefaults;
-  readonly #rootId: string | null;
-
-  constructor(store: PolicyStore, config: PolicyDefaults, rootKey: Uint8Array | null) {
-    this.store = store;
-    this.#config = config;
-    this.#rootId = rootKey ? keyId(rootKey) : null;
-  }
-
-  get hasRoot(): boolean {
-    return this.#rootId !== null;
-  }
-
-  isRoot(key: Uint8Array): boolean {
-    return this.#rootId !== null && keyId(key) === this.#rootId;
-  }
-
-  /** The policy a key gets when no `default` policy is stored: the relay configuration's defaults. */
-  builtInDefault(): Policy {
-    const c = this.#config;
-    return {
-      name: DEFAULT_POLICY,
-      canConnect: true,
-      admin: noRights(),
-      maxPayloadBytes: c.maxPayloadBytes,
-      maxRecipients: c.maxRecipients,
-      maxTtlSeconds: c.maxTtlSeconds,
-      mailboxMaxCount: c.mailboxMaxCount,
-      mailboxMaxBytes: c.mailboxMaxBytes,
-      rateBytesPerSecond: c.rateBytesPerSecond,
-      rateBurstBytes: c.rateBurstBytes,
-      rateMessagesPerSecond: c.rateMessagesPerSecond,
-      rateBurstMessages: c.rateBurstMessages,
-    };
-  }
-
-  /** The stored policy that applies to key (assigned, else `default`), or null for the built-in default. */
-  #stored(key: Uint8Array): Policy | null {
-    const store = this.store;
-    const name = store.assignment(key);
-    if (name !== undefined) {
-      const assigned = store.policy(name);
-      if (assigned) return assigned;
+/**
+ * Applies the current policies to connected sessions (all of them, or only's): a key that may no
+ * longer connect is closed with NOT_AUTHORIZED; changed limits apply from the session's next frame.
+ */
+export function enforcePolicies(policies: PolicyAuthority, sessions: Iterable<Session>, only?: Uint8Array,
+  onDisconnect?: (session: Session) => void): EnforceResult {
+  const onlyId = only ? keyId(only) : null;
+  let disconnected = 0;
+  let updated = 0;
+  for (const session of [...sessions]) {
+    if (session.closed || (onlyId !== null && session.keyId !== onlyId)) continue;
+    if (!policies.mayConnect(session.key)) {
+      session.closeConnection(Code.NOT_AUTHORIZED, 'no longer authorized to connect');
+      disconnected++;
+      onDisconnect?.(session);
+      continue;
     }
-    return store.policy(DEFAULT_POLICY) ?? null;
-  }
-
-  effective(key: Uint8Array): EffectivePolicy {
-    const { policy, source } = effectivePolicy(this.store, key, this.builtInDefault());
-    return { policy, source, root: this.isRoot(key), blocked: this.store.isBlocked(key) };
-  }
-
-  /** The root key may always connect (so an operator cannot lock themselves out); others need canConnect and no block. */
-  mayConnect(key: Uint8Array): boolean {
-    if (this.isRoot(key)) return true;
-    if (this.store.isBlocked(key)) return false;
-    return this.#stored(key)?.canConnect ?? true;
-  }
-
-  /** The handshake's admission check: OK or NOT_AUTHORIZED. */
-  admit(key: Uint8Array): number {
-    return this.mayConnect(key) ? Code.OK : Code.NOT_AUTHORIZED;
-  }
-
-  /**
-   * A key's sending limits: its policy's, with payload size, recipients and TTL capped by the
-   * relay's configuration (which sizes the frames the relay reads and the TTL its store takes).
-   */
-  limitsFor(key: Uint8Array): SenderLimits {
-    const c = this.#config;
-    const p = this.#stored(key) ?? c;
-    return {
-      maxPayloadBytes: Math.min(p.maxPayloadBytes, c.maxPayloadBytes),
-      maxRecipients: Math.min(p.maxRecipients, c.maxRecipients),
-      maxTtlSeconds: Math.min(p.maxTtlSeconds, c.maxTtlSeconds),
-      rateBytesPerSecond: p.rateBytesPerSecond,
-      rateBurstBytes: p.rateBurstBytes,
-      rateMessagesPerSecond: p.rateMessagesPerSecond,
-      rateBurstMessages: p.rateBurstMessages,
-    };
-  }
-
-  /** The mailbox quota of a recipient, from its policy (the store's hook, on the enqueue path). */
-  quotaFor(recipient: Uint8Array): { maxCount: number; maxBytes: number } {
-    const p = this.#stored(recipient) ?? this.#config;
-    return { maxCount: p.mailboxMaxCount, maxBytes: p.mailboxMaxBytes };
-  }
-
-  /** The admin rights of a key: all of them for root, else its policy's. */
-  rights(key: Uint8Array): Record<Capability, boolean> {
-    if (this.isRoot(key)) return allRights();
-    return { ...(this.#stored(key)?.admin ?? noRights()) };
-  }
-
-  can(key: Uint8Array, capability: Capability): boolean {
-    return this.isRoot(key) || this.#stored(key)?.admin[capability] === true;
-  }
-
-  /** True when the key holds every right that `rights` grants (no one hands out what they lack). */
-  holdsAll(key: Uint8Array, rights: Record<Capability, boolean>): boolean {
-    if (this.isRoot(key)) return true;
-    const own = this.rights(key);
-    return CAPABILITIES.every((c) => !rights[c] || own[c]);
-  }
-
-  /**
-   * Applies the current policies to connected sessions: a key that may no longer connect is
-   * closed with NOT_AUTHORIZED; changed limits apply from the session's next frame.
-   */
-  enforce(sessions: Iterable<Session>, only?: Uint8Array, onDisconnect?: (session: Session) => void): EnforceResult {
-    const onlyId = only ? keyId(only) : null;
-    let disconnected = 0;
-    let updated = 0;
-    for (const session of [...sessions]) {
-      if (session.closed || (onlyId !== null && session.keyId !== onlyId)) continue;
-      if (!this.mayConnect(session.key)) {
-        session.closeConnection(Code.NOT_AUTHORIZED, 'no longer authorized to connect');
-        disconnected++;
-        onDisconnect?.(session);
-        continue;
-      }
-      const next = this.limitsFor(session.key);
-      if (!sameLimits(session.limits, next)) {
-        session.limits = next;
-        updated++;
-      }
+    const next = policies.limitsFor(session.key);
+    if (!sameLimits(session.limits, next)) {
+      session.limits = next;
+      updated++;
     }
-    return { disconnected, updated };
   }
+  return { disconnected, updated };
 }
 
 export function sameLimits(a: SenderLimits, b: SenderLimits): boolean {

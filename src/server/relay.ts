@@ -6,20 +6,21 @@ import type { Logger } from 'pino';
 import { AdminEngine } from '../admin/engine.js';
 import { allCommands } from '../admin/stats.js';
 import { decodeKey, encodeKey, loadOrCreateIdentityFile, Signer, type Identity } from '../crypto/keys.js';
+import { PolicyAuthority } from '../policy/authority.js';
 import { formatRelayAddress } from '../protocol/address.js';
 import { Code, codeMessage, codeName, FrameType } from '../protocol/constants.js';
 import { encodeClose } from '../protocol/frames.js';
-import { openLmdbPolicyStore } from '../store/lmdb/policy.js';
 import type { MailboxStore } from '../store/mailbox.js';
-import { openMailboxStore, redactUrl, type MailboxSettings, type StoreEvents } from '../store/open.js';
-import type { PolicyStore } from '../store/policy.js';
+import { openMailboxStore, openPolicyStore, redactUrl, type MailboxSettings, type StoreEvents } from '../store/open.js';
+import type { PolicyStore } from '../store/policy-store.js';
 import { defaultConfig, RELOADABLE_KEYS, tlsEnabled, type RelayConfig, type RelayConfigInput } from './config.js';
+import { ConnectedSessions } from './connected-sessions.js';
 import { Connection, type RelayContext } from './connection.js';
 import { EventLog } from './events.js';
 import { createLogger } from './log.js';
 import { startMetricsServer, type MetricsServer, type MetricsSource, type Traffic } from './metrics.js';
-import { PolicyAuthority } from './policies.js';
 import type { Peers } from './destinations.js';
+import { admissionCode, PolicyCache } from './policies.js';
 import { Router } from './router.js';
 import type { SenderLimits } from './session.js';
 import { RelayStats } from './stats.js';
@@ -69,7 +70,8 @@ export class Relay {
   readonly admin: AdminEngine;
   /** The event log under <dataDir>/events (null when eventLog is off). */
   readonly events: EventLog | null;
-  readonly #policyStore: PolicyStore;
+  /** The policy store, as the relay reads it on its hot paths and changes it (admin commands). */
+  readonly #policyCache: PolicyCache;
   #metrics: MetricsServer | null = null;
   #ready = false;
   readonly #startedAt = Date.now();
@@ -85,7 +87,7 @@ export class Relay {
   readonly #tls: TlsAcceptor | null = null;
   readonly #tlsPending = new Set<Socket>();
 
-  private constructor(config: RelayConfig, log: Logger, store: MailboxStore, options: RelayOptions) {
+  private constructor(config: RelayConfig, log: Logger, store: MailboxStore, policyStore: PolicyStore, options: RelayOptions) {
     this.config = config;
     this.log = log;
     this.identity = loadOrCreateIdentityFile(join(config.dataDir, 'relay-identity.json'));
@@ -94,8 +96,8 @@ export class Relay {
       this.#tls = new TlsAcceptor(secureContextFor(material));
       this.log.info({ event: 'tls_enabled', certificate: material.source, created: material.created }, material.created ? 'TLS on: self-signed certificate created' : 'TLS on');
     }
-    this.#policyStore = openLmdbPolicyStore({ path: join(config.dataDir, 'policies') });
-    this.policies = new PolicyAuthority(this.#policyStore, config, config.rootKey ? decodeKey(config.rootKey) : null);
+    this.#policyCache = new PolicyCache(policyStore);
+    this.policies = new PolicyAuthority(this.#policyCache, config, config.rootKey ? decodeKey(config.rootKey) : null);
     this.events = config.eventLog
       ? new EventLog({ dir: join(config.dataDir, 'events'), maxFileBytes: config.eventLogMaxBytes, keepFiles: config.eventLogFiles })
       : null;
@@ -106,17 +108,12 @@ export class Relay {
     if (events) this.router.onDelivery = (event, from, to, bytes) => events.write(event, { from, to, bytes });
     this.admin = new AdminEngine({
       policies,
+      policyStore: this.#policyCache,
       store: this.store,
-      sessions: this.router.sessions,
-      sendOnly: this.router.sendOnly,
+      connections: new ConnectedSessions(this.router, policies, this.stats, events),
       stats: () => this.statsSnapshot(),
       events,
       log: this.log,
-      disconnected: (session, reason) => {
-        if (reason === 'kicked') this.stats.policyDisconnects.kicked++;
-        else this.stats.policyDisconnects.notAuthorized++;
-        events?.write('disconnected', { key: session.keyText, reason });
-      },
     }, allCommands());
     this.#acceptBucket = new TokenBucket(config.acceptRatePerSecond, config.acceptBurst);
     const relay = this;
@@ -126,7 +123,7 @@ export class Relay {
       router: this.router,
       stats: this.stats,
       log: this.log,
-      admit: (key) => policies.admit(key),
+      admit: (key) => admissionCode(policies, key),
       limitsFor: (key) => policies.limitsFor(key),
       connectionClosed: (connection) => {
         relay.connections.delete(connection);
@@ -161,6 +158,7 @@ export class Relay {
     mkdirSync(config.dataDir, { recursive: true });
     // Each recipient's mailbox quota comes from its policy; nothing is stored before the relay exists.
     let policies: PolicyAuthority | null = null;
+    const policyStore = await openPolicyStore({ store: config.store, dataDir: config.dataDir });
     const store = await (options.openStore ?? openMailboxStore)({
       store: config.store,
       dataDir: config.dataDir,
@@ -172,16 +170,25 @@ export class Relay {
       },
       quotaFor: (recipient) => policies?.quotaFor(recipient),
       events: storeEvents(log),
+    }).catch(async (err: unknown) => {
+      await policyStore.close();
+      throw err;
     });
     log.debug({ event: 'store_opened', store: redactUrl(config.store) }, 'mailbox store opened');
     let relay: Relay;
     try {
-      relay = new Relay(config, log, store, options);
+      relay = new Relay(config, log, store, policyStore, options);
     } catch (err) {
-      await store.close();
+      await Promise.all([store.close(), policyStore.close()]);
       throw err;
     }
     policies = relay.policies;
+    try {
+      await relay.#policyCache.load();
+    } catch (err) {
+      await relay.close({ graceMs: 0 });
+      throw err;
+    }
     // A sweep that cannot commit (a full disk) leaves the store unwritable, not the relay stopped:
     // it serves live traffic and drains, and says not ready until the store has recovered.
     await relay.store.sweepExpired().catch((err: Error) => relay.log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
@@ -460,7 +467,7 @@ export class Relay {
       // Let requeues started by closing sessions reach the store before it closes.
       await new Promise((r) => setImmediate(r));
       await this.store.close();
-      await this.#policyStore.close();
+      await this.#policyCache.close();
       if (this.#metrics) await this.#metrics.close();
       this.events?.write('relay_stopped', {});
       await this.events?.close();

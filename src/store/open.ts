@@ -4,7 +4,9 @@
 import { join } from 'node:path';
 import type { MailboxLimits, MailboxStore, QuotaHook } from './mailbox.js';
 import { openLmdbEngine } from './lmdb/engine.js';
+import { openLmdbPolicyStore } from './lmdb/policy.js';
 import { MemoryMailbox } from './memory/mailbox.js';
+import type { PolicyStore } from './policy-store.js';
 
 /** What an engine reports while it runs; each callback must not throw. */
 export interface StoreEvents {
@@ -94,6 +96,13 @@ export function redactUrl(store: string): string {
   } catch {
     return store;
   }
+}
+
+/** Opens the policy store of the engine the setting names (policies and assignments live beside the mailboxes). */
+export async function openPolicyStore(settings: Pick<MailboxSettings, 'store' | 'dataDir'>): Promise<PolicyStore> {
+  const error = storeSettingError(settings.store);
+  if (error !== null) throw new Error(error);
+  return openLmdbPolicyStore({ path: join(settings.dataDir, 'policies') });
 }
 
 /** Opens the engine the setting names (any engine, durable or not: the relay's configuration refuses the others). */

@@ -1,8 +1,9 @@
 /**
  * The LMDB policy store: its own small environment (by default `<data>/policies/`, a sibling of the
- * mailbox store), read into memory at open. Reads answer from memory; each write updates memory at
- * once and resolves when its LMDB transaction has committed (default sync settings: durable across
- * kill -9). If a commit ever fails, the caller's promise rejects and memory is reloaded from disk.
+ * mailbox store), read into memory (a PolicyTable) at open. Reads answer from memory; each write is
+ * checked and applied to memory at once and resolves when its LMDB transaction has committed
+ * (default sync settings: durable across kill -9). If a commit ever fails, the caller's promise
+ * rejects and memory is reloaded from disk. The contract is src/store/policy-store.ts.
  *
  * Layout (every value is UTF-8 JSON with every field explicit):
  *   policies  key name (UTF-8)   val { "format": 1, "policy": Policy, "updatedAt": ms }
@@ -12,14 +13,14 @@
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { z } from 'zod';
+import { policySchema, type Policy } from '../../policy/policy.js';
+import type { Assignment } from '../../policy/view.js';
+import { PolicyStoreError, type PolicySnapshot, type PolicyStore } from '../policy-store.js';
+import { PolicyTable } from '../policy-table.js';
 import { absorbCommitError, closeEnv, guardOrphanCommits } from './commit-errors.js';
-import {
-  policySchema, PolicyStoreError, type Assignment, type Policy, type PolicyStore,
-} from '../policy.js';
 
 const FORMAT = 1;
 const FORMAT_KEY = Buffer.from('format');
-const KEY_BYTES = 32;
 
 type Bin = Database<Buffer, Buffer>;
 
@@ -48,14 +49,6 @@ function parse<T>(schema: z.ZodType<T>, value: Buffer, what: string): T {
   return result.data;
 }
 
-function keyId(key: Uint8Array): string {
-  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
-}
-
-function checkKey(key: Uint8Array): void {
-  if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) throw new PolicyStoreError('INVALID', 'a key is 32 bytes');
-}
-
 class LmdbPolicyStore implements PolicyStore {
   private readonly env: RootDatabase<Buffer, Buffer>;
   private readonly policiesDb: Bin;
@@ -63,10 +56,8 @@ class LmdbPolicyStore implements PolicyStore {
   private readonly blockedDb: Bin;
   private readonly metaDb: Bin;
   private readonly clock: () => number;
-  private readonly byName = new Map<string, Policy>();
-  /** keyId (latin1) → policy name */
-  private readonly users = new Map<string, string>();
-  private readonly blockedSet = new Set<string>();
+  /** Everything stored, as of the last write issued. */
+  private readonly table = new PolicyTable();
   private closed = false;
   /** The last commit failed (lmdb-js's close() then never finishes: closeEnv()). */
   private lastCommitFailed = false;
@@ -96,19 +87,18 @@ class LmdbPolicyStore implements PolicyStore {
 
   /** (Re)reads everything from LMDB into memory. */
   private load(): void {
-    this.byName.clear();
-    this.users.clear();
-    this.blockedSet.clear();
+    const policies: Policy[] = [];
+    const assignments: Assignment[] = [];
+    const blocked: Uint8Array[] = [];
     for (const { key, value } of this.policiesDb.getRange({})) {
       const name = key.toString('utf8');
-      const record = parse(policyRecord, value, `policy ${JSON.stringify(name)}`);
-      this.byName.set(name, record.policy);
+      policies.push(parse(policyRecord, value, `policy ${JSON.stringify(name)}`).policy);
     }
     for (const { key, value } of this.usersDb.getRange({})) {
-      const record = parse(userRecord, value, 'a user assignment');
-      this.users.set(key.toString('latin1'), record.policy);
+      assignments.push({ user: Buffer.from(key), policy: parse(userRecord, value, 'a user assignment').policy });
     }
-    for (const key of this.blockedDb.getKeys({})) this.blockedSet.add(key.toString('latin1'));
+    for (const key of this.blockedDb.getKeys({})) blocked.push(Buffer.from(key));
+    this.table.load({ policies, assignments, blocked });
   }
 
   /** Resolves when the write has committed; on failure reloads memory from disk and rejects. */
@@ -130,86 +120,46 @@ class LmdbPolicyStore implements PolicyStore {
     if (this.closed) throw new PolicyStoreError('CLOSED', 'policy store is closed');
   }
 
-  policy(name: string): Policy | undefined {
-    return this.byName.get(name);
-  }
-
-  policies(): Policy[] {
-    return [...this.byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  }
-
-  assignment(user: Uint8Array): string | undefined {
-    // On every stored message's path (quotas): skip the key conversion when nobody is assigned.
-    return this.users.size === 0 ? undefined : this.users.get(keyId(user));
-  }
-
-  assignments(): Assignment[] {
-    return [...this.users].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-      .map(([id, policy]) => ({ user: Buffer.from(id, 'latin1'), policy }));
-  }
-
-  assignedCount(name: string): number {
-    let n = 0;
-    for (const policy of this.users.values()) if (policy === name) n++;
-    return n;
-  }
-
-  isBlocked(user: Uint8Array): boolean {
-    return this.blockedSet.size > 0 && this.blockedSet.has(keyId(user));
-  }
-
-  blocked(): Uint8Array[] {
-    return [...this.blockedSet].sort().map((id) => Buffer.from(id, 'latin1'));
+  async snapshot(): Promise<PolicySnapshot> {
+    this.live();
+    return this.table.snapshot();
   }
 
   async setPolicy(policy: Policy): Promise<void> {
     this.live();
-    const result = policySchema.safeParse(policy);
-    if (!result.success) throw new PolicyStoreError('INVALID', `invalid policy: ${result.error.issues.map((i) => `${i.path.join('.') || 'policy'}: ${i.message}`).join('; ')}`);
-    const clean = result.data;
-    this.byName.set(clean.name, clean);
+    const clean = this.table.setPolicy(policy);
     await this.commit(this.policiesDb.put(Buffer.from(clean.name, 'utf8'), json({ format: FORMAT, policy: clean, updatedAt: this.clock() })));
   }
 
   async removePolicy(name: string): Promise<void> {
     this.live();
-    if (!this.byName.has(name)) throw new PolicyStoreError('NOT_FOUND', `no policy named ${JSON.stringify(name)}`);
-    const users = this.assignedCount(name);
-    if (users > 0) throw new PolicyStoreError('IN_USE', `policy ${JSON.stringify(name)} is assigned to ${users} key${users === 1 ? '' : 's'}; assign them another policy first`);
-    this.byName.delete(name);
+    this.table.removePolicy(name);
     await this.commit(this.policiesDb.remove(Buffer.from(name, 'utf8')));
   }
 
   async assign(user: Uint8Array, name: string): Promise<void> {
     this.live();
-    checkKey(user);
-    if (!this.byName.has(name)) throw new PolicyStoreError('NOT_FOUND', `no policy named ${JSON.stringify(name)}`);
-    this.users.set(keyId(user), name);
+    this.table.assign(user, name);
     await this.commit(this.usersDb.put(Buffer.from(user), json({ policy: name, updatedAt: this.clock() })));
   }
 
   async unassign(user: Uint8Array): Promise<boolean> {
     this.live();
-    checkKey(user);
-    if (!this.users.delete(keyId(user))) return false;
+    if (!this.table.unassign(user)) return false;
     await this.commit(this.usersDb.remove(Buffer.from(user)));
     return true;
   }
 
   async block(user: Uint8Array): Promise<boolean> {
     this.live();
-    checkKey(user);
-    const id = keyId(user);
-    if (this.blockedSet.has(id)) return false;
-    this.blockedSet.add(id);
+    if (!this.table.block(user)) return false;
     await this.commit(this.blockedDb.put(Buffer.from(user), json({ blockedAt: this.clock() })));
     return true;
   }
 
   async unblock(user: Uint8Array): Promise<boolean> {
     this.live();
-    checkKey(user);
-    if (!this.blockedSet.delete(keyId(user))) return false;
+    if (!this.table.unblock(user)) return false;
     await this.commit(this.blockedDb.remove(Buffer.from(user)));
     return true;
   }
