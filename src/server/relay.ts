@@ -22,23 +22,9 @@ import { startMetricsServer, type MetricsServer, type MetricsSource, type Traffi
 import type { Peers } from './destinations.js';
 import { admissionCode, PolicyCache } from './policies.js';
 import { Router } from './router.js';
-import type { SenderLimits } from './session.js';
 import { RelayStats } from './stats.js';
 import { TokenBucket } from './token-bucket.js';
 import { loadTlsMaterial, secureContextFor, TlsAcceptor } from './tls.js';
-
-/** The sending limits the relay's configuration gives a key that has no policy of its own. */
-export function configLimits(config: RelayConfig): SenderLimits {
-  return {
-    maxPayloadBytes: config.maxPayloadBytes,
-    maxRecipients: config.maxRecipients,
-    maxTtlSeconds: config.maxTtlSeconds,
-    rateBytesPerSecond: config.rateBytesPerSecond,
-    rateBurstBytes: config.rateBurstBytes,
-    rateMessagesPerSecond: config.rateMessagesPerSecond,
-    rateBurstMessages: config.rateBurstMessages,
-  };
-}
 
 export interface RelayOptions {
   logger?: Logger;

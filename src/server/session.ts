@@ -36,17 +36,9 @@ export const ReadPause = {
   TURN: 8,
 } as const;
 
-/** The limits that apply to what this session sends; a policy change replaces them at once. */
-export interface SenderLimits {
-  maxPayloadBytes: number;
-  maxRecipients: number;
-  maxTtlSeconds: number;
-  /** Inbound rate limits, enforced by pausing reads; 0 means unlimited. */
-  rateBytesPerSecond: number;
-  rateBurstBytes: number;
-  rateMessagesPerSecond: number;
-  rateBurstMessages: number;
-}
+/** The limits that apply to what this session sends (the policy model's); a policy change replaces them at once. */
+export type { SenderLimits } from '../policy/limits.js';
+import type { SenderLimits } from '../policy/limits.js';
 
 export class Session {
   readonly key: Buffer;
