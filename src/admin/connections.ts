@@ -1,5 +1,6 @@
 // Admin commands on connections: connections, kick, block, unblock, blocked.
 import { z } from 'zod';
+import { keyIdOf } from '../crypto/key-id.js';
 import { Code } from '../protocol/constants.js';
 import { AdminError, everySession, keyArg, keyText, sessionsOfKey, type AdminCommand } from './engine.js';
 
@@ -29,7 +30,7 @@ const kick: AdminCommand<{ key: Buffer }> = {
   audit: (a) => ({ keys: [keyText(a.key)] }),
   run(ctx, args) {
     // Every connection of the key: its receiving one and its send-only ones.
-    const sessions = sessionsOfKey(ctx.host, args.key.toString('latin1'));
+    const sessions = sessionsOfKey(ctx.host, keyIdOf(args.key));
     if (sessions.length === 0) throw new AdminError(Code.NOT_FOUND, `${keyText(args.key)} is not connected`);
     for (const session of sessions) ctx.kick(session);
     return { kicked: keyText(args.key) };

@@ -1,5 +1,6 @@
 // Admin commands on users (keys) and their policies: user.set, user.get, user.ls, user.rm.
 import { z } from 'zod';
+import { keyIdOf } from '../crypto/key-id.js';
 import { Code } from '../protocol/constants.js';
 import { CAPABILITIES, POLICY_NAME, rightsOf } from '../store/policy.js';
 import { AdminError, keyArg, keyText, sessionsOfKey, type AdminCommand, type CommandContext } from './engine.js';
@@ -21,7 +22,7 @@ export function userView(ctx: CommandContext, key: Uint8Array): Record<string, u
     rights: CAPABILITIES.filter((c) => rights[c]),
     limits: policies.limitsFor(key),
     quota: policies.quotaFor(key),
-    connected: sessionsOfKey(ctx.host, Buffer.from(key).toString('latin1')).length > 0,
+    connected: sessionsOfKey(ctx.host, keyIdOf(key)).length > 0,
   };
 }
 

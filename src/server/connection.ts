@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { keyIdOf } from '../crypto/key-id.js';
 import { verifySignature, type Signer } from '../crypto/keys.js';
 import {
   Code, codeMessage, FrameType, HelloFlags, MAX_ADMIN_REQUEST_LENGTH, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH, maxSendFrameLength,
@@ -288,7 +289,7 @@ export class Connection {
     else if (hello.version < PROTOCOL_VERSION_MIN || hello.version > PROTOCOL_VERSION_MAX) status = Code.UNSUPPORTED_VERSION;
     else status = ctx.admit(hello.clientKey);
     // Send-only connections never replace one another, so their number per key is capped here.
-    if (status === Code.OK && sendOnly && ctx.router.sendOnlyCountOf(hello.clientKey.toString('latin1')) >= ctx.config.maxSendOnlyPerKey) {
+    if (status === Code.OK && sendOnly && ctx.router.sendOnlyCountOf(keyIdOf(hello.clientKey)) >= ctx.config.maxSendOnlyPerKey) {
       status = Code.TOO_MANY_CONNECTIONS;
       retryAfterMs = SEND_ONLY_FULL_RETRY_MS;
     }
