@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { decodeKey, encodeKey } from '../crypto/keys.js';
 import { Code, codeMessage, codeName } from '../protocol/constants.js';
+import type { AdminResponse } from '../protocol/frames.js';
 import type { EventLog } from '../server/events.js';
 import type { EnforceResult, PolicyAuthority } from '../server/policies.js';
 import type { Session } from '../server/session.js';
@@ -51,11 +52,6 @@ export interface AdminHost {
 export interface AdminCaller {
   readonly key: Uint8Array;
   readonly keyText: string;
-}
-
-export interface AdminAnswer {
-  status: number;
-  json: string;
 }
 
 export interface CommandContext {
@@ -137,7 +133,7 @@ export class AdminEngine {
   }
 
   /** Carries out one request; never rejects. */
-  async handle(caller: AdminCaller, json: string): Promise<AdminAnswer> {
+  async handle(caller: AdminCaller, json: string): Promise<AdminResponse> {
     const running = this.#inFlight.get(caller) ?? 0;
     if (running >= MAX_ADMIN_IN_FLIGHT) {
       return this.#answer(Code.RATE_LIMITED, { error: `more than ${MAX_ADMIN_IN_FLIGHT} admin requests at once` });
@@ -204,7 +200,7 @@ export class AdminEngine {
     return [Code.INTERNAL_ERROR, `${command?.name ?? 'request'}: the relay failed to carry out the request`];
   }
 
-  #answer(status: number, body: unknown): AdminAnswer {
+  #answer(status: number, body: unknown): AdminResponse {
     const name = codeName(status);
     this.answers[name] = (this.answers[name] ?? 0) + 1;
     return { status, json: JSON.stringify(body) };

@@ -112,6 +112,7 @@ export interface ReceivedMessage {
   deliveryId: number;
 }
 
+/** An admin request's answer as the library hands it over: the relay's ADMIN_RESPONSE (AdminResponse, protocol/frames.ts), decoded. */
 export interface AdminAnswer {
   ok: boolean;
   status: number;

@@ -358,10 +358,20 @@ export interface AdminRequestFields {
   json: string;
 }
 
-export interface AdminResponseFields {
-  requestId: number;
+/**
+ * An admin request's answer as an ADMIN_RESPONSE carries it: what the relay's admin engine
+ * returns and its connection sends. (The client library hands its callers a decoded form,
+ * AdminAnswer in client/client.ts: ok, the code's name, the parsed JSON.)
+ */
+export interface AdminResponse {
   status: number;
+  /** JSON text of the answer: the command's result, or { "error": ... }. */
   json: string;
+}
+
+/** A whole ADMIN_RESPONSE: the answer and the id of the request it answers. */
+export interface AdminResponseFields extends AdminResponse {
+  requestId: number;
 }
 
 export function encodeAdminRequest(fields: AdminRequestFields): Buffer {

@@ -9,7 +9,9 @@ import {
   Code, codeMessage, FrameType, HelloFlags, MAX_ADMIN_REQUEST_LENGTH, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH, maxSendFrameLength,
   PING_LENGTH, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 } from '../protocol/constants.js';
-import { encodeAdminResponse, encodeClose, encodeFrame, parseAck, parseAdminRequest, parseClose } from '../protocol/frames.js';
+import {
+  encodeAdminResponse, encodeClose, encodeFrame, parseAck, parseAdminRequest, parseClose, type AdminResponse,
+} from '../protocol/frames.js';
 import {
   clientSignedBytes, encodeServerHello, encodeServerWelcome, NO_LIMITS, parseClientHello, relaySignedBytes, transcript,
   welcomeSignedFields, type WelcomeLimits,
@@ -35,7 +37,7 @@ export interface RelayContext {
   /** Called once per connection when it leaves the handshake, however it leaves it. */
   handshakeFinished(): void;
   /** Carries out an admin request from an authenticated caller; never rejects. */
-  admin(caller: Session, json: string): Promise<AdminAnswer>;
+  admin(caller: Session, json: string): Promise<AdminResponse>;
   /** A handshake was refused with this code; the key when it proved itself (signature valid); tls: over TLS. */
   handshakeRefused?(code: number, clientKey: Buffer | null, tls: boolean): void;
   /** A TLS ClientHello reached this plain port (the client used pulltabs:// for a plain relay). */
@@ -46,12 +48,6 @@ export interface RelayContext {
 export interface ConnectionTransport {
   channelBinding: Buffer | null;
   deadlineMs: number;
-}
-
-export interface AdminAnswer {
-  status: number;
-  /** JSON text of the answer (a result, or { "error": ... }). */
-  json: string;
 }
 
 /** Frame types a client may send after the handshake; anything else known is UNEXPECTED_FRAME. */
