@@ -10,9 +10,9 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Signer, verifySignature } from '../crypto/keys.js';
 import type { RelayAddress } from '../protocol/address.js';
 import {
-  Code, codeMessage, codeName, FrameType, MAX_ADMIN_RESPONSE_LENGTH, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH,
-  PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+  Code, codeMessage, codeName, FrameType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 } from '../protocol/constants.js';
+import { clientReadLimit, isFrameType } from '../protocol/frame-types.js';
 import {
   encodeClose, encodeFrame, parseAdminResponse, parseClose, parseDeliver, parseResult,
   type AdminResponseFields, type DeliverFields, type ResultFields,
@@ -49,8 +49,6 @@ export interface LinkHandlers {
   onEnd(end: LinkEnd): void;
 }
 
-/** Largest frame a client accepts from a relay. */
-const MAX_INBOUND_FRAME = 64 * 1024 * 1024 + 64 * 1024;
 /** How long a closing client waits for the relay to close its side. */
 const CLOSE_LINGER_MS = 2000;
 const FATAL_CODES = new Set<number>([Code.AUTH_FAILED, Code.NOT_AUTHORIZED, Code.UNSUPPORTED_VERSION, Code.REPLACED, Code.TRANSPORT_MISMATCH]);
@@ -87,10 +85,9 @@ export class Link {
     this.#signer = signer;
     this.#handlers = handlers;
     this.#reader = new FrameReader({
-      maxLength: (type) => (this.#state === 'ready'
-        ? (type === FrameType.DELIVER || !isKnown(type) ? MAX_INBOUND_FRAME : type === FrameType.ADMIN_RESPONSE ? MAX_ADMIN_RESPONSE_LENGTH : MAX_CONTROL_FRAME_LENGTH)
-        : MAX_HANDSHAKE_FRAME_LENGTH),
-      skip: (type) => this.#state === 'ready' && !isKnown(type),
+      // The limits of frame-types.ts; after the handshake, unknown types are skipped.
+      maxLength: (type) => clientReadLimit(type, this.#state !== 'ready'),
+      skip: (type) => this.#state === 'ready' && !isFrameType(type),
       onFrame: (type, buf, start, end) => this.#onFrame(type, buf, start, end),
       onError: (_kind, type, length) => this.fail(Code.FRAME_TOO_LARGE, `relay sent frame type 0x${type.toString(16)} of ${length} bytes`, false),
     });
@@ -293,13 +290,6 @@ export class Link {
     const reason = close ? `relay closed the connection: ${codeName(code)} (${close.reason || codeMessage(code)})` : 'relay sent a malformed CLOSE';
     this.fail(code, reason, FATAL_CODES.has(code), close?.retryAfterMs ?? 0);
   }
-}
-
-function isKnown(type: number): boolean {
-  return type >= FrameType.SERVER_HELLO && type <= FrameType.SERVER_WELCOME
-    || type >= FrameType.SEND && type <= FrameType.QUEUE_EMPTY
-    || type >= FrameType.PING && type <= FrameType.NOTICE
-    || type === FrameType.ADMIN_REQUEST || type === FrameType.ADMIN_RESPONSE;
 }
 
 function describeSocketError(err: NodeJS.ErrnoException, address: RelayAddress): string {
