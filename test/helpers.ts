@@ -12,9 +12,9 @@ import { pino } from 'pino';
 import { RelayClient, type ReceivedMessage, type RelayClientOptions } from '../src/client/client.js';
 import { generateIdentity, Signer, type Identity } from '../src/crypto/keys.js';
 import { FrameType, PROTOCOL_VERSION_MAX } from '../src/protocol/constants.js';
+import { answerServerHello } from '../src/protocol/client-handshake.js';
 import {
-  CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LENGTH, clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript,
-  type ServerHello, type ServerWelcome,
+  channelBindingOf, encodeClientHello, parseServerHello, parseServerWelcome, type ServerHello, type ServerWelcome,
 } from '../src/protocol/handshake.js';
 import { FrameReader } from '../src/protocol/reader.js';
 import type { RelayConfigInput } from '../src/server/config.js';
@@ -158,8 +158,9 @@ export class RawPeer {
   }
 
   /**
-   * Runs the client side of the handshake; returns the welcome. `forge` replaces the client's
-   * key, nonce and signature (for keys no one holds the secret of); it sees the SERVER_HELLO.
+   * Runs the client side of the handshake (answerServerHello, as every client does), bent as the
+   * options say; returns the welcome, unverified. `forge` replaces the client's key, nonce and
+   * signature (for keys no one holds the secret of); it sees the SERVER_HELLO.
    */
   async handshake(identity: Identity = generateIdentity(), options: {
     corruptSignature?: boolean; version?: number; forge?: (hello: ServerHello, version: number) => ForgedHello;
@@ -177,22 +178,20 @@ export class RawPeer {
       this.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(forged.clientKey), clientNonce: Buffer.from(forged.clientNonce), signature: Buffer.from(forged.signature) }));
       return this.#welcome();
     }
-    const clientNonce = Buffer.alloc(32, 9);
     const flags = options.flags ?? 0;
-    const t = transcript({
-      relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion,
-      clientKey: identity.publicKey, clientNonce, version, flags: options.signedFlags ?? flags,
+    const { clientHello } = answerServerHello(hello, {
+      signer: new Signer(identity), clientNonce: Buffer.alloc(32, 9), version, flags: options.signedFlags ?? flags,
       channelBinding: options.omitBinding ? null : this.channelBinding(),
     });
-    const signature = Buffer.from(new Signer(identity).sign(clientSignedBytes(t)));
-    if (options.corruptSignature) signature[10] ^= 0x40;
-    this.write(encodeClientHello({ version, flags, clientKey: Buffer.from(identity.publicKey), clientNonce, signature }));
+    if (options.corruptSignature) clientHello.signature[10] ^= 0x40;
+    // A man in the middle changes the flags on the path; the signature still covers signedFlags.
+    this.write(encodeClientHello({ ...clientHello, flags }));
     return this.#welcome();
   }
 
   /** The TLS channel binding of this connection (RFC 9266 tls-exporter), null on plain TCP. */
   channelBinding(): Buffer | null {
-    return this.socket instanceof TLSSocket ? this.socket.exportKeyingMaterial(CHANNEL_BINDING_LENGTH, CHANNEL_BINDING_LABEL, Buffer.alloc(0)) : null;
+    return this.socket instanceof TLSSocket ? channelBindingOf(this.socket) : null;
   }
 
   async #welcome(): Promise<ServerWelcome> {

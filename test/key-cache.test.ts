@@ -1,5 +1,6 @@
 import t from 'tap';
-import { KEY_CACHE_CAPACITY, KeyCache, keyId } from '../src/crypto/key-cache.js';
+import { KEY_CACHE_CAPACITY, KeyCache } from '../src/crypto/key-cache.js';
+import { keyIdAt, keyIdOf, keyOfId } from '../src/crypto/key-id.js';
 import { __verifyKeyCache, generateIdentity, Signer, verifySignature } from '../src/crypto/keys.js';
 
 t.test('KeyCache holds at most its capacity and evicts the least recently used', async (t) => {
@@ -32,11 +33,15 @@ t.test('KeyCache.getOrMake makes once per key and caches nothing when make throw
   t.equal(KEY_CACHE_CAPACITY >= 1024, true, 'the default holds a few thousand peers');
 });
 
-t.test('keyId is a one-to-one string of the key bytes, views included', async (t) => {
+t.test('a key id is a one-to-one string of the key bytes, views included', async (t) => {
   const buf = new Uint8Array(40).map((_, i) => i * 7);
-  t.equal(keyId(buf.subarray(4, 36)), keyId(Uint8Array.from(buf.subarray(4, 36))), 'a view and a copy of the same bytes');
-  t.not(keyId(buf.subarray(4, 36)), keyId(buf.subarray(5, 37)), 'different bytes, different ids');
-  t.equal(keyId(buf.subarray(4, 36)).length, 32, 'one character per byte');
+  t.equal(keyIdOf(buf.subarray(4, 36)), keyIdOf(Uint8Array.from(buf.subarray(4, 36))), 'a view and a copy of the same bytes');
+  t.not(keyIdOf(buf.subarray(4, 36)), keyIdOf(buf.subarray(5, 37)), 'different bytes, different ids');
+  t.equal(keyIdOf(buf.subarray(4, 36)).length, 32, 'one character per byte');
+  t.equal(keyIdAt(buf, 4), keyIdOf(buf.subarray(4, 36)), 'read in place: the same id as the key on its own');
+  t.equal(keyIdAt(Buffer.from(buf), 4), keyIdOf(buf.subarray(4, 36)), 'from a Buffer too');
+  t.equal(keyIdOf(buf.subarray(4, 36)), Buffer.from(buf.subarray(4, 36)).toString('latin1'), 'the latin1 string every Map of keys has used');
+  t.same([...keyOfId(keyIdAt(buf, 4))], [...buf.subarray(4, 36)], 'keyOfId gives the bytes back');
 });
 
 t.test('the verification-key cache stays bounded', async (t) => {

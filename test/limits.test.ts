@@ -1,6 +1,7 @@
 // Holding up under load and misbehaving peers: rate limits that pause reads, slow consumers,
 // idle connections, accept floods, and a graceful shutdown that loses nothing.
 import t from 'tap';
+import { keyIdOf } from '../src/crypto/key-id.js';
 import { generateIdentity } from '../src/crypto/keys.js';
 import { Code, FrameType } from '../src/protocol/constants.js';
 import { parseClose } from '../src/protocol/frames.js';
@@ -53,7 +54,7 @@ t.test('a slow consumer: its budget bounds memory, storable messages spill, othe
 
   const outcomes = new Map<string, number>();
   let peakPending = 0;
-  const stuckSession = relay.router.sessions.get(Buffer.from(stuckIdentity.publicKey).toString('latin1'))!;
+  const stuckSession = relay.router.sessions.get(keyIdOf(stuckIdentity.publicKey))!;
   for (let i = 0; i < 4000; i++) {
     const r = await sender.send([stuckIdentity.publicKey], Buffer.alloc(4096, 7), { store: i % 2 === 0 });
     const name = r.outcomes[0]?.codeName ?? r.codeName;
@@ -68,7 +69,7 @@ t.test('a slow consumer: its budget bounds memory, storable messages spill, othe
   await waitForCount(goodMessages, 1, 5000);
   t.ok(goodMessages.length >= 1, 'the good pair kept talking');
   // The stuck peer does not read, so it cannot notice; the relay's side shows the close.
-  const stuckId = Buffer.from(stuckIdentity.publicKey).toString('latin1');
+  const stuckId = keyIdOf(stuckIdentity.publicKey);
   const deadline = Date.now() + 5000;
   while (relay.router.sessions.has(stuckId) && Date.now() < deadline) await sleep(20);
   t.notOk(relay.router.sessions.has(stuckId), 'the slow consumer was disconnected');

@@ -9,7 +9,11 @@ import { storageKeyBytes } from '../src/client/client.js';
 import { decodeKey, encodeKey, generateIdentity, readIdentityFile, writeIdentityFile } from '../src/crypto/keys.js';
 import { isUnusableKey } from '../src/crypto/unusable-keys.js';
 import { parseRelayAddress } from '../src/protocol/address.js';
-import { Code, codeName, DeliverFlags, FrameType, SERVER_WELCOME_LENGTH } from '../src/protocol/constants.js';
+import {
+  Code, codeName, DEFAULT_PROTOCOL_LIMITS, DeliverFlags, FrameType, KEY_LENGTH, MAX_PAYLOAD_BYTES_SETTING, MAX_WRAPPED_KEY_LENGTH, maxSendFrameLength,
+  SEND_FIXED_LENGTH, SERVER_WELCOME_LENGTH,
+} from '../src/protocol/constants.js';
+import { clientReadLimit, FRAME_TYPES, relayReadLimit, SEND_SIZED, type FramePhase, type FrameTypeSpec } from '../src/protocol/frame-types.js';
 import { encodeAck, encodeDeliver, encodeFrame, parseClose, parseDeliver } from '../src/protocol/frames.js';
 import { CLIENT_SIGNATURE_CONTEXT, RELAY_SIGNATURE_CONTEXT, transcript } from '../src/protocol/handshake.js';
 import { connectClient, RawPeer, removeDir, sleep, startRelay, tempDir } from './helpers.js';
@@ -234,6 +238,70 @@ t.test('the document prints the values the code uses', async (t) => {
   t.equal(value('expected messageId'), vector.expected.messageId);
   t.equal(value('expected wrappedKey'), vector.expected.wrappedKeys[0]);
   t.equal(value('expected body'), vector.expected.body);
+});
+
+/** A number as the document prints it: 67,174,400. */
+const printed = (n: number): string => n.toLocaleString('en-US');
+
+t.test('the frame-type table is the document\'s: section 1 row for row, and the limits of section 7', async (t) => {
+  // Section 1: type | name | direction | when | longest payload, one row per type, in the table's order.
+  const section1 = DOC.slice(DOC.indexOf('Frame types:'), DOC.indexOf('**Unknown types.**'));
+  const rows = section1.split('\n').filter((line) => line.startsWith('| 0x')).map((line) => line.split('|').slice(1, -1).map((cell) => cell.trim()));
+  const when = (phase: FramePhase): string => ({ handshake: 'handshake', session: 'after the handshake', any: 'any time' })[phase];
+  const expected = (spec: FrameTypeSpec): string[] => [
+    `0x${spec.type.toString(16).padStart(2, '0')}`,
+    spec.name,
+    spec.relaySends && spec.clientSends ? 'either' : spec.relaySends ? 'relay → client' : 'client → relay',
+    spec.relaySends && spec.clientSends && spec.relaySends !== spec.clientSends
+      ? `${when(spec.relaySends)} (relay); ${when(spec.clientSends)} (client)`
+      : when((spec.relaySends ?? spec.clientSends)!),
+    spec.maxLength === SEND_SIZED ? 'the SEND maximum (section 7)' : printed(spec.maxLength),
+  ];
+  // The "when" column may point to the section that tells more: "after the handshake (section 9)".
+  t.same(rows.map((cells) => cells.map((cell, i) => (i === 3 ? cell.replace(/ \(section \d+\)$/, '') : cell))), FRAME_TYPES.map(expected));
+  t.equal(FRAME_TYPES.length, Object.keys(FrameType).length, 'every type of constants.ts is in the table');
+
+  // Section 7: the limits each reader applies, as the readers take them from the table.
+  const sendMax = maxSendFrameLength(DEFAULT_PROTOCOL_LIMITS);
+  const relayReads = (type: number, inHandshake = false): number => relayReadLimit(type, inHandshake, sendMax);
+  const clientReads = (type: number, inHandshake = false): number => clientReadLimit(type, inHandshake);
+  t.match(DOC, `| CLIENT_HELLO payload, during the handshake | ≤ ${printed(relayReads(FrameType.CLIENT_HELLO, true))} bytes |`);
+  for (const type of [FrameType.SERVER_HELLO, FrameType.SERVER_WELCOME, FrameType.CLOSE, FrameType.DELIVER, 0x7f]) t.equal(clientReads(type, true), 1024);
+  t.match(DOC, `| any frame from the relay during the handshake, SERVER_HELLO and SERVER_WELCOME included (what a client accepts) | ≤ ${printed(clientReads(FrameType.SERVER_HELLO, true))} bytes |`);
+  t.equal(relayReads(FrameType.SEND), sendMax);
+  t.match(DOC, `| SEND payload | ${SEND_FIXED_LENGTH} + maxRecipients × ${KEY_LENGTH + 1 + MAX_WRAPPED_KEY_LENGTH} + maxPayloadBytes (${printed(sendMax)} with the defaults) |`);
+  t.equal(relayReads(0x7f), sendMax, 'an unknown type: the SEND maximum');
+  t.match(DOC, '| unknown frame payload, after the handshake | same as SEND |');
+  const control = new Set([FrameType.ACK, FrameType.PING, FrameType.PONG, FrameType.CLOSE].map((type) => relayReads(type)));
+  t.same([...control], [512]);
+  t.match(DOC, `| ACK, PING, PONG, CLOSE sent by a client | ≤ ${[...control][0]} bytes (ACK, PING, PONG must be 8: \`MALFORMED_FRAME\`) |`);
+  t.match(DOC, `| ADMIN_REQUEST payload | ≤ ${printed(relayReads(FrameType.ADMIN_REQUEST))} bytes |`);
+  for (const type of [FrameType.CLIENT_HELLO, FrameType.SERVER_HELLO, FrameType.SERVER_WELCOME, FrameType.RESULT, FrameType.DELIVER, FrameType.QUEUE_EMPTY, FrameType.NOTICE, FrameType.ADMIN_RESPONSE]) {
+    t.equal(relayReads(type), 0, `0x${type.toString(16)} after the handshake: refused at its header`);
+  }
+  for (const type of [FrameType.SEND, FrameType.ACK, FrameType.DELIVER, 0x7f]) t.equal(relayReads(type, true), 0, `0x${type.toString(16)} during the handshake: refused at its header`);
+  t.match(DOC, `| ADMIN_RESPONSE payload (what a client accepts) | ≤ ${clientReads(FrameType.ADMIN_RESPONSE) / (1024 * 1024)} MiB (${printed(clientReads(FrameType.ADMIN_RESPONSE))} bytes) |`);
+  t.equal(clientReads(0x7f), clientReads(FrameType.DELIVER), 'an unknown type: the DELIVER maximum');
+  t.match(DOC, `| DELIVER payload, and unknown frame payload after the handshake (what a client accepts) | ≤ ${printed(clientReads(FrameType.DELIVER))} bytes (64 MiB + 64 KiB: `);
+  t.equal(clientReads(FrameType.DELIVER), MAX_PAYLOAD_BYTES_SETTING + 64 * 1024);
+  t.match(DOC, `| message body | 1 MiB (1,048,576 bytes); the setting takes at most 64 MiB (${printed(MAX_PAYLOAD_BYTES_SETTING)} bytes) |`);
+  t.match(DOC, `| RESULT payload (what a client accepts) | ≤ ${clientReads(FrameType.RESULT)} bytes (7 + 2 × 255: `);
+  const fromRelay = new Set([FrameType.QUEUE_EMPTY, FrameType.PING, FrameType.PONG, FrameType.CLOSE, FrameType.NOTICE].map((type) => clientReads(type)));
+  t.same([...fromRelay], [512]);
+  t.match(DOC, `| QUEUE_EMPTY, PING, PONG, CLOSE, NOTICE sent by the relay (what a client accepts) | ≤ ${[...fromRelay][0]} bytes |`);
+});
+
+t.test('a RESULT with an outcome for each of 255 recipients (517 bytes) reaches the client', async (t) => {
+  // The client read every relay frame but DELIVER and ADMIN_RESPONSE up to 512 bytes, and dropped
+  // the connection on a RESULT for more than 252 recipients, which the relay allows.
+  const relay = await startRelay({ maxRecipients: 255 });
+  t.teardown(() => relay.close());
+  const client = await connectClient(relay, { raw: true });
+  t.teardown(() => client.close());
+  const result = await client.send(Array.from({ length: 255 }, () => generateIdentity().publicKey), 'to 255');
+  t.equal(result.outcomes.length, 255);
+  t.ok(result.outcomes.every((o) => o.codeName === 'RECIPIENT_OFFLINE'), 'every outcome, in one RESULT');
+  t.ok(client.connected, 'still connected');
 });
 
 t.test('base58 keys shorter than 43 characters are valid keys everywhere', async (t) => {

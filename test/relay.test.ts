@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { NotConnectedError, RelayClient } from '../src/client/client.js';
+import { keyIdOf } from '../src/crypto/key-id.js';
 import { encodeKey, generateIdentity, writeIdentityFile } from '../src/crypto/keys.js';
 import { formatRelayAddress } from '../src/protocol/address.js';
 import { Code } from '../src/protocol/constants.js';
@@ -15,7 +16,7 @@ t.test('authentication: a client proves its key and the relay registers it', asy
   const client = await connectClient(relay);
   t.teardown(() => client.close());
   t.ok(client.connected);
-  t.ok(relay.router.sessions.has(Buffer.from(client.identity.publicKey).toString('latin1')));
+  t.ok(relay.router.sessions.has(keyIdOf(client.identity.publicKey)));
   await client.close();
   await sleep(100);
   t.equal(relay.router.sessions.size, 0, 'closing removes the session');

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { sha512 } from '@noble/hashes/sha2.js';
+import { keyOfId } from '../src/crypto/key-id.js';
 import { KeyFormatError, encodeKey, generateIdentity, nobleEd25519, verifySignature, writeIdentityFile } from '../src/crypto/keys.js';
 import { sealMessage, SealError } from '../src/crypto/seal.js';
 import { UNUSABLE_KEY_IDS, isUnusableKey } from '../src/crypto/unusable-keys.js';
@@ -42,7 +43,7 @@ function challenge(r: Uint8Array, a: Uint8Array, m: Uint8Array): bigint {
   return leInt(sha512(Buffer.concat([r, a, m]))) % L;
 }
 
-const ALL = [...UNUSABLE_KEY_IDS].map((id) => Buffer.from(id, 'latin1'));
+const ALL = [...UNUSABLE_KEY_IDS].map(keyOfId);
 
 /** The members a permissive (ZIP-215) decoder takes as a point: all of them of small order. */
 const FORGEABLE = ALL.filter((key) => {

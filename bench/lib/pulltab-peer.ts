@@ -1,16 +1,15 @@
 // A raw Pulltab protocol peer for the load generator: a socket, the client side of the
-// handshake (as test/helpers.ts RawPeer does it), then every frame handed to onFrame.
-// It signs CLIENT_HELLO but does not verify the relay's signature on SERVER_WELCOME: the
-// harness measures the relay, and the handshake load it creates must stay cheap. With tls it
-// connects with TLS 1.3 and signs the channel binding, as the client library does.
+// handshake (protocol/client-handshake.ts, as the client library runs it), then every frame
+// handed to onFrame. It signs CLIENT_HELLO but pins no relay key and so does not verify the
+// relay's signature on SERVER_WELCOME: the harness measures the relay, and the handshake load it
+// creates must stay cheap. With tls it connects with TLS 1.3 and signs the channel binding, as
+// the client library does.
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, TLSSocket } from 'node:tls';
-import { randomBytes } from 'node:crypto';
 import { Signer } from '../../src/crypto/keys.js';
-import { Code, FrameType, PROTOCOL_VERSION_MAX } from '../../src/protocol/constants.js';
-import {
-  CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LENGTH, clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript,
-} from '../../src/protocol/handshake.js';
+import { ClientHandshake, HandshakeFailure } from '../../src/protocol/client-handshake.js';
+import { Code, FrameType } from '../../src/protocol/constants.js';
+import { channelBindingOf } from '../../src/protocol/handshake.js';
 import { FrameReader } from '../../src/protocol/reader.js';
 
 export type FrameFn = (type: number, buf: Buffer, start: number, end: number) => void;
@@ -35,11 +34,11 @@ export class PulltabPeer {
   #resolve!: () => void;
   #reject!: (err: Error) => void;
   readonly ready: Promise<void>;
-  readonly #signer: Signer;
+  readonly #handshake: ClientHandshake;
   readonly #reader: FrameReader;
 
   constructor(opts: PeerOptions) {
-    this.#signer = opts.signer;
+    this.#handshake = new ClientHandshake({ signer: opts.signer, pinnedRelayKey: null });
     this.#onFrame = opts.onFrame;
     this.#onChunkEnd = opts.onChunkEnd;
     this.ready = new Promise((resolve, reject) => { this.#resolve = resolve; this.#reject = reject; });
@@ -84,20 +83,18 @@ export class PulltabPeer {
       return;
     }
     if (this.#state === 'hello') {
-      const hello = type === FrameType.SERVER_HELLO ? parseServerHello(buf, start, end) : null;
-      if (!hello) return this.#fail(new Error(`expected SERVER_HELLO, got type 0x${type.toString(16)}`));
-      const clientNonce = randomBytes(32);
-      const version = PROTOCOL_VERSION_MAX;
-      const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion, clientKey: this.#signer.publicKey, clientNonce, version, flags: 0,
-        channelBinding: this.socket instanceof TLSSocket ? this.socket.exportKeyingMaterial(CHANNEL_BINDING_LENGTH, CHANNEL_BINDING_LABEL, Buffer.alloc(0)) : null });
-      const signature = Buffer.from(this.#signer.sign(clientSignedBytes(t)));
+      if (type !== FrameType.SERVER_HELLO) return this.#fail(new Error(`expected SERVER_HELLO, got type 0x${type.toString(16)}`));
+      const clientHello = this.#handshake.answer(buf, start, end, this.socket instanceof TLSSocket ? channelBindingOf(this.socket) : null);
+      if (clientHello instanceof HandshakeFailure) return this.#fail(new Error(clientHello.reason));
       this.#state = 'welcome';
-      this.socket.write(encodeClientHello({ version, flags: 0, clientKey: Buffer.from(this.#signer.publicKey), clientNonce, signature }));
+      this.socket.write(clientHello);
       return;
     }
     if (this.#state === 'welcome') {
-      const welcome = type === FrameType.SERVER_WELCOME ? parseServerWelcome(buf, start, end) : null;
-      if (!welcome || welcome.status !== Code.OK) return this.#fail(new Error(`handshake refused (type 0x${type.toString(16)}, status ${welcome?.status})`));
+      const welcome = type === FrameType.SERVER_WELCOME ? this.#handshake.check(buf, start, end) : null;
+      if (!welcome || welcome instanceof HandshakeFailure || welcome.status !== Code.OK) {
+        return this.#fail(new Error(`handshake refused (type 0x${type.toString(16)}, ${welcome instanceof HandshakeFailure ? welcome.reason : `status ${welcome?.status}`})`));
+      }
       this.#state = 'active';
       this.#resolve();
     }

@@ -5,13 +5,12 @@
 //   - PING and refused-SEND flooders that never read (replies held to the outbound budget)
 //   - a pipeliner of 1 MiB stored SENDs that never reads its RESULTs (pending commits bounded)
 // Every loop stops at the deadline; traffic goes to the relay on loopback only.
-import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { generateIdentity, Signer } from '../../src/crypto/keys.js';
-import { FrameType, PROTOCOL_VERSION_MAX, SendFlags } from '../../src/protocol/constants.js';
+import { ClientHandshake, HandshakeFailure } from '../../src/protocol/client-handshake.js';
+import { FrameType, SendFlags } from '../../src/protocol/constants.js';
 import { encodeFrame, encodeSend } from '../../src/protocol/frames.js';
-import { clientSignedBytes, encodeClientHello, parseServerHello, transcript } from '../../src/protocol/handshake.js';
 import { FrameReader } from '../../src/protocol/reader.js';
 
 /** The bounds a fuzz or soak run beside the abusers is held to (docs/PROTOCOL.md: outbound budget, pending commits, turns). */
@@ -40,18 +39,20 @@ export interface AbuseReport {
 function authenticated(port: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: '127.0.0.1', port, noDelay: true });
-    const identity = generateIdentity();
+    const handshake = new ClientHandshake({ signer: new Signer(generateIdentity()), pinnedRelayKey: null });
     let done = false;
     const reader = new FrameReader({
       maxLength: () => 0xffffffff,
       onFrame: (type, buf, start, end) => {
         if (done) return;
         if (type === FrameType.SERVER_HELLO) {
-          const hello = parseServerHello(buf, start, end)!;
-          const clientNonce = randomBytes(32);
-          const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion, clientKey: identity.publicKey, clientNonce, version: PROTOCOL_VERSION_MAX, flags: 0 });
-          const signature = Buffer.from(new Signer(identity).sign(clientSignedBytes(t)));
-          socket.write(encodeClientHello({ version: PROTOCOL_VERSION_MAX, flags: 0, clientKey: Buffer.from(identity.publicKey), clientNonce, signature }));
+          const clientHello = handshake.answer(buf, start, end, null);
+          if (clientHello instanceof HandshakeFailure) {
+            done = true;
+            socket.destroy();
+            return reject(new Error(clientHello.reason));
+          }
+          socket.write(clientHello);
         } else if (type === FrameType.SERVER_WELCOME) {
           done = true;
           socket.removeAllListeners('data');

@@ -1,12 +1,12 @@
 // One fuzzing connection: it speaks the handshake by hand (or garbles it), streams fuzz batches
 // as fast as the socket takes them, and checks that the relay ends the connection exactly when
 // and how the oracle says it must.
-import { randomBytes as cryptoRandomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { generateIdentity, Signer } from '../../src/crypto/keys.js';
-import { Code, FrameType, PROTOCOL_VERSION_MAX, type ProtocolLimits } from '../../src/protocol/constants.js';
+import { ClientHandshake, HandshakeFailure } from '../../src/protocol/client-handshake.js';
+import { Code, FrameType, type ProtocolLimits } from '../../src/protocol/constants.js';
 import { encodeFrame, parseClose } from '../../src/protocol/frames.js';
-import { clientSignedBytes, encodeClientHello, parseServerHello, parseServerWelcome, transcript } from '../../src/protocol/handshake.js';
+import { parseServerWelcome } from '../../src/protocol/handshake.js';
 import { FrameReader } from '../../src/protocol/reader.js';
 import type { FrameFactory } from './fuzz-frames.js';
 import { chance, int, pick } from './random.js';
@@ -181,13 +181,12 @@ async function garbageHandshake(ctx: FuzzContext, peer: Peer): Promise<void> {
   await expectEnd(ctx, peer, 'before the handshake', outcome);
 }
 
+/** An honest CLIENT_HELLO from a fresh key, answering the relay's SERVER_HELLO. */
 function clientHello(peer: Peer): Buffer {
-  const hello = parseServerHello(peer.hello!, 0, peer.hello!.length)!;
-  const identity = generateIdentity();
-  const clientNonce = cryptoRandomBytes(32);
-  const t = transcript({ relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion, clientKey: identity.publicKey, clientNonce, version: PROTOCOL_VERSION_MAX, flags: 0 });
-  const signature = Buffer.from(new Signer(identity).sign(clientSignedBytes(t)));
-  return encodeClientHello({ version: PROTOCOL_VERSION_MAX, flags: 0, clientKey: Buffer.from(identity.publicKey), clientNonce, signature });
+  const handshake = new ClientHandshake({ signer: new Signer(generateIdentity()), pinnedRelayKey: null });
+  const frame = handshake.answer(peer.hello!, 0, peer.hello!.length, null);
+  if (frame instanceof HandshakeFailure) throw new Error(`the relay's SERVER_HELLO: ${frame.reason}`);
+  return frame;
 }
 
 async function handshake(ctx: FuzzContext, peer: Peer): Promise<boolean> {

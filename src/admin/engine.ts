@@ -10,6 +10,7 @@ import { decodeKey, encodeKey } from '../crypto/keys.js';
 import type { Capability } from '../policy/capabilities.js';
 import { Code, codeName } from '../protocol/constants.js';
 import { PolicyStoreError } from '../store/policy-store.js';
+import type { AdminResponse } from '../protocol/frames.js';
 import type { AdminHost, PolicyEnforcement } from './host.js';
 
 /** Status of an answer that conflicts with the relay's state (a policy still assigned). */
@@ -18,11 +19,6 @@ export const CONFLICT: number = Code.CONFLICT;
 export interface AdminCaller {
   readonly key: Uint8Array;
   readonly keyText: string;
-}
-
-export interface AdminAnswer {
-  status: number;
-  json: string;
 }
 
 export interface CommandContext {
@@ -102,7 +98,7 @@ export class AdminEngine {
   }
 
   /** Carries out one request; never rejects. */
-  async handle(caller: AdminCaller, json: string): Promise<AdminAnswer> {
+  async handle(caller: AdminCaller, json: string): Promise<AdminResponse> {
     const running = this.#inFlight.get(caller) ?? 0;
     if (running >= MAX_ADMIN_IN_FLIGHT) {
       return this.#answer(Code.RATE_LIMITED, { error: `more than ${MAX_ADMIN_IN_FLIGHT} admin requests at once` });
@@ -161,7 +157,7 @@ export class AdminEngine {
     return [Code.INTERNAL_ERROR, `${command?.name ?? 'request'}: the relay failed to carry out the request`];
   }
 
-  #answer(status: number, body: unknown): AdminAnswer {
+  #answer(status: number, body: unknown): AdminResponse {
     const name = codeName(status);
     this.answers[name] = (this.answers[name] ?? 0) + 1;
     return { status, json: JSON.stringify(body) };

@@ -5,7 +5,8 @@
 // pushes back on the relay): a message nobody has taken is never acknowledged.
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { KeyCache, keyId } from '../crypto/key-cache.js';
+import { KeyCache } from '../crypto/key-cache.js';
+import { keyIdOf } from '../crypto/key-id.js';
 import { decodeKey, encodeKey, KeyFormatError, requireUsableKey, Signer, type Identity } from '../crypto/keys.js';
 import { openMessage, sealMessage, SealError } from '../crypto/seal.js';
 import { parseRelayAddress, type RelayAddress } from '../protocol/address.js';
@@ -111,6 +112,7 @@ export interface ReceivedMessage {
   deliveryId: number;
 }
 
+/** An admin request's answer as the library hands it over: the relay's ADMIN_RESPONSE (AdminResponse, protocol/frames.ts), decoded. */
 export interface AdminAnswer {
   ok: boolean;
   status: number;
@@ -716,7 +718,7 @@ const SENT: Promise<SendResult> = Promise.resolve(SENT_RESULT);
 /** Base58 names of keys the client has shown (senders' fromText, receipts' recipients), by key bytes. */
 const keyTexts = new KeyCache<string>();
 function keyText(key: Uint8Array): string {
-  return keyTexts.getOrMake(keyId(key), () => encodeKey(key));
+  return keyTexts.getOrMake(keyIdOf(key), () => encodeKey(key));
 }
 
 /** A received message: views of the received bytes, the sender's text made when first asked for. */

@@ -4,23 +4,18 @@
 // Over TLS the client accepts any certificate: it trusts the pinned relay key, which signs a
 // transcript holding this connection's TLS channel binding, not a certificate authority. A
 // proxy that terminates TLS has another channel toward the relay, so the signatures fail.
-import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { connect, isIP, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { Signer, verifySignature } from '../crypto/keys.js';
+import { connect as tlsConnect } from 'node:tls';
+import type { Signer } from '../crypto/keys.js';
 import type { RelayAddress } from '../protocol/address.js';
-import {
-  Code, codeMessage, codeName, FrameType, MAX_ADMIN_RESPONSE_LENGTH, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH,
-  PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
-} from '../protocol/constants.js';
+import { ClientHandshake, HandshakeFailure, retryCannotHelp, welcomeRefusal } from '../protocol/client-handshake.js';
+import { Code, codeMessage, codeName, FrameType } from '../protocol/constants.js';
+import { clientReadLimit, isFrameType } from '../protocol/frame-types.js';
 import {
   encodeClose, encodeFrame, parseAdminResponse, parseClose, parseDeliver, parseResult,
   type AdminResponseFields, type DeliverFields, type ResultFields,
 } from '../protocol/frames.js';
-import {
-  CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LENGTH, chooseVersion, clientSignedBytes, encodeClientHello, parseServerHello,
-  parseServerWelcome, relaySignedBytes, transcript, welcomeSignedFields, type WelcomeLimits,
-} from '../protocol/handshake.js';
+import { channelBindingOf, type WelcomeLimits } from '../protocol/handshake.js';
 import { Outbound } from '../protocol/outbound.js';
 import { FrameReader } from '../protocol/reader.js';
 
@@ -49,11 +44,8 @@ export interface LinkHandlers {
   onEnd(end: LinkEnd): void;
 }
 
-/** Largest frame a client accepts from a relay. */
-const MAX_INBOUND_FRAME = 64 * 1024 * 1024 + 64 * 1024;
 /** How long a closing client waits for the relay to close its side. */
 const CLOSE_LINGER_MS = 2000;
-const FATAL_CODES = new Set<number>([Code.AUTH_FAILED, Code.NOT_AUTHORIZED, Code.UNSUPPORTED_VERSION, Code.REPLACED, Code.TRANSPORT_MISMATCH]);
 /**
  * OpenSSL's answers when the peer does not speak TLS at all (a plain-TCP relay sends its
  * SERVER_HELLO, which is no TLS record): retrying cannot help.
@@ -64,13 +56,11 @@ export class Link {
   readonly socket: Socket;
   /** Frames out: whatever is written in one turn of the event loop leaves in one socket write. */
   readonly out: Outbound;
-  readonly #signer: Signer;
-  readonly #address: RelayAddress;
   readonly #handlers: LinkHandlers;
   readonly #reader: FrameReader;
-  readonly #nonce = randomBytes(32);
+  /** The client side of the handshake, pinning the address's relay key. */
+  readonly #handshake: ClientHandshake;
   #state: 'connecting' | 'handshake' | 'ready' | 'ended' = 'connecting';
-  #transcript: Buffer | null = null;
   /** The TLS channel binding (null on plain TCP), taken once TLS is up. */
   #channelBinding: Buffer | null = null;
   /** What the relay's welcome said about its limits (null before the welcome). */
@@ -78,19 +68,15 @@ export class Link {
   #end: LinkEnd | null = null;
   #timer: NodeJS.Timeout | null;
   #paused = false;
-  /** CLIENT_HELLO flags (HelloFlags): the connection's role. */
-  readonly #helloFlags: number;
 
+  /** helloFlags: CLIENT_HELLO flags (HelloFlags), the connection's role. */
   constructor(address: RelayAddress, signer: Signer, handlers: LinkHandlers, timeoutMs: number, helloFlags = 0) {
-    this.#helloFlags = helloFlags;
-    this.#address = address;
-    this.#signer = signer;
+    this.#handshake = new ClientHandshake({ signer, pinnedRelayKey: address.relayKey, flags: helloFlags });
     this.#handlers = handlers;
     this.#reader = new FrameReader({
-      maxLength: (type) => (this.#state === 'ready'
-        ? (type === FrameType.DELIVER || !isKnown(type) ? MAX_INBOUND_FRAME : type === FrameType.ADMIN_RESPONSE ? MAX_ADMIN_RESPONSE_LENGTH : MAX_CONTROL_FRAME_LENGTH)
-        : MAX_HANDSHAKE_FRAME_LENGTH),
-      skip: (type) => this.#state === 'ready' && !isKnown(type),
+      // The limits of frame-types.ts; after the handshake, unknown types are skipped.
+      maxLength: (type) => clientReadLimit(type, this.#state !== 'ready'),
+      skip: (type) => this.#state === 'ready' && !isFrameType(type),
       onFrame: (type, buf, start, end) => this.#onFrame(type, buf, start, end),
       onError: (_kind, type, length) => this.fail(Code.FRAME_TOO_LARGE, `relay sent frame type 0x${type.toString(16)} of ${length} bytes`, false),
     });
@@ -107,7 +93,7 @@ export class Link {
       socket.setNoDelay(true);
       socket.setKeepAlive(true, 30_000);
       socket.on('secureConnect', () => {
-        this.#channelBinding = socket.exportKeyingMaterial(CHANNEL_BINDING_LENGTH, CHANNEL_BINDING_LABEL, Buffer.alloc(0));
+        this.#channelBinding = channelBindingOf(socket);
         if (this.#state === 'connecting') this.#state = 'handshake';
       });
       this.socket = socket;
@@ -236,48 +222,32 @@ export class Link {
       }
     }
     if (type === FrameType.CLOSE) return this.#onClose(buf, start, end);
-    if (type === FrameType.SERVER_HELLO && this.#transcript === null) return this.#onServerHello(buf, start, end);
-    if (type === FrameType.SERVER_WELCOME && this.#transcript !== null) return this.#onWelcome(buf, start, end);
+    if (type === FrameType.SERVER_HELLO && !this.#handshake.answered) return this.#onServerHello(buf, start, end);
+    if (type === FrameType.SERVER_WELCOME && this.#handshake.answered) return this.#onWelcome(buf, start, end);
     this.fail(Code.UNEXPECTED_FRAME, `relay sent frame type 0x${type.toString(16)} during the handshake`, false);
   }
 
   #onServerHello(buf: Buffer, start: number, end: number): void {
-    const hello = parseServerHello(buf, start, end);
-    if (hello === null) return this.fail(Code.MALFORMED_FRAME, 'not a Pulltab relay (bad SERVER_HELLO)', true);
-    if (!timingSafeEqual(hello.relayKey, this.#address.relayKey)) {
-      return this.fail(Code.AUTH_FAILED, 'relay key does not match the key in the relay address', true);
-    }
-    const version = chooseVersion(hello.minVersion, hello.maxVersion, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
-    if (version === 0) return this.fail(Code.UNSUPPORTED_VERSION, `relay speaks protocol ${hello.minVersion}..${hello.maxVersion}, this client ${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION_MAX}`, true);
-    // The relay's range and our choice are signed by both sides: a downgrade shows as a bad signature.
-    const t = transcript({
-      relayKey: hello.relayKey, relayNonce: hello.relayNonce, minVersion: hello.minVersion, maxVersion: hello.maxVersion,
-      clientKey: this.#signer.publicKey, clientNonce: this.#nonce, version, flags: this.#helloFlags,
-      channelBinding: this.#channelBinding,
-    });
-    this.#transcript = t;
-    const signature = this.#signer.sign(clientSignedBytes(t));
-    this.write(encodeClientHello({ version, flags: this.#helloFlags, clientKey: Buffer.from(this.#signer.publicKey), clientNonce: this.#nonce, signature: Buffer.from(signature) }));
+    // TLS is up before the relay's first byte: the binding is known by now.
+    const clientHello = this.#handshake.answer(buf, start, end, this.#channelBinding);
+    if (clientHello instanceof HandshakeFailure) return this.#failWith(clientHello);
+    this.write(clientHello);
   }
 
   #onWelcome(buf: Buffer, start: number, end: number): boolean | void {
-    const welcome = parseServerWelcome(buf, start, end);
-    if (welcome === null) return this.fail(Code.MALFORMED_FRAME, 'relay sent a malformed SERVER_WELCOME', false);
-    // The relay proves it holds the pinned key by signing this very handshake (and, over TLS, this channel).
-    const fields = welcomeSignedFields(welcome.status, welcome.version, welcome.retryAfterMs, welcome.limits);
-    if (!verifySignature(this.#address.relayKey, relaySignedBytes(this.#transcript!, fields), welcome.signature)) {
-      return this.fail(Code.AUTH_FAILED, this.#channelBinding
-        ? 'the relay\'s signature does not verify over this TLS connection: a TLS-terminating proxy or man in the middle sits between this client and the relay (channel binding mismatch), or the peer does not hold the pinned relay key'
-        : 'relay did not prove it holds the pinned key', true);
-    }
-    if (welcome.status !== Code.OK) {
-      return this.fail(welcome.status, `relay refused the connection: ${codeName(welcome.status)} (${codeMessage(welcome.status)})`, FATAL_CODES.has(welcome.status), welcome.retryAfterMs);
-    }
+    const welcome = this.#handshake.check(buf, start, end);
+    if (welcome instanceof HandshakeFailure) return this.#failWith(welcome);
+    const refusal = welcomeRefusal(welcome);
+    if (refusal !== null) return this.#failWith(refusal);
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     this.limits = welcome.limits;
     this.#state = 'ready';
     if (!this.#handlers.onReady()) return this.#pause();
+  }
+
+  #failWith(failure: HandshakeFailure): void {
+    this.fail(failure.code, failure.reason, failure.fatal, failure.retryAfterMs);
   }
 
   /** The reader keeps the rest of this chunk; the socket stops reading until resume(). */
@@ -291,15 +261,8 @@ export class Link {
     const close = parseClose(buf, start, end);
     const code = close?.code ?? Code.MALFORMED_FRAME;
     const reason = close ? `relay closed the connection: ${codeName(code)} (${close.reason || codeMessage(code)})` : 'relay sent a malformed CLOSE';
-    this.fail(code, reason, FATAL_CODES.has(code), close?.retryAfterMs ?? 0);
+    this.fail(code, reason, retryCannotHelp(code), close?.retryAfterMs ?? 0);
   }
-}
-
-function isKnown(type: number): boolean {
-  return type >= FrameType.SERVER_HELLO && type <= FrameType.SERVER_WELCOME
-    || type >= FrameType.SEND && type <= FrameType.QUEUE_EMPTY
-    || type >= FrameType.PING && type <= FrameType.NOTICE
-    || type === FrameType.ADMIN_REQUEST || type === FrameType.ADMIN_RESPONSE;
 }
 
 function describeSocketError(err: NodeJS.ErrnoException, address: RelayAddress): string {

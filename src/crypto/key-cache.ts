@@ -3,8 +3,7 @@
 // signature check or more, and a client meets the same few peers again and again; the
 // bound keeps a client that meets many from growing without limit (DESIGN.md, principle 4).
 //
-// Keys are the latin1 strings of the key bytes: one character per byte, the cheapest
-// string Node makes from a buffer, and never seen by anyone.
+// Entries are found by key id (keyIdOf, key-id.ts): the key's bytes as a string.
 
 /** Default capacity: a few thousand peers, about 1 MB of KeyObjects and strings. */
 export const KEY_CACHE_CAPACITY = 4096;
@@ -55,9 +54,4 @@ export class KeyCache<V> {
   clear(): void {
     this.#map.clear();
   }
-}
-
-/** The cache id of a key: its bytes as a latin1 string. */
-export function keyId(key: Uint8Array): string {
-  return Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1');
 }

@@ -15,7 +15,8 @@ import { dirname } from 'node:path';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { base58 } from '@scure/base';
 import { isUnusableKey } from './unusable-keys.js';
-import { KeyCache, keyId } from './key-cache.js';
+import { KeyCache } from './key-cache.js';
+import { keyIdOf } from './key-id.js';
 
 export const PUBLIC_KEY_LENGTH = 32;
 export const SECRET_KEY_LENGTH = 32;
@@ -166,7 +167,7 @@ function standInKey(): KeyObject {
 const publicKeyCache = new KeyCache<KeyObject>();
 
 function publicKeyObject(publicKey: Uint8Array): KeyObject {
-  return publicKeyCache.getOrMake(keyId(publicKey), () =>
+  return publicKeyCache.getOrMake(keyIdOf(publicKey), () =>
     createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.length).toString('base64url') }, format: 'jwk' }));
 }
 

@@ -27,7 +27,8 @@ import { ed25519 } from '@noble/curves/ed25519.js';
 import { hchacha, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { Signer, verifySignature, type Identity } from './keys.js';
 import { UNUSABLE_KEY_IDS } from './unusable-keys.js';
-import { KeyCache, keyId } from './key-cache.js';
+import { KeyCache } from './key-cache.js';
+import { keyIdOf } from './key-id.js';
 
 // ---------------------------------------------------------------------------------------
 // Format constants
@@ -324,7 +325,7 @@ function x25519SecretOf(identity: Identity): KeyObject {
 }
 
 /**
- * Recipient Ed25519 key → X25519 public KeyObject, by keyId(recipient). The conversion (a
+ * Recipient Ed25519 key → X25519 public KeyObject, by keyIdOf(recipient). The conversion (a
  * point decompression in @noble/curves, then a JWK import) costs ~0.3 ms; a hit costs a Map
  * lookup. Bounded LRU: a client writing to many peers keeps the ones it writes to most.
  */
@@ -334,7 +335,7 @@ function convertRecipient(recipient: Uint8Array): KeyObject {
   return x25519PublicKey(ed25519.utils.toMontgomery(recipient)); // throws on a key not on the curve
 }
 
-function recipientX25519(recipient: Uint8Array, id: string = keyId(recipient)): KeyObject {
+function recipientX25519(recipient: Uint8Array, id: string = keyIdOf(recipient)): KeyObject {
   return recipientCache.getOrMake(id, () => convertRecipient(recipient));
 }
 
@@ -343,7 +344,7 @@ function recipientX25519(recipient: Uint8Array, id: string = keyId(recipient)): 
 
 /**
  * Wraps a message key for one recipient with an ephemeral X25519 key pair (a given secret's,
- * or a fresh one). id is keyId(recipient), when the caller has it already.
+ * or a fresh one). id is keyIdOf(recipient), when the caller has it already.
  */
 function wrapMessageKey(messageKey: Uint8Array, recipient: Uint8Array, ephemeralSecret?: Uint8Array, id?: string): Uint8Array {
   let recipientKey: KeyObject;
@@ -446,7 +447,7 @@ function parseInner(inner: Uint8Array): ParsedInner {
   const seen = new Set<string>();
   for (let i = 0; i < n; i++) {
     const r = inner.slice(INNER_FIXED_HEADER + KEY_LENGTH * i, INNER_FIXED_HEADER + KEY_LENGTH * (i + 1));
-    const id = Buffer.from(r.buffer, r.byteOffset, r.length).toString('latin1');
+    const id = keyIdOf(r);
     if (seen.has(id)) throw new SealError('MALFORMED', 'duplicate recipient');
     seen.add(id);
     recipients.push(r);
@@ -490,7 +491,7 @@ export function sealMessage(
   const seen = recipients.length > 16 ? new Set<string>() : null;
   for (const r of recipients) {
     if (!(r instanceof Uint8Array) || r.length !== KEY_LENGTH) throw new SealError('MALFORMED', `a recipient key is ${KEY_LENGTH} bytes`);
-    const id = keyId(r);
+    const id = keyIdOf(r);
     // The set the relay refuses (BAD_RECIPIENT). The key conversion or the key agreement
     // below would refuse these too, but with a vaguer reason; this names it.
     if (UNUSABLE_KEY_IDS.has(id)) throw new SealError('MALFORMED', 'a recipient key is a small-order or non-canonical Ed25519 point');

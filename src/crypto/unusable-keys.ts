@@ -11,7 +11,8 @@
 //    bit set). RFC 8032 §5.1.3 rejects them; node:crypto (OpenSSL) accepts them as keys.
 //
 // The check is a Set lookup on the latin1 string of the key, the form the router already
-// makes of every recipient, so it costs the relay one hash probe per recipient.
+// makes of every recipient (keyIdOf), so it costs the relay one hash probe per recipient.
+import { keyIdOf } from './key-id.js';
 
 /** The eight points of order dividing 8, canonically encoded (identity, order 2, 4, 4, 8 × 4). */
 const SMALL_ORDER_HEX = [
@@ -47,7 +48,7 @@ function build(): Set<string> {
     const y = nonCanonicalY(k);
     keys.push(y, withSignBit(y));
   }
-  return new Set(keys.map((b) => b.toString('latin1')));
+  return new Set(keys.map(keyIdOf));
 }
 
 /** The latin1 strings of every unusable key: 8 small-order + 2 signed-zero-x + 38 with y ≥ p. */
@@ -68,5 +69,5 @@ for (const id of UNUSABLE_KEY_IDS) {
 /** True for a small-order or non-canonical 32-byte key (see above). */
 export function isUnusableKey(key: Uint8Array): boolean {
   if (key.length !== 32 || SECOND_BYTES[key[1]!] !== 1) return false;
-  return UNUSABLE_KEY_IDS.has(Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1'));
+  return UNUSABLE_KEY_IDS.has(keyIdOf(key));
 }

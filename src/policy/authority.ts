@@ -1,7 +1,7 @@
 // The effective policy: what applies to a key, from the policies as they stand. Admission, sending
 // limits, mailbox quota and admin rights, for the relay (src/server/) and the admin commands
 // (src/admin/) alike. It decides; it keeps nothing but the root key and reads the rest from a view.
-import { keyId } from '../crypto/key-cache.js';
+import { keyIdOf } from '../crypto/key-id.js';
 import type { RecipientQuota } from '../store/mailbox.js';
 import { allRights, CAPABILITIES, noRights, type Capability, type Rights } from './capabilities.js';
 import { builtInPolicy, mailboxQuota, senderLimits, type PolicyDefaults, type SenderLimits } from './limits.js';
@@ -46,11 +46,11 @@ export class PolicyAuthority {
   constructor(view: PolicyView, config: PolicyDefaults, rootKey: Uint8Array | null) {
     this.#view = view;
     this.#config = config;
-    this.#rootId = rootKey ? keyId(rootKey) : null;
+    this.#rootId = rootKey ? keyIdOf(rootKey) : null;
   }
 
   isRoot(key: Uint8Array): boolean {
-    return this.#rootId !== null && keyId(key) === this.#rootId;
+    return this.#rootId !== null && keyIdOf(key) === this.#rootId;
   }
 
   /** The policy a key gets when no `default` policy is stored: the relay configuration's defaults. */

@@ -156,17 +156,30 @@ export const CLIENT_HELLO_LENGTH = 1 + 1 + KEY_LENGTH + NONCE_LENGTH + SIGNATURE
 export const WELCOME_LIMITS_LENGTH = 4 + 1 + 4 + 4 + 4 + 4 + 4; // 25
 export const SERVER_WELCOME_LENGTH = 2 + 1 + 4 + WELCOME_LIMITS_LENGTH + SIGNATURE_LENGTH; // 96
 export const SEND_FIXED_LENGTH = 4 + 1 + 4 + STORAGE_KEY_LENGTH + 1; // 26
+/** RESULT: seq u32 | code u16 | outcomeCount u8, then a u16 outcome per recipient. */
+export const RESULT_FIXED_LENGTH = 4 + 2 + 1; // 7
 export const DELIVER_FIXED_LENGTH = 8 + 1 + KEY_LENGTH + STORAGE_KEY_LENGTH + 1; // 58
 export const ACK_LENGTH = 8;
 export const PING_LENGTH = 8;
 /** CLOSE and NOTICE: code u16 | retryAfterMs u32 | reason (at most MAX_REASON_BYTES). */
 export const CLOSE_FIXED_LENGTH = 6;
+// The longest payload of each frame type its reader takes: frame-types.ts puts them in one table.
 export const MAX_HANDSHAKE_FRAME_LENGTH = 1024;
 export const MAX_CONTROL_FRAME_LENGTH = 512;
 export const MAX_REASON_BYTES = 256;
 /** ADMIN_REQUEST payloads the relay reads; ADMIN_RESPONSE payloads a client accepts. */
 export const MAX_ADMIN_REQUEST_LENGTH = 64 * 1024;
 export const MAX_ADMIN_RESPONSE_LENGTH = 16 * 1024 * 1024;
+/** A RESULT with an outcome for each of 255 recipients (recipientCount is a u8): 517 bytes. */
+export const MAX_RESULT_LENGTH = RESULT_FIXED_LENGTH + 2 * 255;
+/** The largest body a relay can be configured to carry (its maxPayloadBytes setting). */
+export const MAX_PAYLOAD_BYTES_SETTING = 64 * 1024 * 1024;
+/**
+ * DELIVER payloads a client accepts (and unknown types it skips): the largest body any relay
+ * can be configured for, with room to spare for the header (58 bytes and a wrapped key of up
+ * to 255). A client does not know the relay's setting when it reads.
+ */
+export const MAX_DELIVER_LENGTH = MAX_PAYLOAD_BYTES_SETTING + 64 * 1024;
 
 export interface ProtocolLimits {
   /** Largest body a SEND may carry (bytes). */

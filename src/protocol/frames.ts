@@ -3,7 +3,7 @@
 // (buf, start, end) so nothing is copied or sliced until the router decides to.
 import {
   ACK_LENGTH, Code, DELIVER_FIXED_LENGTH, DeliverFlags, FRAME_HEADER_LENGTH, FrameType, KEY_LENGTH, MAX_REASON_BYTES,
-  MAX_WRAPPED_KEY_LENGTH, PING_LENGTH, SEND_FIXED_LENGTH, SendFlags, STORAGE_KEY_LENGTH,
+  MAX_WRAPPED_KEY_LENGTH, PING_LENGTH, RESULT_FIXED_LENGTH, SEND_FIXED_LENGTH, SendFlags, STORAGE_KEY_LENGTH,
 } from './constants.js';
 
 const TWO_32 = 0x1_0000_0000;
@@ -271,7 +271,7 @@ export function encodeResult(fields: ResultFields): Buffer {
 
 /** Length of a whole RESULT frame with n outcomes. */
 export function resultFrameLength(n: number): number {
-  return FRAME_HEADER_LENGTH + 7 + 2 * n;
+  return FRAME_HEADER_LENGTH + RESULT_FIXED_LENGTH + 2 * n;
 }
 
 /**
@@ -280,7 +280,7 @@ export function resultFrameLength(n: number): number {
  */
 export function writeResult(buf: Buffer, offset: number, seq: number, code: number, outcomes: readonly number[] | number): void {
   const n = typeof outcomes === 'number' ? 1 : outcomes.length;
-  let o = writeFrameHeader(buf, offset, FrameType.RESULT, 7 + 2 * n);
+  let o = writeFrameHeader(buf, offset, FrameType.RESULT, RESULT_FIXED_LENGTH + 2 * n);
   buf.writeUInt32BE(seq >>> 0, o); o += 4;
   buf.writeUInt16BE(code, o); o += 2;
   buf[o++] = n;
@@ -289,13 +289,13 @@ export function writeResult(buf: Buffer, offset: number, seq: number, code: numb
 }
 
 export function parseResult(buf: Buffer, start: number, end: number): ResultFields | null {
-  if (end - start < 7) return null;
+  if (end - start < RESULT_FIXED_LENGTH) return null;
   const seq = buf.readUInt32BE(start);
   const code = buf.readUInt16BE(start + 4);
   const n = buf[start + 6];
-  if (end - start !== 7 + 2 * n) return null;
+  if (end - start !== RESULT_FIXED_LENGTH + 2 * n) return null;
   const outcomes: number[] = [];
-  for (let i = 0; i < n; i++) outcomes.push(buf.readUInt16BE(start + 7 + 2 * i));
+  for (let i = 0; i < n; i++) outcomes.push(buf.readUInt16BE(start + RESULT_FIXED_LENGTH + 2 * i));
   return { seq, code, outcomes };
 }
 
@@ -358,10 +358,20 @@ export interface AdminRequestFields {
   json: string;
 }
 
-export interface AdminResponseFields {
-  requestId: number;
+/**
+ * An admin request's answer as an ADMIN_RESPONSE carries it: what the relay's admin engine
+ * returns and its connection sends. (The client library hands its callers a decoded form,
+ * AdminAnswer in client/client.ts: ok, the code's name, the parsed JSON.)
+ */
+export interface AdminResponse {
   status: number;
+  /** JSON text of the answer: the command's result, or { "error": ... }. */
   json: string;
+}
+
+/** A whole ADMIN_RESPONSE: the answer and the id of the request it answers. */
+export interface AdminResponseFields extends AdminResponse {
+  requestId: number;
 }
 
 export function encodeAdminRequest(fields: AdminRequestFields): Buffer {

@@ -23,6 +23,16 @@ export const MAX_CHANNEL_BINDING_LENGTH = 64;
 export const CHANNEL_BINDING_LABEL = 'EXPORTER-Channel-Binding';
 export const CHANNEL_BINDING_LENGTH = 32;
 
+/** A TLS connection as far as the channel binding needs it: node:tls's TLSSocket has this method. */
+export interface KeyingMaterialExporter {
+  exportKeyingMaterial(length: number, label: string, context: Buffer): Buffer;
+}
+
+/** The channel binding of an established TLS 1.3 connection (RFC 9266 tls-exporter), which both transcripts hold. */
+export function channelBindingOf(tls: KeyingMaterialExporter): Buffer {
+  return tls.exportKeyingMaterial(CHANNEL_BINDING_LENGTH, CHANNEL_BINDING_LABEL, Buffer.alloc(0));
+}
+
 export interface ServerHello {
   minVersion: number;
   maxVersion: number;

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { storeSettingError } from '../store/open.js';
 import { z } from 'zod';
 import { decodeKey } from '../crypto/keys.js';
+import { MAX_PAYLOAD_BYTES_SETTING } from '../protocol/constants.js';
 
 const MiB = 1024 * 1024;
 const DAY = 24 * 3600;
@@ -40,7 +41,7 @@ const configShape = z.object({
   maxHandshakes: int(1).default(1_000),
   handshakeTimeoutMs: int(100).default(10_000),
   /** Largest message body. */
-  maxPayloadBytes: int(1, 64 * MiB).default(MiB),
+  maxPayloadBytes: int(1, MAX_PAYLOAD_BYTES_SETTING).default(MiB),
   maxRecipients: int(1, 255).default(64),
   /** Bytes queued to one connection before its messages spill to its mailbox or are refused. */
   outboundBudgetBytes: int(64 * 1024).default(4 * MiB),

@@ -1,7 +1,7 @@
 // The relay's connected sessions as actions on the whole relay see them: the live ones, one key's,
 // kicking a key, and applying a policy change to everyone connected. The admin commands use it
 // (it is their AdminConnections, src/admin/host.ts); each session closed here is counted and logged.
-import { keyId } from '../crypto/key-cache.js';
+import { keyIdOf } from '../crypto/key-id.js';
 import type { PolicyAuthority } from '../policy/authority.js';
 import { Code, codeMessage } from '../protocol/constants.js';
 import type { EventLog } from './events.js';
@@ -36,7 +36,7 @@ export class ConnectedSessions {
 
   /** The live sessions of one key: the receiving one first. */
   ofKey(key: Uint8Array): Session[] {
-    const id = keyId(key);
+    const id = keyIdOf(key);
     const receiving = this.#directory.sessions.get(id);
     const out = receiving && !receiving.closed ? [receiving] : [];
     for (const s of this.#directory.sendOnly.get(id) ?? []) if (!s.closed) out.push(s);

@@ -3,12 +3,15 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { keyIdOf } from '../crypto/key-id.js';
 import { verifySignature, type Signer } from '../crypto/keys.js';
 import {
-  Code, codeMessage, FrameType, HelloFlags, MAX_ADMIN_REQUEST_LENGTH, MAX_CONTROL_FRAME_LENGTH, MAX_HANDSHAKE_FRAME_LENGTH, maxSendFrameLength,
-  PING_LENGTH, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+  Code, codeMessage, FrameType, HelloFlags, maxSendFrameLength, PING_LENGTH, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 } from '../protocol/constants.js';
-import { encodeAdminResponse, encodeClose, encodeFrame, parseAck, parseAdminRequest, parseClose } from '../protocol/frames.js';
+import { isFrameType, relayReadLimit } from '../protocol/frame-types.js';
+import {
+  encodeAdminResponse, encodeClose, encodeFrame, parseAck, parseAdminRequest, parseClose, type AdminResponse,
+} from '../protocol/frames.js';
 import {
   clientSignedBytes, encodeServerHello, encodeServerWelcome, NO_LIMITS, parseClientHello, relaySignedBytes, transcript,
   welcomeSignedFields, type WelcomeLimits,
@@ -34,7 +37,7 @@ export interface RelayContext {
   /** Called once per connection when it leaves the handshake, however it leaves it. */
   handshakeFinished(): void;
   /** Carries out an admin request from an authenticated caller; never rejects. */
-  admin(caller: Session, json: string): Promise<AdminAnswer>;
+  admin(caller: Session, json: string): Promise<AdminResponse>;
   /** A handshake was refused with this code; the key when it proved itself (signature valid); tls: over TLS. */
   handshakeRefused?(code: number, clientKey: Buffer | null, tls: boolean): void;
   /** A TLS ClientHello reached this plain port (the client used pulltabs:// for a plain relay). */
@@ -47,15 +50,6 @@ export interface ConnectionTransport {
   deadlineMs: number;
 }
 
-export interface AdminAnswer {
-  status: number;
-  /** JSON text of the answer (a result, or { "error": ... }). */
-  json: string;
-}
-
-/** Frame types a client may send after the handshake; anything else known is UNEXPECTED_FRAME. */
-const KNOWN_TYPES = new Set<number>(Object.values(FrameType));
-const CLIENT_TYPES = new Set<number>([FrameType.SEND, FrameType.ACK, FrameType.PING, FrameType.PONG, FrameType.CLOSE, FrameType.ADMIN_REQUEST]);
 /** The first byte of a TLS record carrying a handshake message: a TLS ClientHello on this plain port. */
 const TLS_HANDSHAKE_RECORD = 0x16;
 /** How long a closing connection may take to read our CLOSE before it is destroyed. */
@@ -95,20 +89,16 @@ export class Connection {
     this.#channelBinding = transport.channelBinding;
     const sendMax = maxSendFrameLength(ctx.config);
     this.#reader = new FrameReader({
-      // A frame that may not come now is refused at its header, whatever its length (0 here:
-      // any longer one reaches onError, which answers UNEXPECTED_FRAME, not FRAME_TOO_LARGE).
-      maxLength: (type) => {
-        if (this.#state === 'handshake') return type === FrameType.CLIENT_HELLO ? MAX_HANDSHAKE_FRAME_LENGTH : 0;
-        if (type === FrameType.SEND || !KNOWN_TYPES.has(type)) return sendMax;
-        if (type === FrameType.ADMIN_REQUEST) return MAX_ADMIN_REQUEST_LENGTH;
-        return CLIENT_TYPES.has(type) ? MAX_CONTROL_FRAME_LENGTH : 0;
-      },
+      // The limits of frame-types.ts. A frame that may not come now has the limit 0, so it is
+      // refused at its header whatever its length: onError answers UNEXPECTED_FRAME for it.
+      maxLength: (type) => relayReadLimit(type, this.#state === 'handshake', sendMax),
       // After the handshake, unknown types are skipped so newer clients can talk to this relay.
-      skip: (type) => this.#state !== 'handshake' && !KNOWN_TYPES.has(type),
+      skip: (type) => this.#state !== 'handshake' && !isFrameType(type),
       onFrame: (type, buf, start, end) => this.#onFrame(type, buf, start, end),
       onError: (_kind, type, length) => {
-        if (this.#state === 'handshake' && type !== FrameType.CLIENT_HELLO) return this.#unexpectedInHandshake(type);
-        if (this.#state !== 'handshake' && KNOWN_TYPES.has(type) && !CLIENT_TYPES.has(type)) {
+        const inHandshake = this.#state === 'handshake';
+        if (relayReadLimit(type, inHandshake, sendMax) === 0) {
+          if (inHandshake) return this.#unexpectedInHandshake(type);
           return this.#protocolError(Code.UNEXPECTED_FRAME, `frame type 0x${type.toString(16)} is not sent by clients`);
         }
         this.#protocolError(Code.FRAME_TOO_LARGE, `frame type 0x${type.toString(16)} of ${length} bytes is longer than allowed`);
@@ -288,7 +278,7 @@ export class Connection {
     else if (hello.version < PROTOCOL_VERSION_MIN || hello.version > PROTOCOL_VERSION_MAX) status = Code.UNSUPPORTED_VERSION;
     else status = ctx.admit(hello.clientKey);
     // Send-only connections never replace one another, so their number per key is capped here.
-    if (status === Code.OK && sendOnly && ctx.router.sendOnlyCountOf(hello.clientKey.toString('latin1')) >= ctx.config.maxSendOnlyPerKey) {
+    if (status === Code.OK && sendOnly && ctx.router.sendOnlyCountOf(keyIdOf(hello.clientKey)) >= ctx.config.maxSendOnlyPerKey) {
       status = Code.TOO_MANY_CONNECTIONS;
       retryAfterMs = SEND_ONLY_FULL_RETRY_MS;
     }

@@ -2,7 +2,7 @@
 // message paths (PolicyCache), answers the handshake's admission check, and applies a change to
 // the sessions already connected. What applies to a key is decided in src/policy/; where policies
 // are kept is a PolicyStore (src/store/policy-store.ts).
-import { keyId } from '../crypto/key-cache.js';
+import { keyIdOf } from '../crypto/key-id.js';
 import type { PolicyAuthority } from '../policy/authority.js';
 import type { Policy } from '../policy/policy.js';
 import type { Assignment, PolicyView } from '../policy/view.js';
@@ -136,7 +136,7 @@ export interface EnforceResult {
  */
 export function enforcePolicies(policies: PolicyAuthority, sessions: Iterable<Session>, only?: Uint8Array,
   onDisconnect?: (session: Session) => void): EnforceResult {
-  const onlyId = only ? keyId(only) : null;
+  const onlyId = only ? keyIdOf(only) : null;
   let disconnected = 0;
   let updated = 0;
   for (const session of [...sessions]) {

@@ -15,6 +15,7 @@
 // is stored, so with it a storable message to a connected recipient goes through the mailbox
 // (answered STORED, delivered by the drain right after the commit).
 import type { Logger } from 'pino';
+import { keyIdAt, keyOfId } from '../crypto/key-id.js';
 import { encodeKey } from '../crypto/keys.js';
 import { UNUSABLE_KEY_IDS } from '../crypto/unusable-keys.js';
 import { Code, KEY_LENGTH, SendFlags } from '../protocol/constants.js';
@@ -188,7 +189,7 @@ export class Router {
     if (n === 1) {
       // The common case, kept free of per-message arrays.
       const o = view.recipientOffsets[0];
-      const keyId = buf.toString('latin1', o, o + KEY_LENGTH);
+      const keyId = keyIdAt(buf, o);
       // A small-order or non-canonical key: no one can connect as it, so nothing is kept for it.
       if (UNUSABLE_KEY_IDS.has(keyId)) return this.#refuse(sender, seq, Code.BAD_RECIPIENT);
       const outcome = this.#routeOne(sender, envelope.pointAt(buf, view, 0, keyId), 0, storable, flags, ttlSeconds);
@@ -200,7 +201,7 @@ export class Router {
     const keyIds: string[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const o = view.recipientOffsets[i];
-      keyIds[i] = buf.toString('latin1', o, o + KEY_LENGTH);
+      keyIds[i] = keyIdAt(buf, o);
     }
     if (new Set(keyIds).size !== n) return this.#refuse(sender, seq, Code.DUPLICATE_RECIPIENT);
     for (let i = 0; i < n; i++) if (UNUSABLE_KEY_IDS.has(keyIds[i])) return this.#refuse(sender, seq, Code.BAD_RECIPIENT);
@@ -429,7 +430,7 @@ export class Router {
 
   #logDelivery(from: string, to: string, bytes: number, how: 'live' | 'stored'): void {
     // keyIds (latin1) are turned into base58 only when delivery logging is on.
-    const toText = to.length === KEY_LENGTH ? encodeKey(Buffer.from(to, 'latin1')) : to;
+    const toText = to.length === KEY_LENGTH ? encodeKey(keyOfId(to)) : to;
     const event = how === 'live' ? 'delivered' : 'stored';
     this.#log.info({ event, from, to: toText, bytes }, how);
     this.onDelivery?.(event, from, toText, bytes);

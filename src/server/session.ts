@@ -2,6 +2,7 @@
 // has been sent but has not acknowledged yet, and its mailbox backlog. The session writes its own
 // DELIVER frames; the router decides which.
 import type { Socket } from 'node:net';
+import { keyIdOf } from '../crypto/key-id.js';
 import { encodeKey } from '../crypto/keys.js';
 import { DeliverFlags } from '../protocol/constants.js';
 import { deliverHeaderLength, QUEUE_EMPTY_FRAME, writeDeliverHeader } from '../protocol/frames.js';
@@ -75,7 +76,7 @@ export class Session {
     this.#limits = limits;
     this.#stats = stats;
     this.key = key;
-    this.keyId = key.toString('latin1');
+    this.keyId = keyIdOf(key);
     this.keyText = encodeKey(key);
     this.socket = socket;
     this.out = new Outbound(socket);

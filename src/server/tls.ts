@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import { Code, codeMessage, FrameType } from '../protocol/constants.js';
 import { encodeClose } from '../protocol/frames.js';
-import { CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LENGTH } from '../protocol/handshake.js';
+import { channelBindingOf } from '../protocol/handshake.js';
 import type { RelayConfig } from './config.js';
 import { loadOrCreateSelfSigned } from './self-signed.js';
 
@@ -73,11 +73,6 @@ export function secureContextFor(material: TlsMaterial): SecureContext {
     ciphers: 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256',
     secureOptions: constants.SSL_OP_CIPHER_SERVER_PREFERENCE,
   });
-}
-
-/** The RFC 9266 tls-exporter value of an established TLS 1.3 connection. */
-export function channelBindingOf(socket: TLSSocket): Buffer {
-  return socket.exportKeyingMaterial(CHANNEL_BINDING_LENGTH, CHANNEL_BINDING_LABEL, Buffer.alloc(0));
 }
 
 export interface TlsAcceptHandlers {

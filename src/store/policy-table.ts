@@ -2,7 +2,7 @@
 // (policy-store.ts): validation, a key assigned only a policy that exists, no removing a policy
 // still assigned. An engine may keep its data in one (the LMDB engine does); the relay's cache is
 // one (src/server/policies.ts). Each change is checked and applied at once, synchronously.
-import { keyId } from '../crypto/key-cache.js';
+import { keyIdOf, keyOfId } from '../crypto/key-id.js';
 import { validatePolicy, type Policy } from '../policy/policy.js';
 import type { Assignment, PolicyView } from '../policy/view.js';
 import { PolicyStoreError, type PolicySnapshot } from './policy-store.js';
@@ -29,8 +29,8 @@ export class PolicyTable implements PolicyView {
     this.#users.clear();
     this.#blocked.clear();
     for (const policy of snapshot.policies) this.#byName.set(policy.name, policy);
-    for (const { user, policy } of snapshot.assignments) this.#users.set(keyId(user), policy);
-    for (const key of snapshot.blocked) this.#blocked.add(keyId(key));
+    for (const { user, policy } of snapshot.assignments) this.#users.set(keyIdOf(user), policy);
+    for (const key of snapshot.blocked) this.#blocked.add(keyIdOf(key));
   }
 
   snapshot(): PolicySnapshot {
@@ -47,11 +47,11 @@ export class PolicyTable implements PolicyView {
 
   assignment(user: Uint8Array): string | undefined {
     // On every stored message's path (quotas): skip the key conversion when nobody is assigned.
-    return this.#users.size === 0 ? undefined : this.#users.get(keyId(user));
+    return this.#users.size === 0 ? undefined : this.#users.get(keyIdOf(user));
   }
 
   assignments(): Assignment[] {
-    return [...this.#users].sort(byId).map(([id, policy]) => ({ user: Buffer.from(id, 'latin1'), policy }));
+    return [...this.#users].sort(byId).map(([id, policy]) => ({ user: keyOfId(id), policy }));
   }
 
   assignedCount(name: string): number {
@@ -61,11 +61,11 @@ export class PolicyTable implements PolicyView {
   }
 
   isBlocked(user: Uint8Array): boolean {
-    return this.#blocked.size > 0 && this.#blocked.has(keyId(user));
+    return this.#blocked.size > 0 && this.#blocked.has(keyIdOf(user));
   }
 
   blocked(): Uint8Array[] {
-    return [...this.#blocked].sort().map((id) => Buffer.from(id, 'latin1'));
+    return [...this.#blocked].sort().map((id) => keyOfId(id));
   }
 
   /** Creates or replaces a policy; returns it as validated (INVALID when it is not). */
@@ -88,19 +88,19 @@ export class PolicyTable implements PolicyView {
   assign(user: Uint8Array, name: string): void {
     checkKey(user);
     if (!this.#byName.has(name)) throw new PolicyStoreError('NOT_FOUND', `no policy named ${JSON.stringify(name)}`);
-    this.#users.set(keyId(user), name);
+    this.#users.set(keyIdOf(user), name);
   }
 
   /** False when the key had no assignment. */
   unassign(user: Uint8Array): boolean {
     checkKey(user);
-    return this.#users.delete(keyId(user));
+    return this.#users.delete(keyIdOf(user));
   }
 
   /** False when the key was already blocked. */
   block(user: Uint8Array): boolean {
     checkKey(user);
-    const id = keyId(user);
+    const id = keyIdOf(user);
     if (this.#blocked.has(id)) return false;
     this.#blocked.add(id);
     return true;
@@ -109,6 +109,6 @@ export class PolicyTable implements PolicyView {
   /** False when the key was not blocked. */
   unblock(user: Uint8Array): boolean {
     checkKey(user);
-    return this.#blocked.delete(keyId(user));
+    return this.#blocked.delete(keyIdOf(user));
   }
 }
