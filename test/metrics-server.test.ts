@@ -2,24 +2,29 @@
 // /readyz answer, anything else is 404. (Counters moving with real traffic: metrics.test.ts.)
 import t from 'tap';
 import { startMetricsServer, type MetricsSource } from '../src/server/metrics.js';
+import { observe } from '../src/server/observation.js';
 import { RelayStats } from '../src/server/stats.js';
 import { httpGet } from './helpers.js';
 
 t.test('scrapes read the counters at scrape time', async (t) => {
   const stats = new RelayStats();
   let ready = false;
+  stats.handshakesRefused.authFailed = 3;
+  stats.handshakesRefused.notAuthorized = 4;
+  stats.policyDisconnects.kicked = 1;
   const source: MetricsSource = {
-    stats,
-    connections: () => ({ handshake: 1, authenticated: 2 }),
-    traffic: () => ({ framesIn: 10, bytesIn: 1000, framesOut: 20, bytesOut: 2000 }),
-    handshakeRefusals: () => ({ auth_failed: 3, not_authorized: 4 }),
-    policyDisconnects: () => ({ kicked: 1 }),
-    mailbox: async () => ({ count: 5, bytes: 500, recipients: 2 }),
-    storeFileBytes: () => 65536,
-    storeCommitFailures: () => 3,
-    storeWritable: () => true,
-    eventLog: () => ({ written: 7, dropped: 1, errors: 0 }),
-    adminAnswers: () => ({ OK: 2, FORBIDDEN: 1 }),
+    observe: () => observe({
+      stats,
+      startedAt: Date.now(),
+      handshaking: () => 1,
+      sessions: () => ({ authenticated: 2, sendOnly: 0 }),
+      traffic: () => ({ framesIn: 10, bytesIn: 1000, framesOut: 20, bytesOut: 2000 }),
+      storeStatus: () => ({ engine: 'lmdb', writable: true, commitFailures: 3, fileBytes: 65536 }),
+      storeTotals: async () => ({ count: 5, bytes: 500, recipients: 2 }),
+      eventLog: () => ({ written: 7, dropped: 1, errors: 0 }),
+      adminAnswers: () => ({ OK: 2, FORBIDDEN: 1 }),
+      ready: () => ready,
+    }),
     ready: () => ready,
   };
   const server = await startMetricsServer({ host: '127.0.0.1', port: 0, source });
@@ -42,7 +47,7 @@ t.test('scrapes read the counters at scrape time', async (t) => {
     'pulltab_handshakes_total{outcome="not_authorized"} 4',
     'pulltab_bytes_out_total 2000',
     'pulltab_mailbox_bytes 500',
-    'pulltab_lmdb_file_bytes 65536',
+    'pulltab_store_file_bytes 65536',
     'pulltab_store_commit_failures_total 3',
     'pulltab_admin_requests_total{status="FORBIDDEN"} 1',
     'pulltab_event_log_lines_total{outcome="dropped"} 1',
@@ -64,10 +69,15 @@ t.test('scrapes read the counters at scrape time', async (t) => {
 
 t.test('a port in use is an error at start', async (t) => {
   const stats = new RelayStats();
-  const source = {
-    stats, connections: () => ({ handshake: 0, authenticated: 0 }), traffic: () => ({ framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0 }),
-    handshakeRefusals: () => ({}), policyDisconnects: () => ({}), mailbox: async () => ({ count: 0, bytes: 0, recipients: 0 }),
-    storeFileBytes: () => 0, storeCommitFailures: () => 0, storeWritable: () => true, eventLog: () => null, adminAnswers: () => ({}), ready: () => true,
+  const source: MetricsSource = {
+    observe: () => observe({
+      stats, startedAt: Date.now(), handshaking: () => 0, sessions: () => ({ authenticated: 0, sendOnly: 0 }),
+      traffic: () => ({ framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0 }),
+      storeStatus: () => ({ engine: 'lmdb', writable: true, commitFailures: 0, fileBytes: 0 }),
+      storeTotals: async () => ({ count: 0, bytes: 0, recipients: 0 }),
+      eventLog: () => null, adminAnswers: () => ({}), ready: () => true,
+    }),
+    ready: () => true,
   };
   const a = await startMetricsServer({ host: '127.0.0.1', port: 0, source });
   t.teardown(() => a.close());

@@ -21,7 +21,7 @@ t.test('/metrics lists the counters and they move when messages flow', async (t)
   for (const name of [
     'pulltab_connections', 'pulltab_handshakes_total', 'pulltab_frames_in_total', 'pulltab_bytes_in_total',
     'pulltab_frames_out_total', 'pulltab_bytes_out_total', 'pulltab_messages_delivered_total', 'pulltab_messages_stored_total',
-    'pulltab_messages_dropped_total', 'pulltab_mailbox_entries', 'pulltab_mailbox_bytes', 'pulltab_lmdb_file_bytes',
+    'pulltab_messages_dropped_total', 'pulltab_mailbox_entries', 'pulltab_mailbox_bytes', 'pulltab_store_file_bytes',
     'nodejs_eventloop_lag_seconds', 'pulltab_slow_consumer_disconnects_total', 'pulltab_rate_limit_pauses_total',
   ]) t.match(before, new RegExp(`^# TYPE ${name} `, 'm'), name);
 
@@ -45,7 +45,7 @@ t.test('/metrics lists the counters and they move when messages flow', async (t)
   t.ok(value(after, 'pulltab_frames_in_total') >= 2 + 5 + 3, 'hellos, sends and acks');
   t.ok(value(after, 'pulltab_bytes_in_total') > value(before, 'pulltab_bytes_in_total'));
   t.ok(value(after, 'pulltab_bytes_out_total') > 0);
-  t.ok(value(after, 'pulltab_lmdb_file_bytes') > 0);
+  t.ok(value(after, 'pulltab_store_file_bytes') > 0);
   t.notMatch(after, /127\.0\.0\.1/, 'no address in the metrics');
 
   t.equal((await httpGet(relay.metricsPort!, '/healthz')).status, 200);

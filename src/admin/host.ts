@@ -51,7 +51,7 @@ export interface AdminHost {
   readonly store: Pick<MailboxStore, 'totals' | 'top' | 'removeRecipient' | 'removeOlderThan'>;
   readonly connections: AdminConnections;
   /** A snapshot of the relay's counters and gauges, for `stats`. */
-  stats(): Promise<Record<string, unknown>>;
+  stats(): Promise<object>;
   readonly events?: AuditLog | null;
   readonly log?: Pick<Logger, 'error'>;
 }

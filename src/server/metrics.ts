@@ -7,35 +7,14 @@
 // a scrape asks, through prom-client collect() callbacks. Nothing here logs or exposes an address.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import type { RelayStats } from './stats.js';
+import type { Observation } from './observation.js';
 
-export interface Traffic {
-  framesIn: number;
-  bytesIn: number;
-  framesOut: number;
-  bytesOut: number;
-}
+export type { Traffic } from './observation.js';
 
-/** What the metrics read, each when scraped. */
+/** What the metrics read: one observation per scrape (the admin `stats` command reads the same). */
 export interface MetricsSource {
-  readonly stats: RelayStats;
-  /** Open connections: still in the handshake, and authenticated (of which send-only). */
-  connections(): { handshake: number; authenticated: number; sendOnly?: number };
-  traffic(): Traffic;
-  /** Refused handshakes by outcome (auth_failed, unsupported_version, not_authorized). */
-  handshakeRefusals(): Record<string, number>;
-  /** Sessions closed by policy: not_authorized (a block or a withdrawn right), kicked. */
-  policyDisconnects(): Record<string, number>;
-  mailbox(): Promise<{ count: number; bytes: number; recipients: number }>;
-  /** Bytes of the LMDB data files in use. */
-  storeFileBytes(): number;
-  /** Mailbox commits that failed since start (each answered STORE_ERROR; the store is unwritable until it recovers). */
-  storeCommitFailures(): number;
-  /** false while the mailbox store cannot commit (stores are refused STORE_ERROR; /readyz says not ready). */
-  storeWritable(): boolean;
-  eventLog(): { written: number; dropped: number; errors: number } | null;
-  /** Admin answers by status name. */
-  adminAnswers(): Record<string, number>;
+  observe(): Promise<Observation>;
+  /** /readyz: cheaper than a whole observation. */
   ready(): boolean;
 }
 
@@ -45,101 +24,97 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Builds the registry: every metric reads its source at scrape time. */
+/** Builds the registry: every metric reads the scrape's observation (made once, shared by all of them). */
 export function createRegistry(source: MetricsSource): Registry {
   const registry = new Registry();
   const registers = [registry];
-  const s = source.stats;
+  // prom-client collects every metric of a scrape together: they share one observation.
+  let current: Promise<Observation> | null = null;
+  const scrape = (): Promise<Observation> => {
+    current ??= source.observe().finally(() => setImmediate(() => { current = null; }));
+    return current;
+  };
 
-  const counter = (name: string, help: string, read: () => number): void => {
+  const counter = (name: string, help: string, read: (o: Observation) => number): void => {
     new Counter({
       name, help, registers,
-      collect() {
+      async collect() {
+        const o = await scrape();
         this.reset();
-        this.inc(Math.max(0, read()));
+        this.inc(Math.max(0, read(o)));
       },
     });
   };
-  const labelled = <L extends string>(name: string, help: string, label: L, read: () => Record<string, number>): void => {
+  const labelled = <L extends string>(name: string, help: string, label: L, read: (o: Observation) => Record<string, number>): void => {
     new Counter({
       name, help, registers, labelNames: [label],
-      collect() {
+      async collect() {
+        const o = await scrape();
         this.reset();
-        for (const [value, n] of Object.entries(read())) this.inc({ [label]: value } as Record<L, string>, Math.max(0, n));
+        for (const [value, n] of Object.entries(read(o))) this.inc({ [label]: value } as Record<L, string>, Math.max(0, n));
       },
     });
   };
-  const gauge = (name: string, help: string, read: () => number): void => {
-    new Gauge({ name, help, registers, collect() { this.set(read()); } });
+  const gauge = (name: string, help: string, read: (o: Observation) => number): void => {
+    new Gauge({ name, help, registers, async collect() { this.set(read(await scrape())); } });
   };
 
   new Gauge({
     name: 'pulltab_connections', help: 'Open connections, by state', registers, labelNames: ['state'],
-    collect() {
-      const c = source.connections();
+    async collect() {
+      const c = (await scrape()).connections;
       this.set({ state: 'handshake' }, c.handshake);
       this.set({ state: 'authenticated' }, c.authenticated);
     },
   });
-  new Gauge({
-    name: 'pulltab_send_only_connections', help: 'Authenticated connections that are send-only (counted in pulltab_connections{state="authenticated"} too)', registers,
-    collect() { this.set(source.connections().sendOnly ?? 0); },
-  });
-  counter('pulltab_connections_accepted_total', 'TCP connections accepted', () => s.connectionsAccepted);
-  counter('pulltab_connections_refused_total', 'Connections refused at the connection or handshake limit, the accept rate, or shutdown (RELAY_FULL, GOING_AWAY)', () => s.connectionsRefusedFull);
-  labelled('pulltab_handshakes_total', 'Handshakes, by outcome', 'outcome', () => ({
-    ok: s.handshakesOk, timeout: s.handshakesTimedOut, ...source.handshakeRefusals(),
+  gauge('pulltab_send_only_connections', 'Authenticated connections that are send-only (counted in pulltab_connections{state="authenticated"} too)', (o) => o.connections.sendOnly);
+  counter('pulltab_connections_accepted_total', 'TCP connections accepted', (o) => o.connections.accepted);
+  counter('pulltab_connections_refused_total', 'Connections refused at the connection or handshake limit, the accept rate, or shutdown (RELAY_FULL, GOING_AWAY)', (o) => o.connections.refusedFull);
+  labelled('pulltab_handshakes_total', 'Handshakes, by outcome', 'outcome', ({ handshakes: h }) => ({
+    ok: h.ok, timeout: h.timedOut, auth_failed: h.authFailed, unsupported_version: h.unsupportedVersion, not_authorized: h.notAuthorized,
+    too_many_connections: h.tooManyConnections, transport_mismatch: h.transportMismatch, tls_failed: h.tlsFailed,
   }));
-  counter('pulltab_tls_auth_failures_total', 'AUTH_FAILED handshakes over TLS: a forged signature or a TLS-terminating proxy between client and relay (channel binding mismatch)', () => s.tlsAuthFailed);
-  counter('pulltab_sessions_replaced_total', 'Sessions replaced by a newer connection of the same key', () => s.replaced);
-  counter('pulltab_protocol_errors_total', 'Connections closed for a protocol error', () => s.protocolErrors);
-  labelled('pulltab_policy_disconnects_total', 'Sessions closed by an administrator or a policy change, by reason', 'reason', () => source.policyDisconnects());
-  counter('pulltab_slow_consumer_disconnects_total', 'Connections closed because they stopped reading (SLOW_CONSUMER)', () => s.slowConsumers);
-  counter('pulltab_idle_timeouts_total', 'Connections closed because they stopped answering pings (IDLE_TIMEOUT)', () => s.idleTimeouts);
-  counter('pulltab_rate_limit_pauses_total', 'Times a connection\'s reads were paused by its rate limit', () => s.rateLimitPauses);
-
-  counter('pulltab_frames_in_total', 'Frames read from clients', () => source.traffic().framesIn);
-  counter('pulltab_bytes_in_total', 'Bytes read from clients', () => source.traffic().bytesIn);
-  counter('pulltab_frames_out_total', 'Frames written to clients', () => source.traffic().framesOut);
-  counter('pulltab_bytes_out_total', 'Bytes written to clients', () => source.traffic().bytesOut);
-
-  counter('pulltab_messages_in_total', 'SEND frames received', () => s.messagesIn);
-  labelled('pulltab_messages_delivered_total', 'DELIVER frames written, by where the message came from', 'source', () => ({
-    live: s.messagesOut - s.deliveredFromMailbox, mailbox: s.deliveredFromMailbox,
+  counter('pulltab_tls_auth_failures_total', 'AUTH_FAILED handshakes over TLS: a forged signature or a TLS-terminating proxy between client and relay (channel binding mismatch)', (o) => o.handshakes.tlsAuthFailed);
+  counter('pulltab_sessions_replaced_total', 'Sessions replaced by a newer connection of the same key', (o) => o.disconnects.replaced);
+  counter('pulltab_protocol_errors_total', 'Connections closed for a protocol error', (o) => o.disconnects.protocolErrors);
+  labelled('pulltab_policy_disconnects_total', 'Sessions closed by an administrator or a policy change, by reason', 'reason', (o) => ({
+    kicked: o.disconnects.kicked, not_authorized: o.disconnects.notAuthorized,
   }));
-  counter('pulltab_messages_stored_total', 'Messages committed to a mailbox (per recipient)', () => s.stored);
-  counter('pulltab_messages_stored_live_total', 'Storable messages written live and kept in the mailbox until acknowledged (per recipient)', () => s.storedLive);
-  labelled('pulltab_read_pauses_total', 'Times reading from a connection was paused for a bound other than its rate limit, by reason', 'reason', () => ({
-    output: s.outputPauses, store: s.storePauses, turn: s.turnYields,
-  }));
-  counter('pulltab_messages_spilled_total', 'Times a connected recipient fell behind and its messages went to its mailbox', () => s.spilled);
-  labelled('pulltab_messages_dropped_total', 'Messages not delivered nor stored, by reason', 'reason', () => ({
-    offline: s.dropped.offline, busy: s.dropped.busy, held: s.droppedHeld,
-    refused: s.refused, store_refused: s.refusedStore,
-  }));
+  counter('pulltab_slow_consumer_disconnects_total', 'Connections closed because they stopped reading (SLOW_CONSUMER)', (o) => o.disconnects.slowConsumers);
+  counter('pulltab_idle_timeouts_total', 'Connections closed because they stopped answering pings (IDLE_TIMEOUT)', (o) => o.disconnects.idleTimeouts);
+  counter('pulltab_rate_limit_pauses_total', 'Times a connection\'s reads were paused by its rate limit', (o) => o.rateLimitPauses);
 
-  // One read of the store's totals per scrape (a database engine answers them with a query).
-  let totals: Promise<{ count: number; bytes: number; recipients: number }> | null = null;
-  const mailbox = async <K extends 'count' | 'bytes' | 'recipients'>(name: K): Promise<number> => {
-    totals ??= source.mailbox().finally(() => setImmediate(() => { totals = null; }));
-    return (await totals)[name];
-  };
-  const asyncGauge = (name: string, help: string, read: () => Promise<number>): void => {
-    new Gauge({ name, help, registers, async collect() { this.set(await read()); } });
-  };
-  asyncGauge('pulltab_mailbox_entries', 'Stored messages (per recipient)', () => mailbox('count'));
-  asyncGauge('pulltab_mailbox_bytes', 'Stored bytes (body plus wrapped key, per recipient)', () => mailbox('bytes'));
-  asyncGauge('pulltab_mailbox_recipients', 'Recipients with stored messages', () => mailbox('recipients'));
-  gauge('pulltab_lmdb_file_bytes', 'Bytes of the LMDB mailbox data file in use', () => source.storeFileBytes());
-  counter('pulltab_store_commit_failures_total', 'Mailbox commits that failed (answered STORE_ERROR; unwritable until recovered)', () => source.storeCommitFailures());
-  gauge('pulltab_store_writable', '1 while the mailbox store can commit, 0 from a failed commit until it has recovered', () => (source.storeWritable() ? 1 : 0));
+  counter('pulltab_frames_in_total', 'Frames read from clients', (o) => o.traffic.framesIn);
+  counter('pulltab_bytes_in_total', 'Bytes read from clients', (o) => o.traffic.bytesIn);
+  counter('pulltab_frames_out_total', 'Frames written to clients', (o) => o.traffic.framesOut);
+  counter('pulltab_bytes_out_total', 'Bytes written to clients', (o) => o.traffic.bytesOut);
 
-  labelled('pulltab_admin_requests_total', 'Admin requests answered, by status', 'status', () => source.adminAnswers());
-  labelled('pulltab_event_log_lines_total', 'Event log lines, by outcome', 'outcome', (): Record<string, number> => {
-    const e = source.eventLog();
-    return e ? { written: e.written, dropped: e.dropped } : {};
-  });
-  gauge('pulltab_ready', '1 while ready: accepting connections and able to store', () => (source.ready() ? 1 : 0));
+  counter('pulltab_messages_in_total', 'SEND frames received', (o) => o.messages.in);
+  labelled('pulltab_messages_delivered_total', 'DELIVER frames written, by where the message came from', 'source', (o) => ({
+    live: o.messages.deliveredLive, mailbox: o.messages.deliveredFromMailbox,
+  }));
+  counter('pulltab_messages_stored_total', 'Messages committed to a mailbox (per recipient)', (o) => o.messages.stored);
+  counter('pulltab_messages_stored_live_total', 'Storable messages written live and kept in the mailbox until acknowledged (per recipient)', (o) => o.messages.storedLive);
+  labelled('pulltab_read_pauses_total', 'Times reading from a connection was paused for a bound other than its rate limit, by reason', 'reason', (o) => ({ ...o.readPauses }));
+  counter('pulltab_messages_spilled_total', 'Times a connected recipient fell behind and its messages went to its mailbox', (o) => o.messages.spilled);
+  labelled('pulltab_messages_dropped_total', 'Messages not delivered nor stored, by reason', 'reason', ({ messages: m }) => ({
+    offline: m.dropped.offline, busy: m.dropped.busy, held: m.dropped.held, refused: m.refused, store_refused: m.refusedStore,
+  }));
+  counter('pulltab_forwards_total', 'Envelopes handed to another instance of the relay (per recipient)', (o) => o.forwards.forwarded);
+  labelled('pulltab_forward_misses_total', 'Forwards that missed (stored here when storable, else refused), by reason', 'reason', (o) => ({ ...o.forwards.missed }));
+
+  gauge('pulltab_mailbox_entries', 'Stored messages (per recipient)', (o) => o.mailbox.count);
+  gauge('pulltab_mailbox_bytes', 'Stored bytes (body plus wrapped key, per recipient)', (o) => o.mailbox.bytes);
+  gauge('pulltab_mailbox_recipients', 'Recipients with stored messages', (o) => o.mailbox.recipients);
+  gauge('pulltab_store_file_bytes', 'Bytes of the store engine\'s data files in use (an embedded engine; 0 for a database server)', (o) => o.mailbox.fileBytes ?? 0);
+  counter('pulltab_store_commit_failures_total', 'Mailbox commits that failed (answered STORE_ERROR; unwritable until recovered)', (o) => o.mailbox.commitFailures);
+  gauge('pulltab_store_writable', '1 while the mailbox store can commit, 0 from a failed commit until it has recovered', (o) => (o.mailbox.writable ? 1 : 0));
+
+  labelled('pulltab_admin_requests_total', 'Admin requests answered, by status', 'status', (o) => o.adminAnswers);
+  labelled('pulltab_event_log_lines_total', 'Event log lines, by outcome', 'outcome', (o): Record<string, number> => (
+    o.eventLog ? { written: o.eventLog.written, dropped: o.eventLog.dropped } : {}
+  ));
+  gauge('pulltab_ready', '1 while ready: accepting connections and able to store', (o) => (o.ready ? 1 : 0));
 
   // process_* and nodejs_* (CPU, memory, handles, GC, and nodejs_eventloop_lag_seconds).
   collectDefaultMetrics({ register: registry });

@@ -18,7 +18,8 @@ import { ConnectedSessions } from './connected-sessions.js';
 import { Connection, type RelayContext } from './connection.js';
 import { EventLog } from './events.js';
 import { createLogger } from './log.js';
-import { startMetricsServer, type MetricsServer, type MetricsSource, type Traffic } from './metrics.js';
+import { startMetricsServer, type MetricsServer } from './metrics.js';
+import { observe, type Observation, type ObservationSource, type Traffic } from './observation.js';
 import type { Peers } from './destinations.js';
 import { admissionCode, PolicyCache } from './policies.js';
 import { Router } from './router.js';
@@ -196,7 +197,7 @@ export class Relay {
     relay.#startTicking();
     if (config.metricsPort >= 0) {
       try {
-        relay.#metrics = await startMetricsServer({ host: config.metricsHost, port: config.metricsPort, source: relay.#metricsSource() });
+        relay.#metrics = await startMetricsServer({ host: config.metricsHost, port: config.metricsPort, source: { observe: () => relay.observe(), ready: () => relay.ready } });
       } catch (err) {
         await relay.close({ graceMs: 0 });
         const e = err as NodeJS.ErrnoException;
@@ -238,53 +239,26 @@ export class Relay {
     return { framesIn: this.stats.framesIn, bytesIn: this.stats.bytesIn, framesOut, bytesOut };
   }
 
-  /** What the admin `stats` command answers. */
-  async statsSnapshot(): Promise<Record<string, unknown>> {
-    const s = this.stats;
-    const store = this.store.status();
-    const totals = await this.store.totals();
-    return {
-      uptimeSeconds: Math.round((Date.now() - this.#startedAt) / 1000),
-      connections: { handshake: this.#handshaking, authenticated: this.router.sessions.size + this.router.sendOnlyCount, sendOnly: this.router.sendOnlyCount, accepted: s.connectionsAccepted, refusedFull: s.connectionsRefusedFull },
-      handshakes: {
-        ok: s.handshakesOk, timedOut: s.handshakesTimedOut, ...s.handshakesRefused,
-        transportMismatch: s.transportMismatches, tlsFailed: s.tlsHandshakeFailures, tlsAuthFailed: s.tlsAuthFailed,
-      },
-      messages: {
-        in: s.messagesIn, deliveredLive: s.messagesOut - s.deliveredFromMailbox, deliveredFromMailbox: s.deliveredFromMailbox,
-        stored: s.stored, storedLive: s.storedLive, spilled: s.spilled, refused: s.refused, refusedStore: s.refusedStore,
-        dropped: { ...s.dropped, held: s.droppedHeld },
-      },
-      traffic: this.traffic(),
-      disconnects: {
-        replaced: s.replaced, protocolErrors: s.protocolErrors, slowConsumers: s.slowConsumers, idleTimeouts: s.idleTimeouts,
-        ...s.policyDisconnects,
-      },
-      rateLimitPauses: s.rateLimitPauses,
-      readPauses: { output: s.outputPauses, store: s.storePauses, turn: s.turnYields },
-      mailbox: { ...totals, engine: store.engine, fileBytes: store.fileBytes ?? 0, writable: store.writable },
-      eventLog: this.events ? { written: this.events.written, dropped: this.events.dropped, errors: this.events.errors } : null,
-    };
+  /** One observation of the relay: what /metrics and the admin `stats` command both read. */
+  observe(): Promise<Observation> {
+    return observe(this.#observationSource);
   }
 
-  #metricsSource(): MetricsSource {
+  /** What the admin `stats` command answers: the observation. */
+  statsSnapshot(): Promise<Observation> {
+    return this.observe();
+  }
+
+  get #observationSource(): ObservationSource {
     const relay = this;
     return {
       stats: relay.stats,
-      connections: () => ({ handshake: relay.#handshaking, authenticated: relay.router.sessions.size + relay.router.sendOnlyCount, sendOnly: relay.router.sendOnlyCount }),
+      startedAt: relay.#startedAt,
+      handshaking: () => relay.#handshaking,
+      sessions: () => ({ authenticated: relay.router.sessions.size + relay.router.sendOnlyCount, sendOnly: relay.router.sendOnlyCount }),
       traffic: () => relay.traffic(),
-      handshakeRefusals: () => {
-        const r = relay.stats.handshakesRefused;
-        return {
-          auth_failed: r.authFailed, unsupported_version: r.unsupportedVersion, not_authorized: r.notAuthorized, too_many_connections: r.tooManyConnections,
-          transport_mismatch: relay.stats.transportMismatches, tls_failed: relay.stats.tlsHandshakeFailures,
-        };
-      },
-      policyDisconnects: () => ({ kicked: relay.stats.policyDisconnects.kicked, not_authorized: relay.stats.policyDisconnects.notAuthorized }),
-      mailbox: () => relay.store.totals(),
-      storeFileBytes: () => relay.store.status().fileBytes ?? 0,
-      storeCommitFailures: () => relay.store.status().commitFailures,
-      storeWritable: () => relay.storeWritable,
+      storeStatus: () => relay.store.status(),
+      storeTotals: () => relay.store.totals(),
       eventLog: () => (relay.events ? { written: relay.events.written, dropped: relay.events.dropped, errors: relay.events.errors } : null),
       adminAnswers: () => relay.admin.answers,
       ready: () => relay.ready,

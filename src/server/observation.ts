@@ -1,0 +1,86 @@
+// One snapshot of what the relay is doing, read by both /metrics (./metrics.ts) and the admin
+// `stats` command, so the two can never disagree. Counting costs the relay's paths a plain
+// increment (./stats.ts); everything here is read only when somebody asks.
+import type { StoreStatus, Totals } from '../store/mailbox.js';
+import type { RelayStats } from './stats.js';
+
+export interface Traffic {
+  framesIn: number;
+  bytesIn: number;
+  framesOut: number;
+  bytesOut: number;
+}
+
+export interface Observation {
+  uptimeSeconds: number;
+  connections: { handshake: number; authenticated: number; sendOnly: number; accepted: number; refusedFull: number };
+  handshakes: {
+    ok: number; timedOut: number; authFailed: number; unsupportedVersion: number; notAuthorized: number; tooManyConnections: number;
+    transportMismatch: number; tlsFailed: number; tlsAuthFailed: number;
+  };
+  messages: {
+    in: number; deliveredLive: number; deliveredFromMailbox: number; stored: number; storedLive: number; spilled: number;
+    refused: number; refusedStore: number; dropped: { offline: number; busy: number; held: number };
+  };
+  /** Envelopes handed to another instance of the relay, and forwards that missed, by reason. */
+  forwards: { forwarded: number; missed: { gone: number; busy: number } };
+  traffic: Traffic;
+  disconnects: { replaced: number; protocolErrors: number; slowConsumers: number; idleTimeouts: number; kicked: number; notAuthorized: number };
+  rateLimitPauses: number;
+  readPauses: { output: number; store: number; turn: number };
+  mailbox: Totals & StoreStatus;
+  eventLog: { written: number; dropped: number; errors: number } | null;
+  /** Admin answers by status name. */
+  adminAnswers: Record<string, number>;
+  /** Accepting connections and able to store (/readyz). */
+  ready: boolean;
+}
+
+/** What an observation is made of: the counters, and what only the relay's parts know. */
+export interface ObservationSource {
+  readonly stats: RelayStats;
+  readonly startedAt: number;
+  handshaking(): number;
+  /** Authenticated connections (receiving and send-only) and the send-only ones among them. */
+  sessions(): { authenticated: number; sendOnly: number };
+  traffic(): Traffic;
+  storeStatus(): StoreStatus;
+  storeTotals(): Promise<Totals>;
+  eventLog(): { written: number; dropped: number; errors: number } | null;
+  adminAnswers(): Record<string, number>;
+  ready(): boolean;
+}
+
+export async function observe(source: ObservationSource): Promise<Observation> {
+  const s = source.stats;
+  const totals = await source.storeTotals();
+  const sessions = source.sessions();
+  return {
+    uptimeSeconds: Math.round((Date.now() - source.startedAt) / 1000),
+    connections: {
+      handshake: source.handshaking(), authenticated: sessions.authenticated, sendOnly: sessions.sendOnly,
+      accepted: s.connectionsAccepted, refusedFull: s.connectionsRefusedFull,
+    },
+    handshakes: {
+      ok: s.handshakesOk, timedOut: s.handshakesTimedOut, ...s.handshakesRefused,
+      transportMismatch: s.transportMismatches, tlsFailed: s.tlsHandshakeFailures, tlsAuthFailed: s.tlsAuthFailed,
+    },
+    messages: {
+      in: s.messagesIn, deliveredLive: s.messagesOut - s.deliveredFromMailbox, deliveredFromMailbox: s.deliveredFromMailbox,
+      stored: s.stored, storedLive: s.storedLive, spilled: s.spilled, refused: s.refused, refusedStore: s.refusedStore,
+      dropped: { ...s.dropped, held: s.droppedHeld },
+    },
+    forwards: { forwarded: s.forwarded, missed: { ...s.forwardMisses } },
+    traffic: source.traffic(),
+    disconnects: {
+      replaced: s.replaced, protocolErrors: s.protocolErrors, slowConsumers: s.slowConsumers, idleTimeouts: s.idleTimeouts,
+      ...s.policyDisconnects,
+    },
+    rateLimitPauses: s.rateLimitPauses,
+    readPauses: { output: s.outputPauses, store: s.storePauses, turn: s.turnYields },
+    mailbox: { ...totals, ...source.storeStatus() },
+    eventLog: source.eventLog(),
+    adminAnswers: { ...source.adminAnswers() },
+    ready: source.ready(),
+  };
+}
