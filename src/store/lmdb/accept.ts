@@ -53,7 +53,7 @@ export class Acceptor {
     private readonly counters: Counters,
     private readonly overlays: Overlays,
     private readonly writes: Writes,
-    private readonly entries: StoredEntries,
+    private readonly storedEntries: StoredEntries,
     private readonly clock: () => number,
     private readonly quotaFor: QuotaHook | null,
     /** The store-wide limits (setLimits()). */
@@ -98,7 +98,7 @@ export class Acceptor {
     const counters = this.counters;
     const overlays = this.overlays;
     const writes = this.writes;
-    const entries = this.entries;
+    const storedEntries = this.storedEntries;
     const { sender, storageKey, body, recipients } = request;
     const storedAt = this.clock();
     const expiresAt = storedAt + ttlMs;
@@ -120,7 +120,7 @@ export class Acceptor {
       if (storageKey !== null) {
         indexSlotKey = indexKey(r.key, sender, storageKey);
         indexSlotId = bytesId(indexSlotKey);
-        replaced = entries.liveIndexSlot(indexSlotId, indexSlotKey, r.key);
+        replaced = storedEntries.liveIndexSlot(indexSlotId, indexSlotKey, r.key);
         if (replaced && request.keepNewerThan !== undefined && replaced.seq > request.keepNewerThan) {
           outcomes[i] = { ok: false, code: 'SUPERSEDED' };
           continue;
@@ -152,7 +152,7 @@ export class Acceptor {
           earlier.replacedInRequest = true;
           counters.add(recipientId, -1, -earlier.cost);
         } else {
-          entries.deleteEntry(r.key, recipientId, replaced.seq, replaced.cost, replaced.bodyId, null, op);
+          storedEntries.deleteKnown(r.key, recipientId, replaced.seq, replaced.cost, replaced.bodyId, null, op);
         }
       }
       const seq = counters.nextSeq();
@@ -193,7 +193,7 @@ export class Acceptor {
         if (a.replacedInRequest) continue;
         writes.put(t.entries, entryKey(a.key, a.seq, this.#entryKey),
           encodeEntry(sender, storageKey, a.wrappedKey, body, storedAt, expiresAt, bodyId, writes.takeValue), op);
-        entries.markExpiry(a.key, a.recipientId, expiresAt, op);
+        storedEntries.markExpiry(a.key, a.recipientId, expiresAt, op);
         if (a.indexSlotKey !== null) {
           writes.put(t.index, a.indexSlotKey, u64Value(a.seq), op);
           a.slot!.bodyId = bodyId;

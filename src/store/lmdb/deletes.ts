@@ -36,7 +36,7 @@ export class Deletes {
     private readonly status: StoreStatus,
     private readonly overlays: Overlays,
     private readonly writes: Writes,
-    private readonly entries: StoredEntries,
+    private readonly storedEntries: StoredEntries,
     private readonly keptAcks: KeptAcks,
     private readonly clock: () => number,
   ) {}
@@ -56,7 +56,7 @@ export class Deletes {
     try {
       for (const seq of seqs) {
         if (!Number.isSafeInteger(seq) || seq <= 0) continue;
-        this.entries.deleteIfStored(recipient, recipientId, seq, op);
+        this.storedEntries.delete(recipient, recipientId, seq, op);
       }
     } catch (err) {
       this.writes.abandon(op, err);
@@ -76,7 +76,7 @@ export class Deletes {
     await this.writes.settled();
     const recipientId = bytesId(recipient);
     return this.#deleteInChunks(this.tables.entries, entryKey(recipient, 0), entryKey(recipient, MAX_U53), (key, op) =>
-      Number(this.entries.deleteIfStored(recipient, recipientId, readU64(key, RECIPIENT_BYTES), op)));
+      Number(this.storedEntries.delete(recipient, recipientId, readU64(key, RECIPIENT_BYTES), op)));
   }
 
   async removeOlderThan(ageMs: number, now: number = this.clock()): Promise<number> {
@@ -86,7 +86,7 @@ export class Deletes {
     const cutoff = now - ageMs;
     return this.#deleteInChunks(this.tables.entries, undefined, undefined, (key, op) => {
       const recipient = key.subarray(0, RECIPIENT_BYTES);
-      return Number(this.entries.deleteIfStored(recipient, bytesId(recipient), readU64(key, RECIPIENT_BYTES), op,
+      return Number(this.storedEntries.delete(recipient, bytesId(recipient), readU64(key, RECIPIENT_BYTES), op,
         (meta) => !(meta.storedAt < cutoff)));
     });
   }
@@ -109,12 +109,12 @@ export class Deletes {
       if (!scanned.has(recipientId)) {
         scanned.add(recipientId);
         for (const entry of entries.getKeys({ start: entryKey(recipient, 0), end: entryKey(recipient, MAX_U53) })) {
-          if (this.entries.deleteIfStored(recipient, recipientId, readU64(entry, RECIPIENT_BYTES), op, (meta) => meta.expiresAt > now)) removed++;
+          if (this.storedEntries.delete(recipient, recipientId, readU64(entry, RECIPIENT_BYTES), op, (meta) => meta.expiresAt > now)) removed++;
         }
       }
       if (bucket + EXPIRY_BUCKET_MS <= now) {
         this.writes.remove(marks, key, op);
-        this.entries.markDeleted(recipientId, bucket);
+        this.storedEntries.markDeleted(recipientId, bucket);
       }
       return removed;
     });

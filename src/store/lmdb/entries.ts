@@ -74,7 +74,7 @@ export class StoredEntries {
    * entry had a storage key and is not being replaced) the index slot is deleted too if it still
    * points at this entry.
    */
-  deleteEntry(recipient: Uint8Array, recipientId: string, seq: number, cost: number,
+  deleteKnown(recipient: Uint8Array, recipientId: string, seq: number, cost: number,
     bodyId: number, indexSlotKey: Buffer | null, op: Operation): void {
     const overlays = this.overlays;
     this.writes.remove(this.tables.entries, entryKey(recipient, seq, this.#entryKey), op);
@@ -106,17 +106,17 @@ export class StoredEntries {
    * Deletes the entry (recipient, seq) if it exists and is not already being deleted, unless
    * `keep` says to keep it; true if it was deleted.
    */
-  deleteIfStored(recipient: Uint8Array, recipientId: string, seq: number, op: Operation,
+  delete(recipient: Uint8Array, recipientId: string, seq: number, op: Operation,
     keep?: (meta: EntryMeta) => boolean): boolean {
     const overlays = this.overlays;
     if (overlays.pendingDeleted.has(seq)) return false;
     // Known without reading it: not committed yet, or handed out by a read (the drain, then its ack).
-    // (deleteEntry forgets the handed-out record; one kept here stays for the next ack.)
+    // (deleteKnown forgets the handed-out record; one kept here stays for the next ack.)
     const known = overlays.pendingNew.get(seq) ?? overlays.handedOut.get(recipientId, seq);
     if (known !== undefined) {
       if (known.recipientId !== recipientId) return false;
       if (keep && keep({ flags: 0, wrappedKeyLength: 0, bodyLength: known.cost, storedAt: known.storedAt, expiresAt: known.expiresAt, bodyId: known.bodyId })) return false;
-      this.deleteEntry(recipient, recipientId, seq, known.cost, known.bodyId, known.indexSlotKey, op);
+      this.deleteKnown(recipient, recipientId, seq, known.cost, known.bodyId, known.indexSlotKey, op);
       return true;
     }
     const value = this.tables.entries.getBinaryFast(entryKey(recipient, seq, this.#entryKey));
@@ -130,7 +130,7 @@ export class StoredEntries {
       indexSlotKey.set(recipient, 0);
       indexSlotKey.set(value.subarray(24, 24 + SENDER_BYTES + 16), RECIPIENT_BYTES);
     }
-    this.deleteEntry(recipient, recipientId, seq, meta.bodyLength + meta.wrappedKeyLength, meta.bodyId, indexSlotKey, op);
+    this.deleteKnown(recipient, recipientId, seq, meta.bodyLength + meta.wrappedKeyLength, meta.bodyId, indexSlotKey, op);
     return true;
   }
 

@@ -66,9 +66,9 @@ export class KeptAcks {
   }
 
   /** Issues the deletion of every kept acknowledgement into op (the repair's transaction). */
-  deleteAll(entries: StoredEntries, op: Operation): void {
+  deleteAll(storedEntries: StoredEntries, op: Operation): void {
     for (const [recipientId, kept] of this.#byRecipient) {
-      for (const seq of kept.seqs) entries.deleteIfStored(kept.key, recipientId, seq, op);
+      for (const seq of kept.seqs) storedEntries.delete(kept.key, recipientId, seq, op);
     }
   }
 

@@ -129,12 +129,12 @@ class LmdbMailbox implements LmdbMailboxStore {
     const overlays = new Overlays();
     // Commits fail asynchronously, so the recovery made below is there before the first one can.
     this.writes = new Writes(overlays, this.keptAcks, (error) => this.recovery.commitFailed(error));
-    const entries = new StoredEntries(tables, overlays, counters, this.writes);
-    this.repairs = new Repair(tables, this.status, counters, overlays, this.writes, entries, this.keptAcks);
+    const storedEntries = new StoredEntries(tables, overlays, counters, this.writes);
+    this.repairs = new Repair(tables, this.status, counters, overlays, this.writes, storedEntries, this.keptAcks);
     this.recovery = new Recovery(this.status, tables, this.writes, this.repairs, options);
-    this.acceptor = new Acceptor(tables, this.status, counters, overlays, this.writes, entries, clock, options.quotaFor ?? null, limits);
+    this.acceptor = new Acceptor(tables, this.status, counters, overlays, this.writes, storedEntries, clock, options.quotaFor ?? null, limits);
     this.scans = new Scans(tables, this.status, counters, overlays, this.keptAcks, clock);
-    this.deletes = new Deletes(tables, this.status, overlays, this.writes, entries, this.keptAcks, clock);
+    this.deletes = new Deletes(tables, this.status, overlays, this.writes, storedEntries, this.keptAcks, clock);
 
     this.ready = this.deletes.sweepExpired().then(noop, noop);
     this.deletes.startSweeps(options.sweepIntervalMs ?? 60_000);

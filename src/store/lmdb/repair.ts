@@ -18,14 +18,13 @@ import { mustHaveCommitted, newOperation, type Operation, type Writes } from './
 const noop = (): void => {};
 
 export class Repair {
-
   constructor(
     private readonly tables: MailboxTables,
     private readonly status: StoreStatus,
     private readonly counters: Counters,
     private readonly overlays: Overlays,
     private readonly writes: Writes,
-    private readonly entries: StoredEntries,
+    private readonly storedEntries: StoredEntries,
     private readonly keptAcks: KeptAcks,
   ) {}
 
@@ -50,12 +49,12 @@ export class Repair {
       await this.writes.idle();
       // Every write has settled: LMDB answers for all of it.
       this.overlays.clear();
-      this.entries.forgetMarks();
+      this.storedEntries.forgetMarks();
       const { problems, fix } = this.#check();
       const op = newOperation();
       fix(op);
       if (this.tables.meta.getBinary(PROBE_KEY) !== undefined) this.writes.remove(this.tables.meta, PROBE_KEY, op);
-      this.keptAcks.deleteAll(this.entries, op);
+      this.keptAcks.deleteAll(this.storedEntries, op);
       mustHaveCommitted(await this.writes.joinBatch());
       this.keptAcks.done();
       status.writable = true;
