@@ -120,7 +120,8 @@ class LmdbMailbox implements LmdbMailboxStore {
   constructor(options: LmdbMailboxOptions) {
     const clock = options.now ?? Date.now;
     const limits = resolveLimits(DEFAULT_MAILBOX_LIMITS, options.limits);
-    // The counters register their per-transaction write first, then every orphan commit gets its handler.
+    // The counters join each transaction from its beforecommit; then the commit promise lmdb-js makes
+    // for each transaction's start gets a handler (./commit-errors.ts), in the order the store always had.
     const { tables, loaded: counters } = openTables(options, (t) => new Counters(t, this.status));
     this.tables = tables;
     this.counters = counters;
