@@ -206,7 +206,7 @@ t.test('lmdb: durable() and enqueue resolve only after the transaction is flushe
   // lmdb-js (overlapping sync, separateFlushed) resolves a write at its commit and carries the flush
   // as `.flushed`; under continuous writes the flush of one transaction comes while the next is written.
   const lastWrite = (): Promise<unknown> & { flushed?: PromiseLike<unknown> } =>
-    (store as unknown as { lastWrite: Promise<unknown> & { flushed?: PromiseLike<unknown> } }).lastWrite;
+    (store as unknown as { writes: { lastWrite: Promise<unknown> & { flushed?: PromiseLike<unknown> } } }).writes.lastWrite;
   const checks: Array<Promise<{ flushedFirst: boolean; gap: boolean }>> = [];
   let lastDurable: Promise<boolean> | null = null;
   const until = Date.now() + 400;
@@ -251,7 +251,7 @@ t.test('lmdb: a failed commit is reported, new stores are refused while the stor
   await store.ready;
   t.same(codes(await store.enqueue(req({ to: [A] }))), ['ok']);
   // The path a rejected lmdb-js commit takes (a real one needs a failing disk).
-  (store as unknown as { noteFailure(err: unknown): void }).noteFailure(new Error('MDB_MAP_FULL'));
+  (store as unknown as { recovery: { commitFailed(err: unknown): void } }).recovery.commitFailed(new Error('MDB_MAP_FULL'));
   t.equal(failures.length, 1, 'reported once');
   t.equal((failures[0] as Error).message, 'MDB_MAP_FULL');
   await new Promise((resolve) => setImmediate(resolve));

@@ -37,7 +37,6 @@ const REFUSAL_CODES: Record<RefusalCode, number> = {
   STORE_FULL: Code.STORE_FULL,
   TTL_TOO_LONG: Code.TTL_TOO_LONG,
   STORE_ERROR: Code.STORE_ERROR,
-  SUPERSEDED: Code.STORED,
 };
 
 /** #routeOne's verdicts that settle later: the envelope went to the store, or to a peer. */

@@ -57,7 +57,7 @@
  * recipient's, already acked or replaced) is ignored.
  */
 
-export type RefusalCode = 'QUOTA_COUNT' | 'QUOTA_BYTES' | 'STORE_FULL' | 'TTL_TOO_LONG' | 'STORE_ERROR' | 'SUPERSEDED';
+export type RefusalCode = 'QUOTA_COUNT' | 'QUOTA_BYTES' | 'STORE_FULL' | 'TTL_TOO_LONG' | 'STORE_ERROR';
 
 export const KEY_BYTES = 32;
 export const STORAGE_KEY_BYTES = 16;
@@ -74,13 +74,6 @@ export interface EnqueueRequest {
   body: Uint8Array;
   /** Per recipient: its 32-byte key and the message key wrapped for it (0..255 bytes). */
   recipients: { key: Uint8Array; wrappedKey: Uint8Array }[];
-  /**
-   * For a message put back after a failed delivery: when an entry with the same (recipient,
-   * sender, storage key) exists whose seq is above this, that entry was stored after this
-   * message was accepted, so it is newer: this message is not stored (outcome SUPERSEDED)
-   * instead of replacing it. Without it, a message always replaces its older namesake.
-   */
-  keepNewerThan?: number;
 }
 
 export type EnqueueOutcome = { ok: true; seq: number } | { ok: false; code: RefusalCode };

@@ -4,29 +4,16 @@
  * from the entries and compared with what is stored. verify() reports the problems; repair()
  * applies the fixes. Reads only; the store writes the fixes.
  */
-import type { Database } from 'lmdb';
 import type { Usage } from '../mailbox.js';
+import type { MailboxTables, Table } from './environment.js';
 import {
   bytesId, expiryBucket, FLAG_SHARED_BODY, FLAG_STORAGE_KEY, HEADER_BYTES, idBytes, markKey, parseHeader, readU32,
   readU64, RECIPIENT_BYTES, SEQ_KEY, u32Value, u64Value, usageValue,
-} from './keys.js';
-
-type Bin = Database<Buffer, Buffer>;
-
-/** The store's sub-databases. */
-export interface StoreTables {
-  entries: Bin;
-  bodies: Bin;
-  refs: Bin;
-  index: Bin;
-  marks: Bin;
-  usage: Bin;
-  meta: Bin;
-}
+} from './layout.js';
 
 /** One write that makes the stored data agree with the entries: a put, or a delete (value null). */
 export interface Fix {
-  db: Bin;
+  db: Table;
   key: Buffer;
   value: Buffer | null;
 }
@@ -47,7 +34,7 @@ const EMPTY = Buffer.alloc(0);
 const MAX_PROBLEMS = 200;
 
 /** Compares what is stored (and the store's in-memory usage, `memory`) with what the entries say. */
-export function checkConsistency(t: StoreTables, memory: { usage: Map<string, Usage>; count: number; bytes: number }): ConsistencyReport {
+export function checkConsistency(t: MailboxTables, memory: { usage: Map<string, Usage>; count: number; bytes: number }): ConsistencyReport {
   const problems: string[] = [];
   const problem = (s: string): void => {
     if (problems.length < MAX_PROBLEMS) problems.push(s);
@@ -59,14 +46,14 @@ export function checkConsistency(t: StoreTables, memory: { usage: Map<string, Us
   const marksWant = new Set<string>();
   let maxSeq = 0;
   for (const { key, value } of t.entries.getRange({})) {
-    const rid = bytesId(key, 0, RECIPIENT_BYTES);
+    const recipientId = bytesId(key, 0, RECIPIENT_BYTES);
     const seq = readU64(key, RECIPIENT_BYTES);
     maxSeq = Math.max(maxSeq, seq);
     const meta = parseHeader(value);
-    const u = usage.get(rid) ?? { count: 0, bytes: 0 };
+    const u = usage.get(recipientId) ?? { count: 0, bytes: 0 };
     u.count++;
     u.bytes += meta.bodyLength + meta.wrappedKeyLength;
-    usage.set(rid, u);
+    usage.set(recipientId, u);
     if (meta.flags & FLAG_SHARED_BODY) refCount.set(meta.bodyId, (refCount.get(meta.bodyId) ?? 0) + 1);
     else if (value.length !== HEADER_BYTES + meta.wrappedKeyLength + meta.bodyLength) problem(`entry ${hex(key)}/${seq}: inline body length mismatch`);
     if (meta.flags & FLAG_STORAGE_KEY) {
@@ -84,22 +71,22 @@ export function checkConsistency(t: StoreTables, memory: { usage: Map<string, Us
   // usage records and the in-memory counters
   const usageStored = new Map<string, Usage>();
   for (const { key, value } of t.usage.getRange({})) usageStored.set(bytesId(key), { count: readU64(value, 0), bytes: readU64(value, 8) });
-  for (const [rid, want] of usage) {
-    const got = usageStored.get(rid);
+  for (const [recipientId, want] of usage) {
+    const got = usageStored.get(recipientId);
     if (!got || got.count !== want.count || got.bytes !== want.bytes) {
-      problem(`usage record of ${hex(idBytes(rid))}: ${JSON.stringify(got ?? null)}, entries say ${JSON.stringify(want)}`);
-      fixes.push({ db: t.usage, key: idBytes(rid), value: usageValue(want.count, want.bytes) });
+      problem(`usage record of ${hex(idBytes(recipientId))}: ${JSON.stringify(got ?? null)}, entries say ${JSON.stringify(want)}`);
+      fixes.push({ db: t.usage, key: idBytes(recipientId), value: usageValue(want.count, want.bytes) });
     }
-    const mem = memory.usage.get(rid);
-    if (!mem || mem.count !== want.count || mem.bytes !== want.bytes) problem(`in-memory usage of ${hex(idBytes(rid))} disagrees with the entries`);
+    const mem = memory.usage.get(recipientId);
+    if (!mem || mem.count !== want.count || mem.bytes !== want.bytes) problem(`in-memory usage of ${hex(idBytes(recipientId))} disagrees with the entries`);
   }
-  for (const rid of usageStored.keys()) {
-    if (!usage.has(rid)) {
-      problem(`usage record of ${hex(idBytes(rid))} without entries`);
-      fixes.push({ db: t.usage, key: idBytes(rid), value: null });
+  for (const recipientId of usageStored.keys()) {
+    if (!usage.has(recipientId)) {
+      problem(`usage record of ${hex(idBytes(recipientId))} without entries`);
+      fixes.push({ db: t.usage, key: idBytes(recipientId), value: null });
     }
   }
-  for (const rid of memory.usage.keys()) if (!usage.has(rid)) problem(`in-memory usage of ${hex(idBytes(rid))} without entries`);
+  for (const recipientId of memory.usage.keys()) if (!usage.has(recipientId)) problem(`in-memory usage of ${hex(idBytes(recipientId))} without entries`);
   let count = 0;
   let bytes = 0;
   for (const u of usage.values()) {

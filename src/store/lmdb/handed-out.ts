@@ -20,27 +20,27 @@ export class HandedOut<T> {
     return this.#size;
   }
 
-  /** Remembers `record` for (rid, seq); a seq not above the recipient's last one is already known or gone: ignored. */
-  add(rid: string, seq: number, record: T): void {
+  /** Remembers `record` for (recipientId, seq); a seq not above the recipient's last one is already known or gone: ignored. */
+  add(recipientId: string, seq: number, record: T): void {
     if (this.#size >= this.#max) this.clear();
-    let queue = this.#byRecipient.get(rid);
-    if (queue === undefined) this.#byRecipient.set(rid, (queue = new SeqQueue<T>()));
+    let queue = this.#byRecipient.get(recipientId);
+    if (queue === undefined) this.#byRecipient.set(recipientId, (queue = new SeqQueue<T>()));
     if (queue.push(seq, record)) this.#size++;
   }
 
-  /** The record for (rid, seq), or undefined. */
-  get(rid: string, seq: number): T | undefined {
-    return this.#byRecipient.get(rid)?.get(seq);
+  /** The record for (recipientId, seq), or undefined. */
+  get(recipientId: string, seq: number): T | undefined {
+    return this.#byRecipient.get(recipientId)?.get(seq);
   }
 
-  /** The record for (rid, seq), forgotten; undefined if there is none. */
-  take(rid: string, seq: number): T | undefined {
-    const queue = this.#byRecipient.get(rid);
+  /** The record for (recipientId, seq), forgotten; undefined if there is none. */
+  take(recipientId: string, seq: number): T | undefined {
+    const queue = this.#byRecipient.get(recipientId);
     if (queue === undefined) return undefined;
     const record = queue.take(seq);
     if (record !== undefined) {
       this.#size--;
-      if (queue.empty) this.#byRecipient.delete(rid);
+      if (queue.empty) this.#byRecipient.delete(recipientId);
     }
     return record;
   }

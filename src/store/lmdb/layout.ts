@@ -13,10 +13,10 @@
  *   usage    key recipient(32)                                   val count u64 | bytes u64
  *   meta     key 'format'  val u32 STORE_FORMAT;  key 'seq'  val u64 last assigned seq;
  *            key 'probe'  zeros, only between a write probe and the repair that follows it
- *            (./mailbox.ts, after a failed commit)
+ *            (./recovery.ts, after a failed commit)
  *
  * Store formats: 1 had an `expiry` sub-database with one key per entry (expiresAt | recipient | seq);
- * 2 replaced it with `marks`. Opening a format-1 store migrates it in one transaction.
+ * 2 replaced it with `marks`. Opening a format-1 store migrates it in one transaction (./environment.ts).
  *
  * Entry header (80 bytes):
  *   0  u8  ENTRY_FORMAT (1)    1  u8 flags (bit0 storage key present, bit1 body shared)
@@ -92,6 +92,11 @@ export function bytesId(buf: Uint8Array, start = 0, end = buf.length): string {
 
 export function idBytes(id: string): Buffer {
   return Buffer.from(id, 'latin1');
+}
+
+/** Is this a recipient's key (32 bytes)? Anything else names no mailbox. */
+export function isRecipientKey(recipient: unknown): recipient is Uint8Array {
+  return recipient instanceof Uint8Array && recipient.length === RECIPIENT_BYTES;
 }
 
 export function entryKey(recipient: Uint8Array, seq: number, out: Buffer = Buffer.allocUnsafe(ENTRY_KEY_BYTES)): Buffer {
