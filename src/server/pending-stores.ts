@@ -22,8 +22,8 @@ export class PendingStores {
   #bytes = 0;
   /** Senders not read from until their stores (or everyone's) settle. */
   readonly #paused = new Set<Session>();
-  /** The tickets of stores pending per recipient key, oldest first. */
-  readonly #tickets = new Map<string, number[]>();
+  /** The tickets of stores pending per recipient key, oldest first (a pipelining sender keeps thousands in flight). */
+  readonly #tickets = new Map<string, TicketQueue>();
   #lastTicket = 0;
 
   constructor(bounds: PendingBounds, stats: RelayStats) {
@@ -70,20 +70,29 @@ export class PendingStores {
   /** A store of an entry for keyId (not written live) is starting; returns its ticket. */
   storeStarted(keyId: string): number {
     const ticket = ++this.#lastTicket;
-    const tickets = this.#tickets.get(keyId);
-    if (tickets === undefined) this.#tickets.set(keyId, [ticket]);
-    else tickets.push(ticket);
+    const queue = this.#tickets.get(keyId);
+    if (queue === undefined) this.#tickets.set(keyId, { tickets: [ticket], head: 0 });
+    else queue.tickets.push(ticket);
     return ticket;
   }
 
   storeSettled(keyId: string, ticket: number): void {
-    const tickets = this.#tickets.get(keyId);
-    if (tickets === undefined) return;
-    // Usually the oldest: stores commit in order.
-    const i = tickets[0] === ticket ? 0 : tickets.indexOf(ticket);
-    if (i < 0) return;
-    if (tickets.length === 1) this.#tickets.delete(keyId);
-    else tickets.splice(i, 1);
+    const queue = this.#tickets.get(keyId);
+    if (queue === undefined) return;
+    const { tickets } = queue;
+    if (tickets[queue.head] === ticket) {
+      // The usual case (stores commit in order): O(1), compacted now and then.
+      queue.head++;
+    } else {
+      const i = tickets.indexOf(ticket, queue.head);
+      if (i < 0) return;
+      tickets.splice(i, 1);
+    }
+    if (queue.head === tickets.length) this.#tickets.delete(keyId);
+    else if (queue.head > 1024 && queue.head * 2 > tickets.length) {
+      tickets.splice(0, queue.head);
+      queue.head = 0;
+    }
   }
 
   /** Whether a store for keyId is still pending. */
@@ -93,7 +102,13 @@ export class PendingStores {
 
   /** The oldest pending ticket for keyId, Infinity when none is. */
   oldestTicket(keyId: string): number {
-    const tickets = this.#tickets.get(keyId);
-    return tickets === undefined ? Infinity : tickets[0];
+    const queue = this.#tickets.get(keyId);
+    return queue === undefined ? Infinity : queue.tickets[queue.head];
   }
+}
+
+/** Pending tickets in issue order; those before `head` have settled. */
+interface TicketQueue {
+  tickets: number[];
+  head: number;
 }
