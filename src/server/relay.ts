@@ -1,6 +1,6 @@
 // The relay: its identity, its listener, its store, and the connections it serves.
 import { mkdirSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { AdminEngine } from '../admin/engine.js';
@@ -8,14 +8,14 @@ import { allCommands } from '../admin/stats.js';
 import { decodeKey, encodeKey, loadOrCreateIdentityFile, Signer, type Identity } from '../crypto/keys.js';
 import { PolicyAuthority } from '../policy/authority.js';
 import { formatRelayAddress } from '../protocol/address.js';
-import { Code, codeMessage, codeName, FrameType } from '../protocol/constants.js';
-import { encodeClose } from '../protocol/frames.js';
+import { Code, codeMessage, codeName } from '../protocol/constants.js';
 import type { MailboxStore } from '../store/mailbox.js';
 import { openMailboxStore, openPolicyStore, redactUrl, type MailboxSettings, type StoreEvents } from '../store/open.js';
 import type { PolicyStore } from '../store/policy-store.js';
 import { defaultConfig, RELOADABLE_KEYS, tlsEnabled, type RelayConfig, type RelayConfigInput } from './config.js';
+import { Admission } from './admission.js';
 import { ConnectedSessions } from './connected-sessions.js';
-import { Connection, type RelayContext } from './connection.js';
+import type { Connection, RelayContext } from './connection.js';
 import { EventLog } from './events.js';
 import { createLogger } from './log.js';
 import { startMetricsServer, type MetricsServer } from './metrics.js';
@@ -24,7 +24,6 @@ import type { Peers } from './destinations.js';
 import { admissionCode, PolicyCache } from './policies.js';
 import { Router } from './router.js';
 import { RelayStats } from './stats.js';
-import { TokenBucket } from './token-bucket.js';
 import { loadTlsMaterial, secureContextFor, TlsAcceptor } from './tls.js';
 
 export interface RelayOptions {
@@ -41,8 +40,6 @@ export interface RelayOptions {
 /** The TLS settings: read again at SIGHUP when TLS is on (new paths included). */
 const TLS_KEYS: readonly (keyof RelayConfig)[] = ['tlsCert', 'tlsKey', 'tlsSelfSigned'];
 
-/** Hint sent with RELAY_FULL: how long a client should wait before trying again. */
-const RELAY_FULL_RETRY_MS = 5000;
 
 export class Relay {
   readonly config: RelayConfig;
@@ -66,13 +63,11 @@ export class Relay {
   readonly #context: RelayContext;
   #sweepTimer: NodeJS.Timeout | null = null;
   #port = 0;
-  #handshaking = 0;
   #tickTimer: NodeJS.Timeout | null = null;
-  readonly #acceptBucket: TokenBucket;
+  readonly #admission: Admission;
   #closed: Promise<void> | null = null;
-  /** TLS on the relay port (null: plain TCP), and the sockets still in their TLS handshake. */
+  /** TLS on the relay port (null: plain TCP). */
   readonly #tls: TlsAcceptor | null = null;
-  readonly #tlsPending = new Set<Socket>();
 
   private constructor(config: RelayConfig, log: Logger, store: MailboxStore, policyStore: PolicyStore, options: RelayOptions) {
     this.config = config;
@@ -102,7 +97,7 @@ export class Relay {
       events,
       log: this.log,
     }, allCommands());
-    this.#acceptBucket = new TokenBucket(config.acceptRatePerSecond, config.acceptBurst);
+    const admission = this.#admission = new Admission(config, this.stats, this.log, this.connections, this.#tls);
     const relay = this;
     this.#context = {
       config,
@@ -120,7 +115,7 @@ export class Relay {
           relay.stats.bytesOutClosed += session.out.bytesOut;
         }
       },
-      handshakeFinished: () => { relay.#handshaking--; },
+      handshakeFinished: () => admission.handshakeFinished(),
       admin: (caller, json) => relay.admin.handle(caller, json),
       handshakeRefused: (code, key, tls) => {
         const refused = relay.stats.handshakesRefused;
@@ -132,9 +127,10 @@ export class Relay {
         // The key only when it proved itself: an unproven one could be anybody's.
         relay.events?.write('auth_failed', { code: codeName(code), ...(key ? { key: encodeKey(key) } : {}), ...(tls ? { tls } : {}) });
       },
-      transportMismatch: (what) => relay.#transportMismatch(what),
+      transportMismatch: (what) => admission.transportMismatch(what),
     };
-    this.#server = createServer({ noDelay: true }, (socket) => this.#accept(socket));
+    admission.context = this.#context;
+    this.#server = createServer({ noDelay: true }, (socket) => admission.accept(socket));
     this.#server.on('error', (err) => this.log.error({ event: 'listener_error', err: err.message }, 'listener error'));
   }
 
@@ -254,7 +250,7 @@ export class Relay {
     return {
       stats: relay.stats,
       startedAt: relay.#startedAt,
-      handshaking: () => relay.#handshaking,
+      handshaking: () => relay.#admission.handshaking,
       sessions: () => ({ authenticated: relay.router.sessions.size + relay.router.sendOnlyCount, sendOnly: relay.router.sendOnlyCount }),
       traffic: () => relay.traffic(),
       storeStatus: () => relay.store.status(),
@@ -291,7 +287,7 @@ export class Relay {
       else if (this.#tls !== null && TLS_KEYS.includes(key)) continue; // #reloadTls takes these
       else if (next[key] !== this.config[key]) ignored.push(key);
     }
-    this.#acceptBucket.configure(this.config.acceptRatePerSecond, this.config.acceptBurst);
+    this.#admission.reconfigure();
     for (const session of this.router.allSessions()) session.limits = this.#context.limitsFor(session.key);
     this.#startTicking();
     this.#reloadTls(next, ignored);
@@ -327,13 +323,6 @@ export class Relay {
     return this.#tls !== null;
   }
 
-  #transportMismatch(what: 'tls-on-plain' | 'plain-on-tls'): void {
-    this.stats.transportMismatches++;
-    this.log.warn({ event: 'transport_mismatch', what }, what === 'tls-on-plain'
-      ? 'a TLS client reached this plain-TCP port (it was given a pulltabs:// address)'
-      : 'a plain-TCP client reached this TLS port (it was given a pulltab:// address)');
-  }
-
   get port(): number {
     return this.#port;
   }
@@ -347,61 +336,6 @@ export class Relay {
     return formatRelayAddress({ relayKey: this.identity.publicKey, host, port: this.#port, tls: this.#tls !== null });
   }
 
-  #accept(socket: Socket): void {
-    const stats = this.stats;
-    stats.connectionsAccepted++;
-    const handshaking = this.#handshaking;
-    if (this.connections.size + this.#tlsPending.size >= this.config.maxConnections || this.#closed || handshaking >= this.config.maxHandshakes
-      || !this.#acceptBucket.take(1)) {
-      stats.connectionsRefusedFull++;
-      const code = this.#closed ? Code.GOING_AWAY : Code.RELAY_FULL;
-      socket.on('error', () => {});
-      if (this.#tls) {
-        // A TLS client cannot read a plain CLOSE, and a TLS handshake is the work a full relay
-        // must not take on: the connection is closed before TLS, and the client backs off.
-        socket.destroy();
-      } else {
-        socket.end(encodeClose(FrameType.CLOSE, { code, retryAfterMs: RELAY_FULL_RETRY_MS, reason: codeMessage(code) }));
-        setTimeout(() => socket.destroy(), 2000).unref();
-      }
-      if (code === Code.RELAY_FULL) this.log.warn({ event: 'relay_full', connections: this.connections.size, handshaking }, 'relay full: connection refused');
-      return;
-    }
-    this.#handshaking++;
-    if (!this.#tls) {
-      this.connections.add(new Connection(socket, this.#context));
-      return;
-    }
-    // The handshake deadline runs from here, TLS included; the slot is held until Connection takes over.
-    this.#tlsPending.add(socket);
-    socket.setNoDelay(true);
-    this.#tls.accept(socket, this.config.handshakeTimeoutMs, {
-      secure: (tlsSocket, channelBinding, deadlineMs) => {
-        this.#tlsPending.delete(socket);
-        if (this.#closed) {
-          this.#handshaking--;
-          tlsSocket.destroy();
-          return;
-        }
-        this.connections.add(new Connection(tlsSocket, this.#context, { channelBinding, deadlineMs }));
-      },
-      plain: () => {
-        this.#tlsPending.delete(socket);
-        this.#handshaking--;
-        this.#transportMismatch('plain-on-tls');
-      },
-      failed: (why) => {
-        this.#tlsPending.delete(socket);
-        this.#handshaking--;
-        if (why === 'timeout') stats.handshakesTimedOut++;
-        else if (why !== 'closed') {
-          stats.tlsHandshakeFailures++;
-          this.log.info({ event: 'tls_failed', err: why }, 'TLS handshake failed');
-        }
-      },
-    });
-  }
-
   /**
    * Stops accepting, tells every client the relay is going away (with a retry hint), waits for
    * connections to close (unacknowledged storable messages go back to mailboxes as they do),
@@ -411,6 +345,7 @@ export class Relay {
     if (this.#closed) return this.#closed;
     const retryAfterMs = options.retryAfterMs ?? 1000;
     const graceMs = options.graceMs ?? 5000;
+    this.#admission.stopAccepting();
     this.#closed = (async () => {
       if (this.#sweepTimer) clearInterval(this.#sweepTimer);
       if (this.#tickTimer) clearInterval(this.#tickTimer);
@@ -422,7 +357,7 @@ export class Relay {
       const deadline = Date.now() + graceMs;
       while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       for (const connection of this.connections) connection.socket.destroy();
-      for (const socket of this.#tlsPending) socket.destroy();
+      this.#admission.dropPending();
       await listening;
       // Let requeues started by closing sessions reach the store before it closes.
       await new Promise((r) => setImmediate(r));
