@@ -154,7 +154,9 @@ t.test('pipelined stored sends do not grow relay memory: reading pauses at the p
   t.equal(written, n);
   t.same([...new Set(outcomes)], [Code.STORED], 'every one stored');
   t.ok(await relayMetric(relay, 'pulltab_read_pauses_total{reason="store"}') > 0, 'the sender was paused for its pending stores');
-  t.ok(peak - baseline < 96 * MiB, `relay anonymous memory grew by ${((peak - baseline) / MiB).toFixed(0)} MiB for ${n} MiB pipelined (bound ${bound / MiB} MiB)`);
+  // Without the bound it grew by 204 MiB (Node 20). With it: 55 MiB on Node 20; 77-96 MiB on Node 24
+  // before the seams restructure and 84-97 MiB after, whose heap grows further before it collects.
+  t.ok(peak - baseline < 128 * MiB, `relay anonymous memory grew by ${((peak - baseline) / MiB).toFixed(0)} MiB for ${n} MiB pipelined (bound ${bound / MiB} MiB)`);
   alice.close();
 });
 
