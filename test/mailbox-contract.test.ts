@@ -2,60 +2,13 @@
 // (src/store/open.ts): whatever holds for one engine holds for all. Engine-specific behaviour
 // (LMDB's reopen, migration, durability, repair) is in mailbox.test.ts.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { enqueue, type EnqueueOutcome, type EnqueueRequest, type MailboxLimits, type MailboxStore } from '../src/store/mailbox.js';
 import { LmdbEngine } from '../src/store/lmdb/engine.js';
 import { MemoryMailbox } from '../src/store/memory/mailbox.js';
 import { ENGINE_NAMES, openMailboxStore } from '../src/store/open.js';
+import { A, B, bytes, C, codes, key, reqDefault, req, S1, S2, seqOf, skey, tempDir, type Clock, type Teardown } from './mailbox-fixtures.js';
 
 // ------------------------------------------------------------------ helpers
-
-function key(n: number, fill = 0): Uint8Array {
-  const k = new Uint8Array(32).fill(fill);
-  k[0] = n >> 8;
-  k[1] = n & 0xff;
-  return k;
-}
-function skey(n: number): Uint8Array {
-  return new Uint8Array(16).fill(n);
-}
-function bytes(n: number, seed = 1): Uint8Array {
-  return new Uint8Array(n).map((_, i) => (i * 31 + seed) & 0xff);
-}
-const A = key(1);
-const B = key(2);
-const C = key(3);
-const S1 = key(101);
-const S2 = key(102);
-
-const reqDefault = (partial: Partial<EnqueueRequest> & { to?: Uint8Array[] }): EnqueueRequest => req(partial);
-function req(partial: Partial<EnqueueRequest> & { to?: Uint8Array[] }): EnqueueRequest {
-  const { to, ...rest } = partial;
-  return {
-    sender: S1,
-    storageKey: null,
-    ttlSeconds: 3600,
-    body: bytes(100),
-    recipients: (to ?? [A]).map((k) => ({ key: k, wrappedKey: bytes(48, 7) })),
-    ...rest,
-  };
-}
-
-interface Teardown {
-  teardown(fn: () => unknown): void;
-}
-
-function tempDir(t: Teardown): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pulltab-mailbox-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-interface Clock {
-  now: number;
-}
 
 interface MakeOptions {
   limits?: Partial<MailboxLimits>;
@@ -74,13 +27,6 @@ async function open(engine: string, t: Teardown, options: MakeOptions): Promise<
   return store;
 }
 
-function seqOf(o: EnqueueOutcome | undefined): number {
-  if (!o || !o.ok) throw new Error(`expected ok, got ${JSON.stringify(o)}`);
-  return o.seq;
-}
-function codes(outcomes: EnqueueOutcome[]): string[] {
-  return outcomes.map((o) => (o.ok ? 'ok' : o.code));
-}
 /** Problems an engine's own check finds in its derived data (the model has none to check). */
 async function problems(store: MailboxStore): Promise<string[]> {
   return store instanceof LmdbEngine ? store.lmdb.verify() : [];
