@@ -67,6 +67,41 @@ for (const name of ENGINE_NAMES) {
     t.same(await problems(store), [], 'derived data agrees with the entries');
   });
 
+  t.test(`${name}: the request is the caller's once accept() returns`, async (t) => {
+    const store = await make(t);
+    const body = Buffer.from(bytes(200, 3));
+    const wrappedKey = Buffer.from(bytes(48, 7));
+    const recipientKey = Buffer.from(A);
+    const storageKey = Buffer.from(skey(4));
+    const sender = Buffer.from(S1);
+    const request = req({ sender, body, storageKey, recipients: [{ key: recipientKey, wrappedKey }] });
+    const accepted = store.accept(request);
+    // What the router does with a socket chunk's views: lets go of them, and the chunk may change.
+    for (const b of [body, wrappedKey, recipientKey, storageKey, sender]) b.fill(0xee);
+    request.recipients[0] = { key: B, wrappedKey: bytes(5) };
+    t.equal(await accepted.settled, true, 'committed');
+    t.equal(accepted.outcomes.length, 1);
+    t.ok(accepted.outcomes[0]!.ok, 'stored');
+    const [entry] = await store.read(A, 0, 10);
+    t.ok(entry, 'stored for the recipient it named');
+    t.same(Buffer.from(entry!.body), Buffer.from(bytes(200, 3)), 'its body as it was at accept()');
+    t.same(Buffer.from(entry!.wrappedKey), Buffer.from(bytes(48, 7)));
+    t.same(Buffer.from(entry!.storageKey!), Buffer.from(skey(4)));
+    t.same(Buffer.from(entry!.sender), Buffer.from(S1));
+    t.same(await store.read(B, 0, 10), [], 'nothing for a recipient put in after accept()');
+  });
+
+  t.test(`${name}: the requests of one turn share their commit`, async (t) => {
+    const store = await make(t);
+    const first = store.accept(req({ body: bytes(10) }));
+    const second = store.accept(req({ body: bytes(11), to: [B] }));
+    t.equal(first.settled, second.settled, 'one promise to wait on for both');
+    t.same([await first.settled, await second.settled], [true, true]);
+    const later = store.accept(req({ body: bytes(12), to: [C] }));
+    t.equal(await later.settled, true, 'a request after that commit settles too');
+    t.equal((await store.totals()).count, 3);
+  });
+
   t.test(`${name}: insertion order and afterSeq/limit paging`, async (t) => {
     const store = await make(t);
     const seqs: number[] = [];

@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { enqueue, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore } from '../src/store/mailbox.js';
+import { enqueue, finalOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore } from '../src/store/mailbox.js';
 import { LmdbEngine } from '../src/store/lmdb/engine.js';
 import { MemoryMailbox } from '../src/store/memory/mailbox.js';
 import { ENGINE_NAMES, openMailboxStore } from '../src/store/open.js';
@@ -65,7 +65,10 @@ function enqueueBy(split: boolean, store: MailboxStore, req: EnqueueRequest): Pr
   if (!split) return enqueue(store, req);
   const accepted = store.accept(req);
   const decided = JSON.stringify(accepted.outcomes);
-  return accepted.settled.then((final) => (accepted.outcomes === null || JSON.stringify(final) === decided ? final : `decided ${decided}, settled ${JSON.stringify(final)}`));
+  return accepted.settled.then((committed) => {
+    const final = accepted.outcomes.map((o) => finalOutcome(o, committed));
+    return !accepted.decided || JSON.stringify(final) === decided ? final : `decided ${decided}, settled ${JSON.stringify(final)}`;
+  });
 }
 
 const ackArb: fc.Arbitrary<Ack> = fc.record({

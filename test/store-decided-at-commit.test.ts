@@ -1,12 +1,12 @@
 // The relay on an engine that, like a database server, knows its outcomes only once the write has
-// committed (accept() returns outcomes: null): the router cannot write a storable message live
+// committed (accept() returns decided: false): the router cannot write a storable message live
 // with its seq, so it goes through the mailbox, and every ordering promise still holds. The double
 // is the reference model with its answers held back until a later turn.
 import t from 'tap';
 import { generateIdentity } from '../src/crypto/keys.js';
 import type { ReceivedMessage } from '../src/client/client.js';
 import { Relay } from '../src/server/relay.js';
-import type { Accepted, EnqueueRequest, MailboxEntry, MailboxStore } from '../src/store/mailbox.js';
+import type { Accepted, EnqueueOutcome, EnqueueRequest, MailboxEntry, MailboxStore } from '../src/store/mailbox.js';
 import { MemoryMailbox } from '../src/store/memory/mailbox.js';
 import type { MailboxSettings } from '../src/store/open.js';
 import { connectClient, connectCollecting, removeDir, silentLogger, sleep, tempDir, waitForCount } from './helpers.js';
@@ -18,9 +18,20 @@ class DecidedAtCommit extends MemoryMailbox {
   readMs = 1;
 
   override accept(request: EnqueueRequest): Accepted {
-    // The request's buffers are views of a socket read: kept as they are until the "commit", as a real engine's batch would.
-    const settled = new Promise<void>((resolve) => setTimeout(resolve, COMMIT_MS)).then(() => super.accept(request).settled);
-    return { outcomes: null, settled };
+    // The request is the caller's once accept() returns: copied for the "commit", as a real engine's batch would.
+    const copy: EnqueueRequest = {
+      ...request,
+      storageKey: request.storageKey && Buffer.from(request.storageKey),
+      body: Buffer.from(request.body),
+      recipients: request.recipients.map((r) => ({ key: Buffer.from(r.key), wrappedKey: Buffer.from(r.wrappedKey) })),
+    };
+    const outcomes: EnqueueOutcome[] = [];
+    const settled = new Promise<void>((resolve) => setTimeout(resolve, COMMIT_MS)).then(() => {
+      const accepted = super.accept(copy);
+      outcomes.push(...accepted.outcomes);
+      return accepted.settled;
+    });
+    return { outcomes, decided: false, settled };
   }
 
   override async readEach(recipient: Uint8Array, afterSeq: number, limit: number, visit: (entry: MailboxEntry) => void): Promise<number> {

@@ -20,7 +20,7 @@ import { encodeKey } from '../crypto/keys.js';
 import { UNUSABLE_KEY_IDS } from '../crypto/unusable-keys.js';
 import { Code, KEY_LENGTH, SendFlags } from '../protocol/constants.js';
 import { newSendView, parseSendInto, peekSendSeq } from '../protocol/frames.js';
-import type { EnqueueOutcome, EnqueueRequest, MailboxStore, RefusalCode } from '../store/mailbox.js';
+import { finalOutcome, type Accepted, type EnqueueOutcome, type EnqueueRequest, type MailboxStore, type RefusalCode } from '../store/mailbox.js';
 import type { HeldMarker } from './backlog.js';
 import type { RelayConfig } from './config.js';
 import { ForwardMiss, type Peer, type Peers } from './destinations.js';
@@ -68,6 +68,12 @@ interface ForwardItem {
   wrappedKey: Buffer;
 }
 
+/** An element of a commit group's flat list (Accepted, SendAnswer, StoreItem[] per SEND). */
+type CommitWaiter = Accepted | SendAnswer | StoreItem[];
+
+/** What a StoreItem's key views become once the store has taken them. */
+const RELEASED = Buffer.alloc(0);
+
 /** The SEND-wide parts of a SEND whose outcomes settle later (slices of its chunk). */
 interface SendParts {
   storable: boolean;
@@ -100,6 +106,9 @@ export class Router {
   /** Per SEND being routed (cleared before each): its recipients bound for the store and for peers. */
   readonly #toStore: StoreItem[] = [];
   readonly #toPeers: Array<{ item: ForwardItem; outcome: Promise<number> }> = [];
+  /** SENDs waiting on the commit `#commitGroupOf` (flat: accepted, answer, items per SEND). */
+  #commitGroup: CommitWaiter[] | null = null;
+  #commitGroupOf: Promise<boolean> | null = null;
   /** Told of each delivery or store when logDeliveries is on (the event log). */
   onDelivery: ((event: 'delivered' | 'stored', from: string, to: string, bytes: number) => void) | null = null;
 
@@ -302,13 +311,15 @@ export class Router {
       sender: pending.sender.key, storageKey: parts.storageKey, ttlSeconds: parts.ttlSeconds, body: parts.body, recipients: items,
     };
     const accepted = this.#store.accept(request);
-    const decided = accepted.outcomes;
+    const decided = accepted.decided;
     for (let j = 0; j < items.length; j++) {
       const item = items[j];
+      // Views of the socket chunk: not kept until the commit (the engine copied what it needs).
+      item.key = item.wrappedKey = RELEASED;
       const target = item.liveTo;
       if (target === null) continue;
-      const outcome = decided?.[j];
-      if (outcome === undefined) {
+      const outcome = accepted.outcomes[j];
+      if (!decided) {
         // The engine decides only at commit: through the mailbox, with what follows queued behind it.
         item.liveTo = null;
         item.ticket = this.#pending.storeStarted(item.keyId);
@@ -320,19 +331,45 @@ export class Router {
         target.deliverStoredLive(pending.sender.key, envelope, outcome.seq);
       }
     }
-    accepted.settled.then((final) => this.#storeSettled(pending, items, final));
+    this.#awaitCommit(accepted, pending, items);
   }
 
-  #storeSettled(pending: SendAnswer, items: StoreItem[], final: EnqueueOutcome[]): void {
+  /**
+   * Joins the SEND to the group waiting on the same commit: one reaction per commit, not per
+   * SEND (an engine gives every request of one commit the same promise). A promise seen again
+   * after its group settled starts a new group.
+   */
+  #awaitCommit(accepted: Accepted, pending: SendAnswer, items: StoreItem[]): void {
+    let group = this.#commitGroup;
+    if (group === null || this.#commitGroupOf !== accepted.settled) {
+      const fresh: CommitWaiter[] = [];
+      group = this.#commitGroup = fresh;
+      this.#commitGroupOf = accepted.settled;
+      accepted.settled.then((committed) => this.#commitSettled(fresh, committed));
+    }
+    group.push(accepted, pending, items);
+  }
+
+  #commitSettled(group: CommitWaiter[], committed: boolean): void {
+    if (this.#commitGroup === group) {
+      this.#commitGroup = null;
+      this.#commitGroupOf = null;
+    }
+    for (let i = 0; i < group.length; i += 3) {
+      this.#storeSettled(group[i] as Accepted, group[i + 1] as SendAnswer, group[i + 2] as StoreItem[], committed);
+    }
+  }
+
+  #storeSettled(accepted: Accepted, pending: SendAnswer, items: StoreItem[], committed: boolean): void {
     const { sender, outcomes } = pending;
     // Every marker is set before any recipient is drained: a drain releases held frames up to them.
     for (let j = 0; j < items.length; j++) {
       const item = items[j];
-      const result = final[j] ?? STORE_FAILED;
+      const result = finalOutcome(accepted.outcomes[j], committed);
       if (item.marker) item.marker.seq = result.ok ? result.seq : -1;
       outcomes[item.index] = this.#recordStored(sender, item, result, pending.bytes);
     }
-    for (let j = 0; j < items.length; j++) this.#entrySettled(items[j], final[j] ?? STORE_FAILED);
+    for (let j = 0; j < items.length; j++) this.#entrySettled(items[j], finalOutcome(accepted.outcomes[j], committed));
     this.#partSettled(pending);
   }
 
@@ -437,4 +474,3 @@ export class Router {
 }
 
 const NO_OUTCOMES: readonly number[] = [];
-const STORE_FAILED: EnqueueOutcome = { ok: false, code: 'STORE_ERROR' };

@@ -140,17 +140,29 @@ export interface StoreStatus {
 /** One message's recipient entries handed to the store: see MailboxStore.accept. */
 export interface Accepted {
   /**
-   * The outcomes, one per recipient in order, when the engine decides at once (an embedded engine
-   * keeps usage in memory); null when they are known only once the write has committed (a database
-   * server). With them the router may write a storable message to a connected recipient at once.
+   * One outcome per recipient, in order. An engine that decides at once (an embedded engine keeps
+   * usage in memory) has filled them in when accept() returns (`decided`), and the router may then
+   * write a storable message to a connected recipient at once; one that decides only at commit (a
+   * database server) fills them in before `settled` resolves.
    */
-  readonly outcomes: EnqueueOutcome[] | null;
+  readonly outcomes: EnqueueOutcome[];
+  readonly decided: boolean;
   /**
-   * The final outcomes once every ok one is durable; an ok outcome whose commit failed is
-   * STORE_ERROR here (nothing was stored). Never rejects.
+   * Resolves once every ok outcome is durable: true; false if their commit failed, and then every ok
+   * outcome counts as STORE_ERROR (nothing was stored; finalOutcome()). Never rejects. The requests
+   * accepted in one event-loop turn share one commit and one promise, so that a caller waits once
+   * per commit rather than once per message (the router groups by it).
    */
-  readonly settled: Promise<EnqueueOutcome[]>;
+  readonly settled: Promise<boolean>;
 }
+
+/** An outcome as it stands once its commit has settled: an ok one whose commit failed stored nothing. */
+export function finalOutcome(outcome: EnqueueOutcome | undefined, committed: boolean): EnqueueOutcome {
+  if (outcome === undefined) return COMMIT_FAILED;
+  return committed || !outcome.ok ? outcome : COMMIT_FAILED;
+}
+
+const COMMIT_FAILED: EnqueueOutcome = Object.freeze({ ok: false, code: 'STORE_ERROR' });
 
 export interface Totals extends Usage {
   recipients: number;
@@ -170,6 +182,8 @@ export interface MailboxStore {
    * turn share a commit). Accepted entries exist at once for ack() (which can delete them before they
    * commit); read() shows them once committed. While the store cannot write (closing, or unwritable
    * since a failed commit until it has recovered) every recipient is refused STORE_ERROR. Never throws.
+   * The request is the caller's again once accept() returns (its buffers are views of a received
+   * chunk, and the router lets go of them): an engine that writes later copies what it needs.
    */
   accept(request: EnqueueRequest): Accepted;
   /** Entries of `recipient` with seq > afterSeq, in seq order, at most `limit`, never expired ones; each its own copy. */
@@ -207,8 +221,10 @@ export interface MailboxStore {
 }
 
 /** Stores one message and resolves with its final outcomes (accept() for callers that only wait). */
-export function enqueue(store: MailboxStore, request: EnqueueRequest): Promise<EnqueueOutcome[]> {
-  return store.accept(request).settled;
+export async function enqueue(store: MailboxStore, request: EnqueueRequest): Promise<EnqueueOutcome[]> {
+  const accepted = store.accept(request);
+  const committed = await accepted.settled;
+  return accepted.outcomes.map((outcome) => finalOutcome(outcome, committed));
 }
 
 /** Limits merged over the defaults, each checked to be a non-negative finite number. */

@@ -17,7 +17,8 @@ export class LmdbEngine implements MailboxStore {
 
   accept(request: EnqueueRequest): Accepted {
     const outcomes = this.lmdb.enqueueNow(request);
-    return { outcomes, settled: anyStored(outcomes) ? this.lmdb.durable().then((committed) => (committed ? outcomes : outcomes.map(failedCommit))) : Promise.resolve(outcomes) };
+    // durable() is one promise per batch: every SEND of a turn shares it.
+    return { outcomes, decided: true, settled: anyStored(outcomes) ? this.lmdb.durable() : NOTHING_TO_COMMIT };
   }
 
   async read(recipient: Uint8Array, afterSeq: number, limit: number): Promise<MailboxEntry[]> {
@@ -91,7 +92,5 @@ function anyStored(outcomes: EnqueueOutcome[]): boolean {
   return false;
 }
 
-/** An outcome whose commit failed (durable() never rejects; false means it failed): nothing was stored. */
-function failedCommit(outcome: EnqueueOutcome): EnqueueOutcome {
-  return outcome.ok ? { ok: false, code: 'STORE_ERROR' } : outcome;
-}
+/** settled for a request that wrote nothing: no commit to wait for. */
+const NOTHING_TO_COMMIT: Promise<boolean> = Promise.resolve(true);

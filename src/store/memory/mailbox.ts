@@ -61,7 +61,7 @@ export class MemoryMailbox implements MailboxStore {
   /** Decided and "durable" at once in the model. */
   accept(request: EnqueueRequest): Accepted {
     const outcomes = this.#decide(request);
-    return { outcomes, settled: Promise.resolve(outcomes) };
+    return { outcomes, decided: true, settled: COMMITTED };
   }
 
   #decide(request: EnqueueRequest): EnqueueOutcome[] {
@@ -205,3 +205,6 @@ export class MemoryMailbox implements MailboxStore {
 
   async close(): Promise<void> {}
 }
+
+/** The model's commit: "durable" at once, one promise for every request. */
+const COMMITTED: Promise<boolean> = Promise.resolve(true);
