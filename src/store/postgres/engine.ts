@@ -59,8 +59,10 @@ type Step = Batch | Deletion | AckStep;
 
 const ACK_SQL = 'SELECT pulltab_ack($1, $2::bigint[])';
 
-const READ_SQL = `SELECT e.seq, e.sender, e.storage_key, e.wrapped_key, coalesce(e.body, b.body) AS body, e.stored_at, e.expires_at
-  FROM pulltab_entries e LEFT JOIN pulltab_bodies b ON e.body_id <> 0 AND b.id = e.body_id
+// a shared body is looked up only for the entries that have one
+const READ_SQL = `SELECT e.seq, e.sender, e.storage_key, e.wrapped_key,
+    CASE WHEN e.body_id = 0 THEN e.body ELSE (SELECT b.body FROM pulltab_bodies b WHERE b.id = e.body_id) END AS body, e.stored_at, e.expires_at
+  FROM pulltab_entries e
   WHERE e.recipient = $1 AND e.seq > $2 AND e.expires_at > $3 ORDER BY e.seq LIMIT $4`;
 
 interface EntryRow {

@@ -94,9 +94,14 @@ BEGIN
 END $$;
 
 -- Acknowledgements, of one recipient or of several at once (grouped by the relay): see above.
+-- Their commit does not wait for the WAL flush: a crash of the database server can forget the
+-- acknowledgements of its last moments (wal_writer_delay), and those messages are delivered
+-- again, which a recipient must take anyway (an ack can be lost on its way); nothing stored is
+-- lost by it, and stores behind an ack in the relay's write order do not wait for its flush.
 CREATE FUNCTION pulltab_ack(p_recipients bytea, p_seqs bigint[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM 1 FROM pulltab_meta WHERE id = 1 FOR UPDATE;
   RETURN pulltab_delete_pairs(p_recipients, p_seqs);
 END $$;
