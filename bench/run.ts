@@ -18,6 +18,8 @@ import { generateIdentity, Signer, type Identity } from '../src/crypto/keys.js';
 import { Code, FrameType, SendFlags } from '../src/protocol/constants.js';
 import { encodeAck, encodeSend, parseDeliver, parseResult } from '../src/protocol/frames.js';
 import { PulltabPeer } from './lib/pulltab-peer.js';
+import { databaseCpuSeconds, runBaselines } from './postgres-bench.js';
+import { postgresSkipReason, startCluster } from '../test/postgres-cluster.js';
 import { formatSummary, summarizeProfile } from './lib/profile-summary.js';
 import {
   evaluateTargets, markdownTable, sizeLabel, targetsMarkdown, targetsText, textTable, throughputSvg, type BenchRecord,
@@ -74,7 +76,7 @@ const sized = (sizes: number[]): number[] => (onlySizes.size ? sizes.filter((s) 
 const SIZES = sized([64, 1024, 16 * 1024, 64 * 1024]);
 const RATES = [10_000, 20_000, 50_000];
 
-const SCENARIOS = ['one-to-one', 'library', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'seal', 'healthz', 'tls'] as const;
+const SCENARIOS = ['one-to-one', 'library', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'postgres', 'seal', 'healthz', 'tls'] as const;
 if (argv.includes('--help') || argv.includes('-h')) {
   process.stdout.write(`usage: npm run bench -- [--quick] [--scenario NAME]... [--size BYTES]... [--profile]\nscenarios: ${SCENARIOS.join(', ')}\n`);
   process.exit(0);
@@ -654,6 +656,73 @@ async function runStoreAndDrain(): Promise<BenchRecord[]> {
   }
 }
 
+/**
+ * The relay on PostgreSQL (a private cluster, fsync on): store to an offline recipient and drain
+ * with ACKs, end to end as the store scenario does on LMDB, then the database's own limits from
+ * this process (bench/postgres-bench.ts). Relay and database CPU per message for each.
+ */
+async function runPostgres(): Promise<BenchRecord[]> {
+  const why = postgresSkipReason();
+  if (why !== null) return [skipped('postgres', 'pulltab', 1024, why)];
+  const cluster = await startCluster({ settings: { fsync: 'on', full_page_writes: 'on', shared_buffers: '256MB', max_wal_size: '4GB', max_connections: '60' } });
+  const bodyBytes = 1024;
+  const windowMsgs = 8192;
+  const records: BenchRecord[] = [];
+  try {
+    const url = await cluster.createDatabase('bench');
+    const server = await startSystem('pulltab', 'postgres', { PULLTAB_STORE: url });
+    try {
+      const warm = generateIdentity();
+      const w = await storePhase(server, [warm], bodyBytes, windowMsgs, 'store and drain warm-up on PostgreSQL (not measured) pulltab', T.warmMs);
+      await drainPhase(server, warm, w.ok, 'drain warm-up on PostgreSQL (not measured) pulltab');
+      const recipient = generateIdentity();
+      const db0 = databaseCpuSeconds(cluster.pid());
+      const s = await storePhase(server, [recipient], bodyBytes, windowMsgs, 'store on PostgreSQL (offline recipient, STORE|RECEIPT) pulltab');
+      const db1 = databaseCpuSeconds(cluster.pid());
+      const d = await drainPhase(server, recipient, s.ok, 'drain on PostgreSQL (recipient connects, ACKs) pulltab');
+      const db2 = databaseCpuSeconds(cluster.pid());
+      const peak = procStatusBytes(server.pid, 'VmHWM') / MiB;
+      const perMsg = (cpuSeconds: number, n: number) => (n > 0 ? Number(((cpuSeconds / n) * 1e6).toFixed(1)) : null);
+      const common = { scenario: 'postgres', system: 'pulltab', messageBytes: bodyBytes, latencyUs: null, relayPeakRssMiB: peak };
+      records.push({
+        ...common, variant: 'store to offline on PostgreSQL (STORE|RECEIPT, end to end)',
+        msgsPerSec: s.ok / s.seconds, MBps: (s.ok / s.seconds) * bodyBytes / 1e6, relayCpuPct: s.use.serverPct, loadgenCpuPct: s.use.loadgenPct,
+        durationSec: s.seconds, messages: s.ok, dropped: s.refused,
+        extra: { stored: s.ok, refused: s.refused, firstRefusal: s.firstRefusal || null, relayCpuUsPerMsg: perMsg((s.use.serverPct / 100) * s.seconds, s.ok), dbCpuUsPerMsg: perMsg(db1 - db0, s.ok) },
+        note: `receipts after COMMIT; relay ${perMsg((s.use.serverPct / 100) * s.seconds, s.ok)} µs/msg, database ${perMsg(db1 - db0, s.ok)} µs/msg of CPU`,
+      }, {
+        ...common, variant: 'drain on connect on PostgreSQL (DELIVER + ACK, end to end)',
+        msgsPerSec: d.delivered / d.seconds, MBps: (d.delivered / d.seconds) * bodyBytes / 1e6, relayCpuPct: d.use.serverPct, loadgenCpuPct: d.use.loadgenPct,
+        durationSec: d.seconds, messages: d.delivered, dropped: Math.max(0, s.ok - d.delivered),
+        extra: { delivered: d.delivered, queueEmpty: String(d.queueEmpty), relayCpuUsPerMsg: perMsg((d.use.serverPct / 100) * d.seconds, d.delivered), dbCpuUsPerMsg: perMsg(db2 - db1, d.delivered) },
+        note: `${d.queueEmpty && d.delivered >= s.ok ? 'connect to QUEUE_EMPTY' : 'INCOMPLETE'}; relay ${perMsg((d.use.serverPct / 100) * d.seconds, d.delivered)} µs/msg, database ${perMsg(db2 - db1, d.delivered)} µs/msg of CPU`,
+      });
+    } finally {
+      await server.stop();
+    }
+    progress.begin('PostgreSQL baselines: bare batched INSERT ... unnest, paged SELECT + range DELETE', T.storeMs * 2);
+    const { insert, insertBinary, drain } = await runBaselines(url, cluster.pid(), bodyBytes, 500, T.storeMs);
+    progress.end(`insert ${fmtRate(insert.rows / insert.seconds)} rows/s (binary ${fmtRate(insertBinary.rows / insertBinary.seconds)}), drain ${fmtRate(drain.rows / drain.seconds)} rows/s`);
+    for (const [variant, r] of [
+      ['baseline: bare INSERT ... SELECT FROM unnest, 500 rows per transaction', insert],
+      ['baseline: the same INSERT with binary blobs cut in SQL, 500 rows per transaction', insertBinary],
+      ['baseline: bare paged SELECT + range DELETE, 500 rows per page', drain],
+    ] as const) {
+      const dbUs = Number(((r.databaseCpuSeconds / r.rows) * 1e6).toFixed(1));
+      records.push({
+        scenario: 'postgres', system: 'postgres', messageBytes: bodyBytes, variant, latencyUs: null, relayPeakRssMiB: null,
+        msgsPerSec: r.rows / r.seconds, MBps: (r.rows / r.seconds) * bodyBytes / 1e6,
+        relayCpuPct: (r.databaseCpuSeconds / r.seconds) * 100, loadgenCpuPct: (r.clientCpuSeconds / r.seconds) * 100,
+        durationSec: r.seconds, messages: r.rows, extra: { dbCpuUsPerMsg: dbUs },
+        note: `from the bench process, one connection; server CPU = the database's; database ${dbUs} µs/row of CPU`,
+      });
+    }
+  } finally {
+    await cluster.destroy();
+  }
+  return records;
+}
+
 async function runStoreEngine(): Promise<BenchRecord[]> {
   const path = join(HERE, 'store-bench.js');
   if (!existsSync(path)) return [skipped('store-engine', 'pulltab-store', 0, 'bench/store-bench.ts does not exist')];
@@ -783,6 +852,7 @@ async function main(): Promise<void> {
     await guarded('store', runStoreEndToEnd);
     await guarded('store-engine', runStoreEngine);
   }
+  if (runs('postgres')) await guarded('postgres', runPostgres);
   if (runs('seal')) await guarded('seal', runSeal);
 
   const targets = evaluateTargets(records);

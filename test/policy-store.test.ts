@@ -6,16 +6,22 @@ import { allRights } from '../src/policy/capabilities.js';
 import type { Policy } from '../src/policy/policy.js';
 import { PolicyCache } from '../src/server/policies.js';
 import { openLmdbPolicyStore } from '../src/store/lmdb/policy.js';
+import { openPolicyStore } from '../src/store/open.js';
+import type { PostgresPolicyStore } from '../src/store/postgres/policy.js';
 import { PolicyStoreError, type PolicyStore } from '../src/store/policy-store.js';
 import { PolicyTable } from '../src/store/policy-table.js';
 import { removeDir, tempDir } from './helpers.js';
 import { testKey as key, testPolicy as policy } from './policy-fixture.js';
+import { engineSkip, ENGINE_NAMES, freshStoreSetting } from './store-engines.js';
 
 
-/** Every engine, opened on a directory that outlives a close (a reopen finds what was written). */
-const ENGINES: Array<[string, (dir: string) => PolicyStore]> = [
-  ['lmdb', (dir) => openLmdbPolicyStore({ path: join(dir, 'policies') })],
-];
+/** Every durable engine, each opened through the factory on one setting and directory that outlive a close (a reopen finds what was written). */
+const ENGINES = ENGINE_NAMES.filter((name) => name !== 'memory');
+
+async function opener(engine: string, dir: string): Promise<() => Promise<PolicyStore>> {
+  const setting = await freshStoreSetting(engine);
+  return () => openPolicyStore({ store: setting, dataDir: dir });
+}
 
 /** What a store holds, read through its snapshot. */
 async function contents(store: PolicyStore): Promise<PolicyTable> {
@@ -24,11 +30,12 @@ async function contents(store: PolicyStore): Promise<PolicyTable> {
   return table;
 }
 
-for (const [engine, open] of ENGINES) {
-  t.test(`${engine}: CRUD survives a reopen; every field is stored explicitly`, async (t) => {
+for (const engine of ENGINES) {
+  t.test(`${engine}: CRUD survives a reopen; every field is stored explicitly`, { skip: engineSkip(engine) }, async (t) => {
     const dir = tempDir();
     t.teardown(() => removeDir(dir));
-    let store = open(dir);
+    const open = await opener(engine, dir);
+    let store = await open();
     const alice = key();
     const bob = key();
     await store.setPolicy(policy('small', { maxPayloadBytes: 64 }));
@@ -39,7 +46,7 @@ for (const [engine, open] of ENGINES) {
     t.equal((await contents(store)).assignedCount('small'), 1);
     await store.close();
 
-    store = open(dir);
+    store = await open();
     t.teardown(() => store.close());
     const reopened = await contents(store);
     t.same(reopened.policies().map((p) => p.name), ['admin', 'small'], 'listed by name');
@@ -67,15 +74,34 @@ for (const [engine, open] of ENGINES) {
     t.same((await contents(store)).blocked().map((k) => Buffer.from(k).toString('hex')), [bob.toString('hex')]);
   });
 
-  t.test(`${engine}: a closed store refuses changes`, async (t) => {
+  t.test(`${engine}: a closed store refuses changes`, { skip: engineSkip(engine) }, async (t) => {
     const dir = tempDir();
     t.teardown(() => removeDir(dir));
-    const store = open(dir);
+    const store = await (await opener(engine, dir))();
     await store.close();
     await t.rejects(store.setPolicy(policy('late')), { code: 'CLOSED' });
     await t.rejects(store.block(key()), { code: 'CLOSED' });
   });
 }
+
+t.test('postgres: two relays on one database see each other\'s changes (the version they poll moves)', { skip: engineSkip('postgres') }, async (t) => {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const open = await opener('postgres', dir);
+  const [one, two] = [await open(), await open()];
+  t.teardown(() => Promise.all([one.close(), two.close()]));
+  const version = (store: PolicyStore) => (store as PostgresPolicyStore).version();
+  const before = await version(two);
+  await one.setPolicy(policy('shared', { maxPayloadBytes: 128 }));
+  t.ok((await version(two)) > before, 'a write moves the version every relay reads');
+  t.same((await contents(two)).policy('shared'), policy('shared', { maxPayloadBytes: 128 }));
+  const alice = key();
+  await two.assign(alice, 'shared');
+  await t.rejects(one.removePolicy('shared'), { code: 'IN_USE' }, 'the database refuses, whatever the other relay knew');
+  const unchanged = await version(one);
+  t.equal(await one.unblock(alice), false);
+  t.equal(await version(one), unchanged, 'a write that changed nothing leaves the version');
+});
 
 /** An engine whose next write fails and is forgotten, as a commit that fails on a full disk. */
 class FailingWrites implements PolicyStore {

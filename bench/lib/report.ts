@@ -186,6 +186,20 @@ export function evaluateTargets(records: BenchRecord[]): TargetResult[] {
       observed: r === null ? 'not measured' : `${fmtInt(tls!.msgsPerSec)} vs ${fmtInt(plain!.msgsPerSec)} handshakes/s = ${(r * 100).toFixed(0)}%`,
     });
   }
+  // The PostgreSQL engine against the database's own limits, measured in the same run (scenario postgres).
+  for (const [variant, baseline, what] of [
+    ['store to offline on PostgreSQL (STORE|RECEIPT, end to end)', 'baseline: bare INSERT ... SELECT FROM unnest, 500 rows per transaction', 'stores with receipts after commit'],
+    ['drain on connect on PostgreSQL (DELIVER + ACK, end to end)', 'baseline: bare paged SELECT + range DELETE, 500 rows per page', 'drains with ACKs'],
+  ] as const) {
+    const engine = find(records, 'postgres', 'pulltab', 1024, variant);
+    const bare = find(records, 'postgres', 'postgres', 1024, baseline);
+    const r = ratio(engine?.msgsPerSec, bare?.msgsPerSec);
+    out.push({
+      target: `PostgreSQL 1 KiB: the engine ${what} at ≥ 70% of the ${baseline.replace('baseline: ', '')}`,
+      met: r === null ? null : r >= 0.7,
+      observed: r === null ? 'not measured' : `${fmtInt(engine!.msgsPerSec)} vs ${fmtInt(bare!.msgsPerSec)} rows/s = ${(r * 100).toFixed(0)}%`,
+    });
+  }
   return out;
 }
 

@@ -63,6 +63,8 @@ const configShape = z.object({
   storeMaxBytes: int(1).default(10 * 1024 * MiB),
   /** How often expired stored messages are swept. */
   sweepIntervalMs: int(1000).default(60_000),
+  /** On a store that several relays share (PostgreSQL): how often to look for their policy changes. */
+  policyPollMs: int(100).default(2_000),
   /** A connection with output pending that writes nothing for this long is closed (SLOW_CONSUMER). */
   writeDeadlineMs: int(100).default(10_000),
   /** A connection silent this long is pinged... */

@@ -21,14 +21,32 @@ export class PolicyCache implements PolicyView, PolicyWrites {
   readonly #store: PolicyStore;
   readonly #table = new PolicyTable();
   #closed = false;
+  /** The shared store's version as of the last load (null: the store is this relay's alone). */
+  #version: number | null = null;
 
   constructor(store: PolicyStore) {
     this.#store = store;
   }
 
+  /** Whether other relays can change the store (then refresh() is worth polling). */
+  get shared(): boolean {
+    return this.#store.version !== undefined;
+  }
+
   /** Reads everything from the store again. */
   async load(): Promise<void> {
+    // the version first: a write that lands between the two reads is seen again at the next refresh
+    const version = this.#store.version ? await this.#store.version() : null;
     this.#table.load(await this.#store.snapshot());
+    this.#version = version;
+  }
+
+  /** Reloads when another relay has changed a shared store since the last load; true if it did. */
+  async refresh(): Promise<boolean> {
+    if (this.#closed || !this.#store.version) return false;
+    if ((await this.#store.version()) === this.#version) return false;
+    await this.load();
+    return true;
   }
 
   policy(name: string): Policy | undefined {

@@ -62,6 +62,9 @@ export class Relay {
   readonly #server: Server;
   readonly #context: RelayContext;
   #sweepTimer: NodeJS.Timeout | null = null;
+  #policyPollTimer: NodeJS.Timeout | null = null;
+  /** The connected sessions as the policies see them (admin changes and the poll apply to them). */
+  readonly #connected: ConnectedSessions;
   #port = 0;
   #tickTimer: NodeJS.Timeout | null = null;
   readonly #admission: Admission;
@@ -92,7 +95,7 @@ export class Relay {
       policies,
       policyStore: this.#policyCache,
       store: this.store,
-      connections: new ConnectedSessions(this.router, policies, this.stats, events),
+      connections: this.#connected = new ConnectedSessions(this.router, policies, this.stats, events),
       stats: () => this.statsSnapshot(),
       events,
       log: this.log,
@@ -190,6 +193,7 @@ export class Relay {
       }, (err: Error) => relay.log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
     }, config.sweepIntervalMs);
     relay.#sweepTimer.unref();
+    if (relay.#policyCache.shared) relay.#pollPolicies(config.policyPollMs);
     relay.#startTicking();
     if (config.metricsPort >= 0) {
       try {
@@ -209,6 +213,21 @@ export class Relay {
   /** The port of the operators' HTTP listener (/metrics), or null when it is off. */
   get metricsPort(): number | null {
     return this.#metrics?.port ?? null;
+  }
+
+  /** Other relays on the shared store change policies too: reload them when they have, and apply them to the connected sessions. */
+  #pollPolicies(intervalMs: number): void {
+    let polling = false;
+    this.#policyPollTimer = setInterval(() => {
+      if (polling) return;
+      polling = true;
+      this.#policyCache.refresh().then((changed) => {
+        if (!changed) return;
+        const { disconnected, updated } = this.#connected.enforcePolicies();
+        this.log.info({ event: 'policies_reloaded', disconnected, updated }, 'policies changed by another relay reloaded');
+      }, (err: Error) => this.log.warn({ event: 'policy_poll_failed', err: err.message }, 'could not read the shared policy store')).finally(() => (polling = false));
+    }, intervalMs);
+    this.#policyPollTimer.unref();
   }
 
   /** Ready (/readyz): accepting connections (started, not closing) and able to store messages. */
@@ -348,6 +367,7 @@ export class Relay {
     this.#admission.stopAccepting();
     this.#closed = (async () => {
       if (this.#sweepTimer) clearInterval(this.#sweepTimer);
+      if (this.#policyPollTimer) clearInterval(this.#policyPollTimer);
       if (this.#tickTimer) clearInterval(this.#tickTimer);
       const listening = new Promise<void>((resolve) => this.#server.close(() => resolve()));
       for (const connection of this.connections) {

@@ -1,12 +1,14 @@
 // The engine factory: the one place that knows which engines exist. The relay names an engine in
-// its configuration (`store`: "lmdb" today; a database URL such as postgres://... once that engine
-// exists) and gets the engine-neutral contract back, so src/server/ never imports an engine.
+// its configuration (`store`: "lmdb", or a PostgreSQL URL postgres://USER@HOST:PORT/DB) and gets
+// the engine-neutral contract back, so src/server/ never imports an engine.
 import { join } from 'node:path';
 import type { MailboxLimits, MailboxStore, QuotaHook } from './mailbox.js';
 import { openLmdbEngine } from './lmdb/engine.js';
 import { openLmdbPolicyStore } from './lmdb/policy.js';
 import { MemoryMailbox } from './memory/mailbox.js';
 import type { PolicyStore } from './policy-store.js';
+import { openPostgresEngine } from './postgres/engine.js';
+import { openPostgresPolicyStore } from './postgres/policy.js';
 
 /** What an engine reports while it runs; each callback must not throw. */
 export interface StoreEvents {
@@ -36,6 +38,8 @@ interface Engine {
   durable: boolean;
   /** Resolves once the engine is ready (its files or connection open, its schema current). */
   open(settings: MailboxSettings): Promise<MailboxStore>;
+  /** Its policy store (policies and assignments live beside the mailboxes). */
+  openPolicies?(settings: Pick<MailboxSettings, 'store' | 'dataDir'>): Promise<PolicyStore>;
 }
 
 /** Every engine, by the name (or URL scheme) that selects it. */
@@ -59,6 +63,24 @@ const ENGINES: Record<string, Engine> = {
       await engine.lmdb.ready.catch(() => {});
       return engine;
     },
+    openPolicies: async (settings) => openLmdbPolicyStore({ path: join(settings.dataDir, 'policies') }),
+  },
+  // Selected by a postgres:// or postgresql:// URL; shared by every relay that names the database.
+  postgres: {
+    durable: true,
+    open: async (settings) => {
+      const events = settings.events ?? {};
+      return openPostgresEngine({
+        url: settings.store,
+        ...(settings.limits ? { limits: settings.limits } : {}),
+        ...(settings.quotaFor ? { quotaFor: settings.quotaFor } : {}),
+        ...(settings.now ? { now: settings.now } : {}),
+        onCommitFailure: (err) => events.commitFailed?.(err),
+        onProbeFailed: (err, retryInMs) => events.probeFailed?.(err, retryInMs),
+        onRepaired: (problems) => events.repaired?.(problems),
+      });
+    },
+    openPolicies: async (settings) => openPostgresPolicyStore({ url: settings.store }),
   },
   // The reference model: what the contract suite and the property test compare engines against.
   memory: {
@@ -74,14 +96,18 @@ const ENGINES: Record<string, Engine> = {
 /** The engines' names, for tests that run the contract against every one. */
 export const ENGINE_NAMES: readonly string[] = Object.keys(ENGINES);
 
+/** The engine a setting names: an engine's name, or a URL whose scheme names one. */
 function engineOf(store: string): Engine | undefined {
+  if (/^postgres(ql)?:\/\//i.test(store)) return ENGINES.postgres;
+  if (store === 'postgres') return undefined; // needs its URL
   return Object.hasOwn(ENGINES, store) ? ENGINES[store] : undefined;
 }
 
 /** Why a relay cannot run on this `store` setting (null: it can), in words for a configuration error. */
 export function storeSettingError(store: string): string | null {
   const engine = engineOf(store);
-  const durable = Object.keys(ENGINES).filter((name) => ENGINES[name].durable).join(', ');
+  const durable = 'lmdb (embedded), or a PostgreSQL URL postgres://USER@HOST:PORT/DB';
+  if (store === 'postgres') return `store "postgres" needs the database's URL: postgres://USER@HOST:PORT/DB`;
   if (engine === undefined) return `unknown store "${redactUrl(store)}": the engines are ${durable}`;
   if (!engine.durable) return `store "${store}" keeps nothing across a restart (it is the tests' model); the engines are ${durable}`;
   return null;
@@ -102,7 +128,7 @@ export function redactUrl(store: string): string {
 export async function openPolicyStore(settings: Pick<MailboxSettings, 'store' | 'dataDir'>): Promise<PolicyStore> {
   const error = storeSettingError(settings.store);
   if (error !== null) throw new Error(error);
-  return openLmdbPolicyStore({ path: join(settings.dataDir, 'policies') });
+  return engineOf(settings.store)!.openPolicies!(settings);
 }
 
 /** Opens the engine the setting names (any engine, durable or not: the relay's configuration refuses the others). */

@@ -53,5 +53,10 @@ export interface PolicyWrites {
 
 export interface PolicyStore extends PolicyWrites {
   snapshot(): Promise<PolicySnapshot>;
+  /**
+   * Only a store that several relays share (PostgreSQL): a number that every write, by any relay,
+   * changes. A relay polls it and reloads its copy when it moves (src/server/policies.ts).
+   */
+  version?(): Promise<number>;
   close(): Promise<void>;
 }
