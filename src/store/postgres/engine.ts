@@ -11,7 +11,7 @@ import {
   type Accepted, type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore,
   type QuotaHook, type StoreStatus, type Totals, type Usage,
 } from '../mailbox.js';
-import { writeBatch } from './batch-write.js';
+import { arrayLiteral, writeBatch } from './batch-write.js';
 import { Health } from './health.js';
 import { migrate } from './migrate.js';
 import type { BatchItem } from './plan.js';
@@ -77,6 +77,8 @@ interface EntryRow {
 
 export class PostgresEngine implements MailboxStore {
   readonly #pool: pg.Pool;
+  /** The one connection the batches of stores are written on, pipelined (./batch-write.ts). */
+  readonly #writer: pg.Pool;
   readonly #clock: () => number;
   readonly #quotaFor: QuotaHook | null;
   readonly #health: Health;
@@ -95,8 +97,9 @@ export class PostgresEngine implements MailboxStore {
   readonly #acksInFlight = new Set<Promise<void>>();
   #lastTotals: Totals | null = null;
 
-  constructor(pool: pg.Pool, options: PostgresEngineOptions) {
+  constructor(pool: pg.Pool, writer: pg.Pool, options: PostgresEngineOptions) {
     this.#pool = pool;
+    this.#writer = writer;
     this.#clock = options.now ?? Date.now;
     this.#quotaFor = options.quotaFor ?? null;
     this.#limits = resolveLimits(DEFAULT_MAILBOX_LIMITS, options.limits);
@@ -177,7 +180,7 @@ export class PostgresEngine implements MailboxStore {
     }
     let committed = true;
     try {
-      await this.#pool.query({ name: 'pulltab_ack', text: ACK_SQL, values: [Buffer.concat(recipients), seqs] });
+      await this.#pool.query({ name: 'pulltab_ack', text: ACK_SQL, values: [Buffer.concat(recipients), arrayLiteral(seqs)] });
     } catch (err) {
       this.#health.failed(err);
       committed = false;
@@ -189,7 +192,7 @@ export class PostgresEngine implements MailboxStore {
     let committed = false;
     if (this.#health.writable) {
       try {
-        const outcomes = await writeBatch(this.#pool, batch.items, this.#limits, this.#quotaFor);
+        const outcomes = await writeBatch(this.#writer, batch.items, this.#limits, this.#quotaFor);
         batch.items.forEach((item, i) => item.outcomes.push(...outcomes[i]!));
         committed = true;
       } catch (err) {
@@ -236,7 +239,7 @@ export class PostgresEngine implements MailboxStore {
     for (const s of wanted) hidden.add(s);
     const key = Buffer.from(recipient);
     // In the write order once; if the database is away, retried outside it (the stores after it are refused meanwhile).
-    const retry = () => this.#pool.query(ACK_SQL, [Buffer.concat(wanted.map(() => key)), wanted]);
+    const retry = () => this.#pool.query(ACK_SQL, [Buffer.concat(wanted.map(() => key)), arrayLiteral(wanted)]);
     const done = new Promise<boolean>((resolve) => this.#enqueue({ kind: 'ack', recipient: key, seqs: wanted, done: resolve }))
       .then((committed) => (committed ? undefined : this.#untilCommitted(retry))).finally(() => {
       for (const s of wanted) hidden.delete(s);
@@ -345,13 +348,14 @@ export class PostgresEngine implements MailboxStore {
     }
     this.#health.stop();
     await Promise.allSettled([...this.#acksInFlight]);
-    await this.#pool.end();
+    await Promise.all([this.#pool.end(), this.#writer.end()]);
   }
 }
 
 /** Connects, migrates the schema and sweeps what expired while no relay ran. */
 export async function openPostgresEngine(options: PostgresEngineOptions): Promise<PostgresEngine> {
   const pool = createPool(options.url, options.poolSize ?? 4);
+  const writer = createPool(options.url, 1, { pipeline: true });
   try {
     const client = await pool.connect();
     try {
@@ -359,19 +363,19 @@ export async function openPostgresEngine(options: PostgresEngineOptions): Promis
     } finally {
       client.release();
     }
-    const engine = new PostgresEngine(pool, options);
+    const engine = new PostgresEngine(pool, writer, options);
     await engine.sweepExpired();
     await engine.totals(); // the figures to show while the database is away later
     return engine;
   } catch (err) {
-    await pool.end().catch(() => {});
+    await Promise.all([pool.end().catch(() => {}), writer.end().catch(() => {})]);
     throw err;
   }
 }
 
 /** A pool whose idle connections may break (the database restarting) without taking the process down. */
-export function createPool(url: string, max: number): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max, application_name: 'pulltab', connectionTimeoutMillis: 10_000 });
+export function createPool(url: string, max: number, options: { pipeline?: boolean } = {}): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max, application_name: 'pulltab', connectionTimeoutMillis: 10_000, ...(options.pipeline ? { pipeline: true } : {}) });
   pool.on('error', () => { /* an idle connection broke: the pool replaces it at the next checkout */ });
   return pool;
 }
