@@ -57,7 +57,7 @@ interface AckStep {
 
 type Step = Batch | Deletion | AckStep;
 
-const ACK_SQL = 'SELECT pulltab_ack($1, $2::bigint[])';
+const ACK_SQL = 'SELECT pulltab_ack($1, $2::bigint[], $3::bigint[])';
 
 // a shared body is looked up only for the entries that have one
 const READ_SQL = `SELECT e.seq, e.sender, e.storage_key, e.wrapped_key,
@@ -170,17 +170,9 @@ export class PostgresEngine implements MailboxStore {
   }
 
   async #writeAcks(group: AckStep[]): Promise<void> {
-    const recipients: Buffer[] = [];
-    const seqs: number[] = [];
-    for (const step of group) {
-      for (const seq of step.seqs) {
-        recipients.push(step.recipient);
-        seqs.push(seq);
-      }
-    }
     let committed = true;
     try {
-      await this.#pool.query({ name: 'pulltab_ack', text: ACK_SQL, values: [Buffer.concat(recipients), arrayLiteral(seqs)] });
+      await this.#pool.query({ name: 'pulltab_ack', text: ACK_SQL, values: ackParams(group) });
     } catch (err) {
       this.#health.failed(err);
       committed = false;
@@ -209,7 +201,10 @@ export class PostgresEngine implements MailboxStore {
     if (max === 0) return [];
     // a named statement: parsed and planned once per connection. (Results stay text, bytea as hex:
     // pg reads every field of a row as a UTF-8 string, so binary results would corrupt bodies.)
-    const { rows } = await this.#pool.query<EntryRow>({ name: 'pulltab_read', text: READ_SQL, values: [buf(recipient), afterSeq, this.#clock(), max + (hidden?.size ?? 0)] });
+    // read as many more as there are hidden entries the range could hold (acked ones are mostly behind the cursor)
+    let hiddenAhead = 0;
+    if (hidden) for (const seq of hidden) if (seq > afterSeq) hiddenAhead++;
+    const { rows } = await this.#pool.query<EntryRow>({ name: 'pulltab_read', text: READ_SQL, values: [buf(recipient), afterSeq, this.#clock(), max + hiddenAhead] });
     const out: MailboxEntry[] = [];
     for (const row of rows) {
       const seq = Number(row.seq);
@@ -239,8 +234,9 @@ export class PostgresEngine implements MailboxStore {
     for (const s of wanted) hidden.add(s);
     const key = Buffer.from(recipient);
     // In the write order once; if the database is away, retried outside it (the stores after it are refused meanwhile).
-    const retry = () => this.#pool.query(ACK_SQL, [Buffer.concat(wanted.map(() => key)), arrayLiteral(wanted)]);
-    const done = new Promise<boolean>((resolve) => this.#enqueue({ kind: 'ack', recipient: key, seqs: wanted, done: resolve }))
+    const step: AckStep = { kind: 'ack', recipient: key, seqs: wanted, done: () => {} };
+    const retry = () => this.#pool.query(ACK_SQL, ackParams([step]));
+    const done = new Promise<boolean>((resolve) => this.#enqueue({ ...step, done: resolve }))
       .then((committed) => (committed ? undefined : this.#untilCommitted(retry))).finally(() => {
       for (const s of wanted) hidden.delete(s);
       if (hidden.size === 0 && this.#acked.get(id) === hidden) this.#acked.delete(id);
@@ -354,7 +350,9 @@ export class PostgresEngine implements MailboxStore {
 
 /** Connects, migrates the schema and sweeps what expired while no relay ran. */
 export async function openPostgresEngine(options: PostgresEngineOptions): Promise<PostgresEngine> {
-  const pool = createPool(options.url, options.poolSize ?? 4);
+  // Reads, acks and deletions; their commits do not wait for the WAL flush (see pulltab_ack). The
+  // stores have the writer connection, whose commits do.
+  const pool = createPool(options.url, options.poolSize ?? 4, { asyncCommit: true });
   const writer = createPool(options.url, 1, { pipeline: true });
   try {
     const client = await pool.connect();
@@ -374,10 +372,37 @@ export async function openPostgresEngine(options: PostgresEngineOptions): Promis
 }
 
 /** A pool whose idle connections may break (the database restarting) without taking the process down. */
-export function createPool(url: string, max: number, options: { pipeline?: boolean } = {}): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max, application_name: 'pulltab', connectionTimeoutMillis: 10_000, ...(options.pipeline ? { pipeline: true } : {}) });
+export function createPool(url: string, max: number, options: { pipeline?: boolean; asyncCommit?: boolean } = {}): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url, max, application_name: 'pulltab', connectionTimeoutMillis: 10_000,
+    ...(options.pipeline ? { pipeline: true } : {}),
+    ...(options.asyncCommit ? { options: '-c synchronous_commit=off' } : {}),
+  });
   pool.on('error', () => { /* an idle connection broke: the pool replaces it at the next checkout */ });
   return pool;
+}
+
+/**
+ * The acks' seqs as ranges per recipient: each run of consecutive seqs one (recipient, first, last).
+ * Exact, since every seq of a run was named; a drain's acks are mostly one run, which the database
+ * deletes by one index range instead of a lookup per entry (measured 0.15 ms against 0.63 ms for 60).
+ */
+function ackParams(group: readonly AckStep[]): unknown[] {
+  const recipients: Buffer[] = [];
+  const first: number[] = [];
+  const last: number[] = [];
+  for (const step of group) {
+    const seqs = [...new Set(step.seqs)].sort((a, b) => a - b);
+    for (let i = 0; i < seqs.length;) {
+      let j = i;
+      while (j + 1 < seqs.length && seqs[j + 1] === seqs[j]! + 1) j++;
+      recipients.push(step.recipient);
+      first.push(seqs[i]!);
+      last.push(seqs[j]!);
+      i = j + 1;
+    }
+  }
+  return [Buffer.concat(recipients), arrayLiteral(first), arrayLiteral(last)];
 }
 
 function copyOf(request: EnqueueRequest): EnqueueRequest {

@@ -74,18 +74,21 @@ BEGIN
   DELETE FROM pulltab_bodies WHERE id = ANY(p_bodies) AND refs <= 0;
 END $$;
 
--- Deletes the entries named by (recipient, seq) pairs (recipients as 32-byte slices of one blob)
--- and accounts for them; returns how many existed. Acknowledgements, and the entries a batch of
--- stores replaces. The caller holds the meta row's lock.
-CREATE FUNCTION pulltab_delete_pairs(p_recipients bytea, p_seqs bigint[]) RETURNS integer
+-- Deletes the entries named by (recipient, first seq, last seq) ranges, recipients as 32-byte
+-- slices of one blob, and accounts for them; returns how many existed. A range holds seqs that
+-- were all named (the relay makes ranges only of consecutive seqs it was given), so no other entry
+-- is in it. Acknowledgements, and the entries a batch of stores replaces (ranges of one). The
+-- caller holds the meta row's lock.
+CREATE FUNCTION pulltab_delete_ranges(p_recipients bytea, p_first bigint[], p_last bigint[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
   rs bytea[]; cs bigint[]; bs bigint[];
 BEGIN
   WITH d AS (
     DELETE FROM pulltab_entries e USING (
-      SELECT substring(p_recipients FROM (x.i::integer - 1) * 32 + 1 FOR 32) AS r, x.s FROM unnest(p_seqs) WITH ORDINALITY AS x(s, i)
-    ) k WHERE e.recipient = k.r AND e.seq = k.s
+      SELECT substring(p_recipients FROM (x.i::integer - 1) * 32 + 1 FOR 32) AS r, x.lo, x.hi
+      FROM unnest(p_first, p_last) WITH ORDINALITY AS x(lo, hi, i)
+    ) k WHERE e.recipient = k.r AND e.seq BETWEEN k.lo AND k.hi
     RETURNING e.recipient, e.cost, e.body_id)
   SELECT array_agg(d.recipient), array_agg(d.cost), array_agg(d.body_id) INTO rs, cs, bs FROM d;
   IF rs IS NULL THEN RETURN 0; END IF;
@@ -93,17 +96,12 @@ BEGIN
   RETURN cardinality(rs);
 END $$;
 
--- Acknowledgements, of one recipient or of several at once (grouped by the relay): see above.
--- Their commit does not wait for the WAL flush: a crash of the database server can forget the
--- acknowledgements of its last moments (wal_writer_delay), and those messages are delivered
--- again, which a recipient must take anyway (an ack can be lost on its way); nothing stored is
--- lost by it, and stores behind an ack in the relay's write order do not wait for its flush.
-CREATE FUNCTION pulltab_ack(p_recipients bytea, p_seqs bigint[]) RETURNS integer
+-- Acknowledgements, of one recipient or of several at once (grouped by the relay), as ranges.
+CREATE FUNCTION pulltab_ack(p_recipients bytea, p_first bigint[], p_last bigint[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM 1 FROM pulltab_meta WHERE id = 1 FOR UPDATE;
-  RETURN pulltab_delete_pairs(p_recipients, p_seqs);
+  RETURN pulltab_delete_ranges(p_recipients, p_first, p_last);
 END $$;
 
 -- Deletes by what the admin and the sweep name: 'expired' (expires_at <= p_at), 'older'
@@ -150,7 +148,7 @@ DECLARE
   fresh bigint;
 BEGIN
   IF cardinality(d_seqs) > 0 THEN
-    PERFORM pulltab_delete_pairs(d_recipients, d_seqs);
+    PERFORM pulltab_delete_ranges(d_recipients, d_seqs, d_seqs);
   END IF;
   INSERT INTO pulltab_bodies (id, body, refs)
     SELECT x.id, substring(b_bodies FROM x.at + 1 FOR x.len), x.refs FROM unnest(b_ids, b_at, b_len, b_refs) AS x(id, at, len, refs);
