@@ -3,12 +3,14 @@
 // relay's copy of the shared policies following another relay's changes.
 import t from 'tap';
 import pg from 'pg';
+import { Code } from '../src/protocol/constants.js';
 import { PolicyCache } from '../src/server/policies.js';
 import { enqueue } from '../src/store/mailbox.js';
 import { openPostgresEngine } from '../src/store/postgres/engine.js';
 import { SCHEMA_VERSION } from '../src/store/postgres/migrate.js';
 import { openPostgresPolicyStore } from '../src/store/postgres/policy.js';
 import { postgresSkipReason, startCluster, type Cluster } from './postgres-cluster.js';
+import { connectClient, once, removeDir, startRelay, tempDir } from './helpers.js';
 import { testKey as key, testPolicy as policy } from './policy-fixture.js';
 
 const skip = postgresSkipReason() ?? false;
@@ -81,4 +83,20 @@ t.test('a relay\'s policy copy follows what another relay changes in the shared 
   t.equal(cache.assignment(user), 'small');
   t.equal(cache.blocked().length, 1);
   t.equal(await cache.refresh(), false, 'and reloads only once');
+});
+
+t.test('a relay on the shared store applies a block that another relay made, within policyPollMs', { skip }, async (t) => {
+  const url = await database();
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const relay = await startRelay({ store: url, policyPollMs: 200 }, dir);
+  t.teardown(() => relay.close({ graceMs: 0 }));
+  const bob = await connectClient(relay, { reconnect: false });
+  t.teardown(() => bob.close());
+  const gone = once<{ code: number }>(bob, 'disconnected', 10_000);
+  // another relay's write, straight to the database they share
+  const other = await openPostgresPolicyStore({ url });
+  t.teardown(() => other.close());
+  t.equal(await other.block(bob.identity.publicKey), true);
+  t.match(await gone, { code: Code.NOT_AUTHORIZED }, 'disconnected by the poll');
 });
