@@ -7,8 +7,6 @@ import { openLmdbEngine } from './lmdb/engine.js';
 import { openLmdbPolicyStore } from './lmdb/policy.js';
 import { MemoryMailbox } from './memory/mailbox.js';
 import type { PolicyStore } from './policy-store.js';
-import { openPostgresEngine } from './postgres/engine.js';
-import { openPostgresPolicyStore } from './postgres/policy.js';
 
 /** What an engine reports while it runs; each callback must not throw. */
 export interface StoreEvents {
@@ -66,10 +64,12 @@ const ENGINES: Record<string, Engine> = {
     openPolicies: async (settings) => openLmdbPolicyStore({ path: join(settings.dataDir, 'policies') }),
   },
   // Selected by a postgres:// or postgresql:// URL; shared by every relay that names the database.
+  // Loaded only when chosen: a relay on LMDB never loads the PostgreSQL client.
   postgres: {
     durable: true,
     open: async (settings) => {
       const events = settings.events ?? {};
+      const { openPostgresEngine } = await import('./postgres/engine.js');
       return openPostgresEngine({
         url: settings.store,
         ...(settings.limits ? { limits: settings.limits } : {}),
@@ -80,7 +80,7 @@ const ENGINES: Record<string, Engine> = {
         onRepaired: (problems) => events.repaired?.(problems),
       });
     },
-    openPolicies: async (settings) => openPostgresPolicyStore({ url: settings.store }),
+    openPolicies: async (settings) => (await import('./postgres/policy.js')).openPostgresPolicyStore({ url: settings.store }),
   },
   // The reference model: what the contract suite and the property test compare engines against.
   memory: {
