@@ -40,22 +40,36 @@ interface Engine {
   openPolicies?(settings: Pick<MailboxSettings, 'store' | 'dataDir'>): Promise<PolicyStore>;
 }
 
+/** The settings every engine takes as they are: limits, the quota hook, the clock (only those given). */
+function modelOptions(settings: MailboxSettings): { limits?: Partial<MailboxLimits>; quotaFor?: QuotaHook; now?: () => number } {
+  return {
+    ...(settings.limits ? { limits: settings.limits } : {}),
+    ...(settings.quotaFor ? { quotaFor: settings.quotaFor } : {}),
+    ...(settings.now ? { now: settings.now } : {}),
+  };
+}
+
+/** The engines' failure callbacks, reporting to the relay's StoreEvents. */
+function eventHooks(settings: MailboxSettings) {
+  const events = settings.events ?? {};
+  return {
+    onCommitFailure: (err: unknown) => events.commitFailed?.(err),
+    onProbeFailed: (err: unknown, retryInMs: number) => events.probeFailed?.(err, retryInMs),
+    onRepaired: (problems: string[]) => events.repaired?.(problems),
+  };
+}
+
 /** Every engine, by the name (or URL scheme) that selects it. */
 const ENGINES: Record<string, Engine> = {
   lmdb: {
     durable: true,
     open: async (settings) => {
-      const events = settings.events ?? {};
       const engine = openLmdbEngine({
         path: join(settings.dataDir, 'mailbox'),
         // The relay runs the sweep itself (and logs it), so the store's own timer stays off.
         sweepIntervalMs: 0,
-        ...(settings.limits ? { limits: settings.limits } : {}),
-        ...(settings.quotaFor ? { quotaFor: settings.quotaFor } : {}),
-        ...(settings.now ? { now: settings.now } : {}),
-        onCommitFailure: (err) => events.commitFailed?.(err),
-        onProbeFailed: (err, retryInMs) => events.probeFailed?.(err, retryInMs),
-        onRepaired: (problems) => events.repaired?.(problems),
+        ...modelOptions(settings),
+        ...eventHooks(settings),
       });
       // The sweep run at open has committed (or left the store unwritable, which it reports).
       await engine.lmdb.ready.catch(() => {});
@@ -68,28 +82,15 @@ const ENGINES: Record<string, Engine> = {
   postgres: {
     durable: true,
     open: async (settings) => {
-      const events = settings.events ?? {};
       const { openPostgresEngine } = await import('./postgres/engine.js');
-      return openPostgresEngine({
-        url: settings.store,
-        ...(settings.limits ? { limits: settings.limits } : {}),
-        ...(settings.quotaFor ? { quotaFor: settings.quotaFor } : {}),
-        ...(settings.now ? { now: settings.now } : {}),
-        onCommitFailure: (err) => events.commitFailed?.(err),
-        onProbeFailed: (err, retryInMs) => events.probeFailed?.(err, retryInMs),
-        onRepaired: (problems) => events.repaired?.(problems),
-      });
+      return openPostgresEngine({ url: settings.store, ...modelOptions(settings), ...eventHooks(settings) });
     },
     openPolicies: async (settings) => (await import('./postgres/policy.js')).openPostgresPolicyStore({ url: settings.store }),
   },
   // The reference model: what the contract suite and the property test compare engines against.
   memory: {
     durable: false,
-    open: async (settings) => new MemoryMailbox({
-      ...(settings.limits ? { limits: settings.limits } : {}),
-      ...(settings.quotaFor ? { quotaFor: settings.quotaFor } : {}),
-      ...(settings.now ? { now: settings.now } : {}),
-    }),
+    open: async (settings) => new MemoryMailbox(modelOptions(settings)),
   },
 };
 

@@ -9,7 +9,8 @@ import { PolicyStoreError, type PolicySnapshot } from './policy-store.js';
 
 const KEY_BYTES = 32;
 
-function checkKey(key: Uint8Array): void {
+/** INVALID unless a 32-byte key: every policy store checks its keys with this. */
+export function checkKey(key: Uint8Array): void {
   if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) throw new PolicyStoreError('INVALID', 'a key is 32 bytes');
 }
 

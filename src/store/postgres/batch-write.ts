@@ -8,7 +8,8 @@
 // anything failed, and then nothing of the batch was stored.
 import type pg from 'pg';
 import type { EnqueueOutcome, MailboxLimits, QuotaHook, Usage } from '../mailbox.js';
-import { batchRecipients, keyedLookups, keyHex, planBatch, type BatchItem, type BatchPlan, type KeyedEntry } from './plan.js';
+import { keyIdOf } from '../../crypto/key-id.js';
+import { batchRecipients, keyedLookups, planBatch, type BatchItem, type BatchPlan, type KeyedEntry } from './plan.js';
 
 const SLICES = (blob: string, width: number, count: string) =>
   `SELECT substring(${blob}::bytea FROM (i - 1) * ${width} + 1 FOR ${width}) AS k FROM generate_series(1, ${count}::integer) AS i`;
@@ -40,7 +41,7 @@ export async function writeBatch(
       }),
     ]);
     const usageMap = new Map<string, Usage>();
-    for (const row of usage.rows) usageMap.set(keyHex(row.recipient), { count: row.count, bytes: Number(row.bytes) });
+    for (const row of usage.rows) usageMap.set(keyIdOf(row.recipient), { count: row.count, bytes: Number(row.bytes) });
     const keyedRows: KeyedEntry[] = (keyed?.rows ?? []).map((row) => ({
       recipient: row.recipient, sender: row.sender, storageKey: row.storage_key, seq: Number(row.seq), cost: Number(row.cost),
     }));

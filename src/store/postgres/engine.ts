@@ -11,9 +11,10 @@ import {
   type Accepted, type EnqueueOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore,
   type QuotaHook, type StoreStatus, type Totals, type Usage,
 } from '../mailbox.js';
+import { keyIdOf } from '../../crypto/key-id.js';
 import { arrayLiteral, writeBatch } from './batch-write.js';
 import { Health } from './health.js';
-import { migrate } from './migrate.js';
+import { migrateWith } from './migrate.js';
 import type { BatchItem } from './plan.js';
 
 export interface PostgresEngineOptions {
@@ -196,7 +197,7 @@ export class PostgresEngine implements MailboxStore {
   }
 
   async read(recipient: Uint8Array, afterSeq: number, limit: number): Promise<MailboxEntry[]> {
-    const hidden = this.#acked.get(keyHex(recipient));
+    const hidden = this.#acked.get(keyIdOf(recipient));
     const max = Math.max(0, Math.floor(limit));
     if (max === 0) return [];
     // a named statement: parsed and planned once per connection. (Results stay text, bytea as hex:
@@ -228,7 +229,7 @@ export class PostgresEngine implements MailboxStore {
     const wanted = seqs.filter((s) => Number.isSafeInteger(s) && s > 0);
     if (wanted.length === 0) return Promise.resolve();
     if (this.#closing) return Promise.reject(new Error('mailbox store closed before the acknowledgement was committed'));
-    const id = keyHex(recipient);
+    const id = keyIdOf(recipient);
     let hidden = this.#acked.get(id);
     if (hidden === undefined) this.#acked.set(id, (hidden = new Set()));
     for (const s of wanted) hidden.add(s);
@@ -355,12 +356,7 @@ export async function openPostgresEngine(options: PostgresEngineOptions): Promis
   const pool = createPool(options.url, options.poolSize ?? 4, { asyncCommit: true });
   const writer = createPool(options.url, 1, { pipeline: true });
   try {
-    const client = await pool.connect();
-    try {
-      await migrate(client);
-    } finally {
-      client.release();
-    }
+    await migrateWith(pool);
     const engine = new PostgresEngine(pool, writer, options);
     await engine.sweepExpired();
     await engine.totals(); // the figures to show while the database is away later
@@ -425,9 +421,6 @@ function buf(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function keyHex(bytes: Uint8Array): string {
-  return buf(bytes).toString('hex');
-}
 
 const STORE_ERROR: EnqueueOutcome = Object.freeze({ ok: false, code: 'STORE_ERROR' });
 /** settled for a request refused at once: no commit to wait for. */

@@ -47,3 +47,13 @@ export async function migrate(client: pg.ClientBase): Promise<number[]> {
     await client.query(`SELECT pg_advisory_unlock(${MIGRATION_LOCK})`).catch(() => {});
   }
 }
+
+/** migrate() on a connection of the pool, given back afterwards. */
+export async function migrateWith(pool: pg.Pool): Promise<number[]> {
+  const client = await pool.connect();
+  try {
+    return await migrate(client);
+  } finally {
+    client.release();
+  }
+}

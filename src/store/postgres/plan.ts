@@ -6,6 +6,7 @@ import {
   compareBytes, entryCost, recipientShapeOk, ttlMillis,
   type EnqueueOutcome, type EnqueueRequest, type MailboxLimits, type QuotaHook, type Usage,
 } from '../mailbox.js';
+import { keyIdOf } from '../../crypto/key-id.js';
 import { quotaRefusal } from '../quota.js';
 
 /** A request in a batch: the engine's own copy, and the store's clock when it was accepted. */
@@ -29,6 +30,7 @@ export interface KeyedEntry {
 export interface BatchState {
   lastSeq: number;
   totalBytes: number;
+  /** by recipient key id (keyIdOf) */
   usage: Map<string, Usage>;
   keyed: KeyedEntry[];
 }
@@ -63,8 +65,8 @@ export interface BatchPlan {
   lastSeq: number;
 }
 
-const hex = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
-const keyOf = (recipient: Uint8Array, sender: Uint8Array, storageKey: Uint8Array): string => `${hex(recipient)}${hex(sender)}${hex(storageKey)}`;
+/** Map key of a (recipient, sender, storage key): their key ids, of fixed lengths, one after another. */
+const keyOf = (recipient: Uint8Array, sender: Uint8Array, storageKey: Uint8Array): string => keyIdOf(recipient) + keyIdOf(sender) + keyIdOf(storageKey);
 
 const refused = (n: number, code: 'STORE_ERROR' | 'TTL_TOO_LONG'): EnqueueOutcome[] => Array.from({ length: n }, () => ({ ok: false, code }));
 
@@ -89,7 +91,7 @@ export function keyedLookups(items: readonly BatchItem[]): Array<[Uint8Array, Ui
 export function batchRecipients(items: readonly BatchItem[]): Uint8Array[] {
   const seen = new Map<string, Uint8Array>();
   for (const { request } of items) {
-    for (const r of request.recipients) if (recipientShapeOk(r)) seen.set(hex(r.key), r.key);
+    for (const r of request.recipients) if (recipientShapeOk(r)) seen.set(keyIdOf(r.key), r.key);
   }
   return [...seen.values()].sort(compareBytes);
 }
@@ -133,7 +135,7 @@ export function planBatch(items: readonly BatchItem[], state: BatchState, limits
         out.push({ ok: false, code: 'STORE_ERROR' });
         continue;
       }
-      const id = hex(r.key);
+      const id = keyIdOf(r.key);
       const k = request.storageKey === null ? null : keyOf(r.key, request.sender, request.storageKey);
       const old = k === null ? undefined : keyed.get(k);
       const cost = entryCost(request.body.length, r.wrappedKey.length);
@@ -180,4 +182,3 @@ export function planBatch(items: readonly BatchItem[], state: BatchState, limits
   return { outcomes, replaced, entries: entries.filter((e): e is NewEntry => e !== null), bodies, lastSeq };
 }
 
-export { hex as keyHex };

@@ -6,8 +6,9 @@
 import type pg from 'pg';
 import { validatePolicy, type Policy } from '../../policy/policy.js';
 import { PolicyStoreError, type PolicySnapshot, type PolicyStore } from '../policy-store.js';
+import { checkKey } from '../policy-table.js';
 import { createPool } from './engine.js';
-import { migrate } from './migrate.js';
+import { migrateWith } from './migrate.js';
 
 const FOREIGN_KEY_VIOLATION = '23503';
 
@@ -131,21 +132,12 @@ export class PostgresPolicyStore implements PolicyStore {
 export async function openPostgresPolicyStore(options: PostgresPolicyOptions): Promise<PostgresPolicyStore> {
   const pool = createPool(options.url, 2);
   try {
-    const client = await pool.connect();
-    try {
-      await migrate(client);
-    } finally {
-      client.release();
-    }
+    await migrateWith(pool);
     return new PostgresPolicyStore(pool, options);
   } catch (err) {
     await pool.end().catch(() => {});
     throw err;
   }
-}
-
-function checkKey(key: Uint8Array): void {
-  if (!(key instanceof Uint8Array) || key.length !== 32) throw new PolicyStoreError('INVALID', 'a key is 32 bytes');
 }
 
 function codeOf(err: unknown): string | undefined {
