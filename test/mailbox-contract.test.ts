@@ -5,8 +5,8 @@ import t from 'tap';
 import { enqueue, type EnqueueOutcome, type EnqueueRequest, type MailboxLimits, type MailboxStore } from '../src/store/mailbox.js';
 import { LmdbEngine } from '../src/store/lmdb/engine.js';
 import { MemoryMailbox } from '../src/store/memory/mailbox.js';
-import { openMailboxStore } from '../src/store/open.js';
-import { engineSkip, ENGINE_NAMES, freshStoreSetting } from './store-engines.js';
+
+import { engineSkip, freshStoreSetting, openTestMailbox, TEST_ENGINES } from './store-engines.js';
 import { A, B, bytes, C, codes, key, reqDefault, req, S1, S2, seqOf, skey, tempDir, type Clock, type Teardown } from './mailbox-fixtures.js';
 
 // ------------------------------------------------------------------ helpers
@@ -18,7 +18,7 @@ interface MakeOptions {
 
 async function open(engine: string, t: Teardown, options: MakeOptions): Promise<MailboxStore> {
   const clock = options.clock;
-  const store = await openMailboxStore({
+  const store = await openTestMailbox({
     store: await freshStoreSetting(engine),
     dataDir: tempDir(t),
     ...(options.limits ? { limits: options.limits } : {}),
@@ -41,7 +41,7 @@ function lastSeqOf(store: MailboxStore): number | null {
 
 // ------------------------------------------------------------------ every engine
 
-for (const name of ENGINE_NAMES) {
+for (const name of TEST_ENGINES) {
   const skip = engineSkip(name);
   if (skip) {
     t.test(`${name}: the mailbox contract`, { skip }, () => {});

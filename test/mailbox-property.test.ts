@@ -16,8 +16,8 @@ import { createHash } from 'node:crypto';
 import { enqueue, finalOutcome, type EnqueueRequest, type MailboxEntry, type MailboxLimits, type MailboxStore } from '../src/store/mailbox.js';
 import { LmdbEngine } from '../src/store/lmdb/engine.js';
 import { MemoryMailbox } from '../src/store/memory/mailbox.js';
-import { openMailboxStore } from '../src/store/open.js';
-import { engineSkip, ENGINE_NAMES, freshStoreSetting } from './store-engines.js';
+
+import { engineSkip, freshStoreSetting, openTestMailbox, TEST_ENGINES } from './store-engines.js';
 
 const pool = (n: number, tag: number, len: number): Uint8Array[] =>
   Array.from({ length: n }, (_, i) => new Uint8Array(len).map((_, j) => (j === 0 ? tag : j === 1 ? i : (i * 7 + j) & 0xff)));
@@ -151,7 +151,7 @@ function expectSame(step: string, engine: unknown, model: unknown): void {
   if (a !== b) throw new Failure(`${step}\n  engine: ${a}\n  model:  ${b}`);
 }
 
-for (const engine of ENGINE_NAMES.filter((name) => name !== 'memory')) t.test(`the ${engine} engine behaves like the in-memory model`, { skip: engineSkip(engine) }, async (t) => {
+for (const engine of TEST_ENGINES.filter((name) => name !== 'memory')) t.test(`the ${engine} engine behaves like the in-memory model`, { skip: engineSkip(engine) }, async (t) => {
   let runs = 0;
   let steps = 0;
   await fc.assert(
@@ -160,7 +160,7 @@ for (const engine of ENGINE_NAMES.filter((name) => name !== 'memory')) t.test(`t
       const dir = mkdtempSync(join(tmpdir(), 'pulltab-mailbox-prop-'));
       const clock = { now: 1_700_000_000_000 };
       const setting = await freshStoreSetting(engine);
-      const open = (limits: MailboxLimits): Promise<MailboxStore> => openMailboxStore({ store: setting, dataDir: dir, limits, now: () => clock.now });
+      const open = (limits: MailboxLimits): Promise<MailboxStore> => openTestMailbox({ store: setting, dataDir: dir, limits, now: () => clock.now });
       let store = await open(LIMITS);
       const model = new MemoryMailbox({ limits: LIMITS, now: () => clock.now });
       const lastRead = new Map<number, number[]>();

@@ -3,8 +3,8 @@
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { enqueue, type MailboxStore, type RecipientQuota } from '../src/store/mailbox.js';
-import { openMailboxStore } from '../src/store/open.js';
-import { engineSkip, ENGINE_NAMES, freshStoreSetting } from './store-engines.js';
+
+import { engineSkip, freshStoreSetting, openTestMailbox, TEST_ENGINES } from './store-engines.js';
 import { removeDir, tempDir } from './helpers.js';
 
 const small = randomBytes(32);
@@ -36,11 +36,11 @@ async function exercise(t: Test, store: MailboxStore) {
   quotas.delete(plain.toString('hex'));
 }
 
-for (const engine of ENGINE_NAMES) {
+for (const engine of TEST_ENGINES) {
   t.test(`${engine} engine`, { skip: engineSkip(engine) }, async (t) => {
     const dir = tempDir();
     t.teardown(() => removeDir(dir));
-    const store = await openMailboxStore({ store: await freshStoreSetting(engine), dataDir: dir, limits, quotaFor });
+    const store = await openTestMailbox({ store: await freshStoreSetting(engine), dataDir: dir, limits, quotaFor });
     t.teardown(() => store.close());
     await exercise(t, store);
   });

@@ -6,21 +6,21 @@ import { allRights } from '../src/policy/capabilities.js';
 import type { Policy } from '../src/policy/policy.js';
 import { PolicyCache } from '../src/server/policies.js';
 import { openLmdbPolicyStore } from '../src/store/lmdb/policy.js';
-import { openPolicyStore } from '../src/store/open.js';
+
 import type { PostgresPolicyStore } from '../src/store/postgres/policy.js';
 import { PolicyStoreError, type PolicyStore } from '../src/store/policy-store.js';
 import { PolicyTable } from '../src/store/policy-table.js';
 import { removeDir, tempDir } from './helpers.js';
 import { testKey as key, testPolicy as policy } from './policy-fixture.js';
-import { engineSkip, ENGINE_NAMES, freshStoreSetting } from './store-engines.js';
+import { engineSkip, freshStoreSetting, openTestPolicyStore, TEST_ENGINES } from './store-engines.js';
 
 
 /** Every durable engine, each opened through the factory on one setting and directory that outlive a close (a reopen finds what was written). */
-const ENGINES = ENGINE_NAMES.filter((name) => name !== 'memory');
+const ENGINES = TEST_ENGINES.filter((name) => name !== 'memory');
 
 async function opener(engine: string, dir: string): Promise<() => Promise<PolicyStore>> {
   const setting = await freshStoreSetting(engine);
-  return () => openPolicyStore({ store: setting, dataDir: dir });
+  return () => openTestPolicyStore({ store: setting, dataDir: dir });
 }
 
 /** What a store holds, read through its snapshot. */

@@ -9,6 +9,7 @@ import type { Assignment, PolicyView } from '../policy/view.js';
 import { Code } from '../protocol/constants.js';
 import { PolicyStoreError, type PolicyStore, type PolicyWrites } from '../store/policy-store.js';
 import { PolicyTable } from '../store/policy-table.js';
+import type { HostedPolicies } from '../store/remote/host.js';
 import type { Session, SenderLimits } from './session.js';
 
 /**
@@ -177,4 +178,17 @@ export function enforcePolicies(policies: PolicyAuthority, sessions: Iterable<Se
 export function sameLimits(a: SenderLimits, b: SenderLimits): boolean {
   for (const k of Object.keys(b) as (keyof SenderLimits)[]) if (a[k] !== b[k]) return false;
   return true;
+}
+
+/** The cache as a store host serves it to the workers (src/store/remote/host.ts): writes go through it. */
+export function hostedPolicies(cache: PolicyCache): HostedPolicies {
+  return {
+    snapshot: () => ({ policies: cache.policies(), assignments: cache.assignments(), blocked: cache.blocked() }),
+    setPolicy: (policy) => cache.setPolicy(policy),
+    removePolicy: (name) => cache.removePolicy(name),
+    assign: (user, name) => cache.assign(user, name),
+    unassign: (user) => cache.unassign(user),
+    block: (user) => cache.block(user),
+    unblock: (user) => cache.unblock(user),
+  };
 }
