@@ -90,6 +90,15 @@ const configShape = z.object({
   eventLog: bool.default(true),
   eventLogMaxBytes: int(1024).default(10 * MiB),
   eventLogFiles: int(0, 1000).default(5),
+  /**
+   * Worker processes that make up the relay on this host (\`auto\`: one per core). 1 is a single
+   * process; more share one address, relay key, data directory and metrics endpoint (src/workers/).
+   */
+  workers: z.union([z.literal('auto'), int(1, 1024)]).default(1),
+  /** Between workers: a forward without an answer for this long misses (stored if storable, else refused). */
+  forwardDeadlineMs: int(100).default(2_000),
+  /** Between workers: bytes queued on one link before forwards on it miss as busy. */
+  forwardBudgetBytes: int(64 * 1024).default(16 * MiB),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Log one line per delivery (sender and recipient keys, sizes); off by default. */
   logDeliveries: bool.default(false),

@@ -2,8 +2,9 @@
 // session map) and the mailbox behind the store contract (../store/mailbox.ts); this file is the
 // seam for the third destination, another instance of the same relay (a worker on this host, or
 // an instance on another host): presence says which instance holds a key, and forwarding carries
-// the envelope one hop. Nothing implements it yet but the tests' double; workers and the cluster will.
+// the envelope one hop. The workers of one host implement it (src/workers/); the cluster will.
 import type { Envelope } from './envelope.js';
+import type { Session } from './session.js';
 
 /** A forward that did not reach the recipient (negative, never a RESULT code). */
 export const ForwardMiss = {
@@ -17,6 +18,12 @@ export const ForwardMiss = {
 export interface Peers {
   /** The instance that holds key now (the newest connection of the key), or null when none does. */
   holderOf(keyId: string): Peer | null;
+  /** A receiving session for its key registered here (the others learn that this instance holds it). */
+  connected?(session: Session): void;
+  /** That session, still the key's here, has closed. */
+  disconnected?(session: Session): void;
+  /** Something was stored for keyId while no instance was known to hold it (one may be connecting). */
+  storedUnheld?(keyId: string): void;
 }
 
 export interface Peer {
@@ -29,4 +36,6 @@ export interface Peer {
    * then the router stores a storable message itself and refuses the others. Never rejects.
    */
   forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number): Promise<number>;
+  /** Something was stored here for keyId, which the peer holds: it reads that mailbox again. */
+  mailboxChanged?(keyId: string): void;
 }

@@ -7,7 +7,8 @@
 // Ordering: each store of an entry that is not written live takes a ticket, kept per recipient key
 // until it settles. A recipient's backlog does not end while it has one (the entry will land in
 // its mailbox), and a held frame's barrier waits for the tickets older than it (./backlog.ts).
-import { ReadPause, type Session } from './session.js';
+import type { Sender } from './send-answer.js';
+import { ReadPause } from './session.js';
 import type { RelayStats } from './stats.js';
 
 export interface PendingBounds {
@@ -21,7 +22,7 @@ export class PendingStores {
   /** Body bytes pending, relay-wide. */
   #bytes = 0;
   /** Senders not read from until their stores (or everyone's) settle. */
-  readonly #paused = new Set<Session>();
+  readonly #paused = new Set<Sender>();
   /** The tickets of stores pending per recipient key, oldest first (a pipelining sender keeps thousands in flight). */
   readonly #tickets = new Map<string, TicketQueue>();
   #lastTicket = 0;
@@ -37,7 +38,7 @@ export class PendingStores {
   }
 
   /** A sender's SEND of `bytes` body bytes now waits for the store or a peer. */
-  bytesPending(sender: Session, bytes: number): void {
+  bytesPending(sender: Sender, bytes: number): void {
     sender.storeBytesPending += bytes;
     this.#bytes += bytes;
     const bounds = this.#bounds;
@@ -50,7 +51,7 @@ export class PendingStores {
   }
 
   /** That SEND has settled; senders paused for their pending stores are read again once under the bounds. */
-  bytesSettled(sender: Session, bytes: number): void {
+  bytesSettled(sender: Sender, bytes: number): void {
     sender.storeBytesPending -= bytes;
     this.#bytes -= bytes;
     if (this.#paused.size === 0 || this.#bytes > this.#bounds.storePendingBytesTotal) return;
@@ -63,7 +64,7 @@ export class PendingStores {
   }
 
   /** The session has closed: it is not resumed any more. */
-  forget(session: Session): void {
+  forget(session: Sender): void {
     this.#paused.delete(session);
   }
 

@@ -35,6 +35,16 @@ export interface RelayOptions {
    * the relay closes it. The configuration's `store` names the engine otherwise.
    */
   openStore?: (settings: MailboxSettings) => Promise<MailboxStore>;
+  /** Opens the policy store instead of the factory (a worker's is served by the primary). */
+  openPolicyStore?: () => Promise<PolicyStore>;
+  /** Runs the expiry sweep (default true; a relay of several workers sweeps once, in the primary). */
+  sweeps?: boolean;
+  /** How the relay port is bound: reusePort lets every worker of a host bind it (Node >= 22.12). */
+  listen?: { reusePort?: boolean };
+  /** Where the event log goes (default <dataDir>/events; each worker has a directory of its own). */
+  eventsDir?: string;
+  /** How often to look for policy changes on a shared policy store (default policyPollMs). */
+  policyPollMs?: number;
 }
 
 /** The TLS settings: read again at SIGHUP when TLS is on (new paths included). */
@@ -84,7 +94,7 @@ export class Relay {
     this.#policyCache = new PolicyCache(policyStore);
     this.policies = new PolicyAuthority(this.#policyCache, config, config.rootKey ? decodeKey(config.rootKey) : null);
     this.events = config.eventLog
-      ? new EventLog({ dir: join(config.dataDir, 'events'), maxFileBytes: config.eventLogMaxBytes, keepFiles: config.eventLogFiles })
+      ? new EventLog({ dir: options.eventsDir ?? join(config.dataDir, 'events'), maxFileBytes: config.eventLogMaxBytes, keepFiles: config.eventLogFiles })
       : null;
     const policies = this.policies;
     this.store = store;
@@ -144,7 +154,7 @@ export class Relay {
     mkdirSync(config.dataDir, { recursive: true });
     // Each recipient's mailbox quota comes from its policy; nothing is stored before the relay exists.
     let policies: PolicyAuthority | null = null;
-    const policyStore = await openPolicyStore({ store: config.store, dataDir: config.dataDir });
+    const policyStore = await (options.openPolicyStore ?? (() => openPolicyStore({ store: config.store, dataDir: config.dataDir })))();
     const store = await (options.openStore ?? openMailboxStore)({
       store: config.store,
       dataDir: config.dataDir,
@@ -177,23 +187,21 @@ export class Relay {
     }
     // A sweep that cannot commit (a full disk) leaves the store unwritable, not the relay stopped:
     // it serves live traffic and drains, and says not ready until the store has recovered.
-    await relay.store.sweepExpired().catch((err: Error) => relay.log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
+    const sweeps = options.sweeps ?? true;
+    if (sweeps) await relay.store.sweepExpired().catch((err: Error) => relay.log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
     await new Promise<void>((resolve, reject) => {
       relay.#server.once('error', reject);
-      relay.#server.listen(config.port, config.host, () => {
+      const reusePort = options.listen?.reusePort === true;
+      // With reusePort each worker binds the port itself (exclusive: not through node:cluster's primary).
+      relay.#server.listen({ port: config.port, host: config.host, ...(reusePort ? { reusePort, exclusive: true } : {}) }, () => {
         relay.#server.off('error', reject);
         resolve();
       });
     });
     const address = relay.#server.address();
     relay.#port = typeof address === 'object' && address ? address.port : config.port;
-    relay.#sweepTimer = setInterval(() => {
-      relay.store.sweepExpired().then((n) => {
-        if (n > 0) relay.log.info({ event: 'expired_swept', count: n }, 'expired messages removed');
-      }, (err: Error) => relay.log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
-    }, config.sweepIntervalMs);
-    relay.#sweepTimer.unref();
-    if (relay.#policyCache.shared) relay.#pollPolicies(config.policyPollMs);
+    if (sweeps) relay.#sweepTimer = startSweeping(relay.store, config.sweepIntervalMs, relay.log);
+    if (relay.#policyCache.shared) relay.#pollPolicies(options.policyPollMs ?? config.policyPollMs);
     relay.#startTicking();
     if (config.metricsPort >= 0) {
       try {
@@ -392,12 +400,23 @@ export class Relay {
   }
 }
 
+/** Sweeps expired messages every intervalMs (logged), from now on. */
+export function startSweeping(store: MailboxStore, intervalMs: number, log: Logger): NodeJS.Timeout {
+  const timer = setInterval(() => {
+    store.sweepExpired().then((n) => {
+      if (n > 0) log.info({ event: 'expired_swept', count: n }, 'expired messages removed');
+    }, (err: Error) => log.error({ event: 'sweep_failed', err: err.message }, 'expiry sweep failed'));
+  }, intervalMs);
+  timer.unref();
+  return timer;
+}
+
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
 /** What the mailbox engine reports, logged (never a secret: an error's message only). */
-function storeEvents(log: Logger): StoreEvents {
+export function storeEvents(log: Logger): StoreEvents {
   return {
     commitFailed: (err) => {
       log.error({ event: 'mailbox_commit_failed', err: errorText(err) },

@@ -27,7 +27,7 @@ import { ForwardMiss, type Peer, type Peers } from './destinations.js';
 import { Envelope } from './envelope.js';
 import { MailboxDrain } from './mailbox-drain.js';
 import { PendingStores } from './pending-stores.js';
-import { answer, SendAnswer, writeResultTo } from './send-answer.js';
+import { answer, SendAnswer, writeResultTo, type Sender } from './send-answer.js';
 import type { Session } from './session.js';
 import type { RelayStats } from './stats.js';
 
@@ -126,6 +126,7 @@ export class Router {
   register(session: Session): Session | undefined {
     const previous = this.sessions.get(session.keyId);
     this.sessions.set(session.keyId, session);
+    this.#peers?.connected?.(session);
     return previous;
   }
 
@@ -165,7 +166,10 @@ export class Router {
       if (senders.size === 0) this.sendOnly.delete(session.keyId);
     }
     // A late close of a replaced connection must not evict its successor.
-    if (this.sessions.get(session.keyId) === session) this.sessions.delete(session.keyId);
+    if (this.sessions.get(session.keyId) === session) {
+      this.sessions.delete(session.keyId);
+      this.#peers?.disconnected?.(session);
+    }
     // A successor that connected meanwhile read the committed ones in its own drain; one still
     // being committed reaches it when its commit settles (#storeSettled).
     this.#stats.droppedHeld += session.closedDown();
@@ -228,7 +232,7 @@ export class Router {
    * Decides one recipient's envelope: delivered or refused now (a RESULT outcome code), or
    * TO_STORE / TO_PEER (queued in #toStore / #toPeers, settled later).
    */
-  #routeOne(sender: Session, envelope: Envelope, index: number, storable: boolean, flags: number, ttlSeconds: number): number {
+  #routeOne(sender: Sender, envelope: Envelope, index: number, storable: boolean, flags: number, ttlSeconds: number): number {
     const target = this.sessions.get(envelope.keyId);
     // A session that is closing is as good as offline: what is written to it now would be lost.
     if (target === undefined || target.closed) {
@@ -270,7 +274,7 @@ export class Router {
     return TO_STORE;
   }
 
-  #forward(sender: Session, envelope: Envelope, index: number, peer: Peer, flags: number, ttlSeconds: number): number {
+  #forward(sender: Sender, envelope: Envelope, index: number, peer: Peer, flags: number, ttlSeconds: number): number {
     this.#toPeers.push({
       item: { index, keyId: envelope.keyId, key: envelope.recipientKey(), wrappedKey: envelope.wrappedKey() },
       outcome: peer.forward(sender.key, envelope, flags, ttlSeconds),
@@ -283,10 +287,12 @@ export class Router {
    * those live that may go live), and answers once every part has settled.
    */
   #awaitOutcomes(
-    sender: Session, seq: number, wantReceipt: boolean, outcomes: number[], envelope: Envelope, storable: boolean, ttlSeconds: number,
+    sender: Sender, seq: number, wantReceipt: boolean, outcomes: number[], envelope: Envelope, storable: boolean, ttlSeconds: number,
+    reply: ((outcomes: number[]) => void) | null = null,
   ): void {
     const parts: SendParts = { storable, storageKey: envelope.storageKey(), body: envelope.body(), ttlSeconds };
     const pending = new SendAnswer(sender, seq, wantReceipt, envelope.bodyLength, outcomes);
+    pending.reply = reply;
     this.#pending.bytesPending(sender, pending.bytes);
     const toStore = this.#toStore;
     if (toStore.length > 0) {
@@ -403,14 +409,16 @@ export class Router {
     if (--pending.waiting > 0) return;
     const sender = pending.sender;
     this.#pending.bytesSettled(sender, pending.bytes);
-    if (!sender.closed) answer(sender, pending.seq, pending.wantReceipt, pending.outcomes.length === 1 ? pending.outcomes[0] : pending.outcomes);
+    if (pending.reply !== null) pending.reply(pending.outcomes);
+    // Without a reply the SEND came from a session of this relay.
+    else if (!sender.closed) answer(sender as Session, pending.seq, pending.wantReceipt, pending.outcomes.length === 1 ? pending.outcomes[0] : pending.outcomes);
   }
 
   /**
    * Accounts for one recipient's store outcome; returns its RESULT outcome code: DELIVERED for an
    * entry that also went out live, STORED for one that waits in the mailbox.
    */
-  #recordStored(sender: Session, item: StoreItem, result: EnqueueOutcome, bytes: number): number {
+  #recordStored(sender: Sender, item: StoreItem, result: EnqueueOutcome, bytes: number): number {
     if (result.ok) {
       if (item.liveTo !== null) {
         this.#stats.storedLive++;
@@ -435,7 +443,39 @@ export class Router {
     if (target !== undefined && (!live || (result.ok && target !== item.liveTo))) {
       target.backlog.active = true;
       this.#drain.drain(target);
+    } else if (target === undefined && result.ok) {
+      // Held by another instance: it reads its mailbox again.
+      const holder = this.#peers?.holderOf(item.keyId) ?? null;
+      if (holder !== null) holder.mailboxChanged?.(item.keyId);
+      else this.#peers?.storedUnheld?.(item.keyId);
     }
+  }
+
+  /** Another instance stored something for keyId: its session here (if any) reads its mailbox. */
+  mailboxChanged(keyId: string): void {
+    const target = this.sessions.get(keyId);
+    if (target === undefined || target.closed) return;
+    target.backlog.active = true;
+    this.#drain.drain(target);
+  }
+
+  /**
+   * Routes one recipient's envelope that another instance of the relay forwarded (one hop: a key not
+   * held here is a miss, never forwarded again). Answers as #routeOne decides for a local sender:
+   * a RESULT outcome code now, or later through `reply`; ForwardMiss.GONE when the key is not here.
+   */
+  routeForwarded(sender: Sender, envelope: Envelope, flags: number, ttlSeconds: number, reply: (code: number) => void): void {
+    const target = this.sessions.get(envelope.keyId);
+    if (target === undefined || target.closed) {
+      reply(ForwardMiss.GONE);
+      return;
+    }
+    this.#stats.forwardedIn++;
+    const storable = (flags & SendFlags.STORE) !== 0;
+    this.#toPeers.length = 0;
+    const outcome = this.#routeOne(sender, envelope, 0, storable, flags, ttlSeconds);
+    if (outcome >= 0) reply(outcome);
+    else this.#awaitOutcomes(sender, 0, false, [outcome], envelope, storable, ttlSeconds, (outcomes) => reply(outcomes[0]));
   }
 
   /** Writes mailbox entries to a session while its window and budget allow (./mailbox-drain.ts). */

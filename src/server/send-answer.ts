@@ -5,13 +5,29 @@ import { Code } from '../protocol/constants.js';
 import { resultFrameLength, writeResult } from '../protocol/frames.js';
 import type { Session } from './session.js';
 
+/**
+ * Who a SEND came from, as the router needs it: a session, or another instance of the relay that
+ * forwarded one recipient's envelope (src/workers/). Reading from it stops while too much of what
+ * it sent waits on the store (./pending-stores.ts).
+ */
+export interface Sender {
+  readonly key: Buffer;
+  readonly keyText: string;
+  readonly closed: boolean;
+  storeBytesPending: number;
+  pauseReading(reason: number): void;
+  resumeReading(reason: number): void;
+}
+
 /** A SEND waiting for outcomes that settle later. */
 export class SendAnswer {
   /** Parts (one store for all its stored recipients, one per forward) still to settle. */
   waiting = 0;
+  /** Takes the outcomes instead of a RESULT to a session (a forwarded envelope's answer to its instance). */
+  reply: ((outcomes: number[]) => void) | null = null;
 
   constructor(
-    readonly sender: Session,
+    readonly sender: Sender,
     readonly seq: number,
     readonly wantReceipt: boolean,
     /** Body bytes counted as pending for the sender until the answer is complete. */

@@ -37,6 +37,8 @@ export class RelayStats {
   /** Envelopes a peer instance took (any outcome), and forwards that missed, by reason. */
   forwarded = 0;
   readonly forwardMisses = { gone: 0, busy: 0 };
+  /** Envelopes another instance forwarded here for a key held here. */
+  forwardedIn = 0;
   /** Refused handshakes by code (handshakesFailed counts them all). */
   readonly handshakesRefused = { authFailed: 0, unsupportedVersion: 0, notAuthorized: 0, tooManyConnections: 0 };
   /** Sessions closed by an administrator (kick) or a policy change (block, right to connect withdrawn). */

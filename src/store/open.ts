@@ -34,6 +34,8 @@ export interface MailboxSettings {
 interface Engine {
   /** Whether a relay may run on it: "stored" must survive a crash. */
   durable: boolean;
+  /** Whether several processes may open it each for themselves (a database server); else one owns it. */
+  shared?: boolean;
   /** Resolves once the engine is ready (its files or connection open, its schema current). */
   open(settings: MailboxSettings): Promise<MailboxStore>;
   /** Its policy store (policies and assignments live beside the mailboxes). */
@@ -81,6 +83,7 @@ const ENGINES: Record<string, Engine> = {
   // Loaded only when chosen: a relay on LMDB never loads the PostgreSQL client.
   postgres: {
     durable: true,
+    shared: true,
     open: async (settings) => {
       const { openPostgresEngine } = await import('./postgres/engine.js');
       return openPostgresEngine({ url: settings.store, ...modelOptions(settings), ...eventHooks(settings) });
@@ -123,6 +126,14 @@ export function redactUrl(store: string): string {
   } catch {
     return store;
   }
+}
+
+/**
+ * Whether every process of a relay opens this store itself (a database server shared by relays), or
+ * one process owns it and serves the others (an embedded engine: src/store/remote/).
+ */
+export function openedByEachProcess(store: string): boolean {
+  return engineOf(store)?.shared === true;
 }
 
 /** Opens the policy store of the engine the setting names (policies and assignments live beside the mailboxes). */

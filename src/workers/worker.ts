@@ -1,0 +1,77 @@
+// One worker of a relay made of several processes on one host (./primary.ts starts them): a whole
+// relay (src/server/relay.ts) whose store is the primary's (src/store/remote/, or a database
+// server it opens itself), whose peers are the other workers (./mesh.ts), and whose port every
+// worker shares (reusePort, or node:cluster's primary handing out connections).
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { HostedMailboxStore, HostedPolicyStore, HostLink } from '../store/remote/client.js';
+import { openedByEachProcess } from '../store/open.js';
+import type { RelayConfig } from '../server/config.js';
+import { Relay } from '../server/relay.js';
+import { Mesh } from './mesh.js';
+
+export interface WorkerPlan {
+  /** 1..count */
+  index: number;
+  count: number;
+  /** The run directory (mode 0700): the store host's socket and the workers' sockets. */
+  runDir: string;
+  /** Bind the port with reusePort (Node >= 22.12); else through node:cluster. */
+  reusePort: boolean;
+}
+
+/** The store host's socket in the run directory. */
+export function storeSocketPath(runDir: string): string {
+  return join(runDir, 'store.sock');
+}
+
+/** Workers read the policy version from memory (the host pushes it), so they look often. */
+const WORKER_POLICY_POLL_MS = 100;
+
+export interface Worker {
+  relay: Relay;
+  mesh: Mesh;
+  /** Stops the relay (GOING_AWAY to its clients), then the mesh and the store link. */
+  close(options?: { retryAfterMs?: number; graceMs?: number }): Promise<void>;
+}
+
+export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Logger): Promise<Worker> {
+  const hosted = !openedByEachProcess(config.store);
+  const link = hosted ? await HostLink.open(storeSocketPath(plan.runDir)) : null;
+  const mesh = new Mesh({
+    index: plan.index, count: plan.count, dir: plan.runDir, log,
+    forwardDeadlineMs: config.forwardDeadlineMs, forwardBudgetBytes: config.forwardBudgetBytes,
+    maxBodyBytes: () => relay?.config.maxPayloadBytes ?? config.maxPayloadBytes,
+  });
+  await mesh.start();
+  let relay: Relay | undefined;
+  try {
+    relay = await Relay.start({ ...config, metricsPort: -1 }, {
+      logger: log,
+      peers: mesh.presence,
+      sweeps: false,
+      listen: { reusePort: plan.reusePort },
+      eventsDir: join(config.dataDir, 'events', `worker-${plan.index}`),
+      ...(link !== null ? {
+        openStore: async () => new HostedMailboxStore(link),
+        openPolicyStore: async () => new HostedPolicyStore(link),
+        policyPollMs: WORKER_POLICY_POLL_MS,
+      } : {}),
+    });
+  } catch (err) {
+    mesh.close();
+    link?.close();
+    throw err;
+  }
+  const started = relay;
+  mesh.attach(started.router, started.stats);
+  return {
+    relay: started,
+    mesh,
+    close: async (options) => {
+      await started.close(options);
+      mesh.close();
+      link?.close();
+    },
+  };
+}

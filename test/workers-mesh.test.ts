@@ -1,0 +1,125 @@
+// Two workers of one relay in this process (src/workers/): each a whole relay on its own port,
+// meshed over Unix sockets, on the store the "primary" (the store owner here) serves them. What a
+// pair on different workers sees: live and stored messages, newest connection wins across
+// workers, and presence once a worker has gone. test/workers.test.ts runs `pulltab serve --workers`.
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { generateIdentity, loadOrCreateIdentityFile } from '../src/crypto/keys.js';
+import { Code } from '../src/protocol/constants.js';
+import { defaultConfig } from '../src/server/config.js';
+import { openStoreOwner } from '../src/workers/store-owner.js';
+import { startWorker, type Worker } from '../src/workers/worker.js';
+import { connectClient, connectCollecting, nextMessages, once, removeDir, silentLogger, sleep, tempDir, waitForCount } from './helpers.js';
+
+async function twoWorkers(t: { teardown(fn: () => unknown): void }, overrides: Record<string, unknown> = {}) {
+  const dataDir = tempDir();
+  const runDir = mkdtempSync(join(tmpdir(), 'pt-run-'));
+  chmodSync(runDir, 0o700);
+  const config = defaultConfig({ host: '127.0.0.1', port: 0, dataDir, metricsPort: -1, eventLog: false, ...overrides });
+  loadOrCreateIdentityFile(join(dataDir, 'relay-identity.json'));
+  const owner = await openStoreOwner(config, runDir, silentLogger);
+  const workers: Worker[] = [];
+  for (const index of [1, 2]) workers.push(await startWorker(config, { index, count: 2, runDir, reusePort: false }, silentLogger));
+  t.teardown(async () => {
+    for (const w of workers) await w.close({ graceMs: 200 }).catch(() => {});
+    await owner.close();
+    rmSync(runDir, { recursive: true, force: true });
+    removeDir(dataDir);
+  });
+  await linked(workers);
+  return { workers, owner, runDir, config };
+}
+
+/** Waits until every worker has a link up to every other. */
+async function linked(workers: Worker[]): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (workers.some((w) => w.mesh.links.size < workers.length - 1)) {
+    if (Date.now() > deadline) throw new Error('the workers did not link up');
+    await sleep(10);
+  }
+}
+
+/** Waits until worker w knows that another worker holds n keys. */
+async function knows(w: Worker, n: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (w.mesh.presence.remoteCount !== n) {
+    if (Date.now() > deadline) throw new Error(`worker knows ${w.mesh.presence.remoteCount} remote keys, not ${n}`);
+    await sleep(5);
+  }
+}
+
+t.test('a pair on different workers: live messages cross once, stored ones reach the holder at once', async (t) => {
+  const { workers: [w1, w2] } = await twoWorkers(t);
+  t.equal(w1.relay.address, w2.relay.address.replace(`:${w2.relay.port}`, `:${w1.relay.port}`), 'one relay key');
+  const bob = generateIdentity();
+  const { client: bobClient, messages } = await connectCollecting(w2.relay, { identity: bob });
+  const alice = await connectClient(w1.relay);
+  t.teardown(() => Promise.all([alice.close(), bobClient.close()]));
+  await knows(w1, 1);
+  const live = await alice.send([bob.publicKey], 'over the mesh', { receipt: true });
+  t.same(live.outcomes.map((o) => o.codeName), ['DELIVERED']);
+  const stored = await alice.send([bob.publicKey], 'kept and sent', { store: true, receipt: true });
+  t.same(stored.outcomes.map((o) => o.codeName), ['STORED'], 'stored by the holder, then drained to it');
+  await waitForCount(messages, 2);
+  t.same(messages.map((m) => Buffer.from(m.body).toString()), ['over the mesh', 'kept and sent']);
+  t.equal(w1.relay.stats.forwarded, 2);
+  t.equal(w2.relay.stats.forwardedIn, 2);
+  // The stored one is acknowledged by the client: the mailbox ends empty.
+  const deadline = Date.now() + 5000;
+  while ((await w1.relay.store.totals()).count !== 0 && Date.now() < deadline) await sleep(20);
+  t.equal((await w1.relay.store.totals()).count, 0, 'acknowledged, so deleted');
+});
+
+t.test('a message stored while the recipient was offline reaches it on whichever worker it connects to', async (t) => {
+  const { workers: [w1, w2] } = await twoWorkers(t);
+  const bob = generateIdentity();
+  const alice = await connectClient(w1.relay);
+  t.teardown(() => alice.close());
+  const r = await alice.send([bob.publicKey], 'while away', { store: true, receipt: true });
+  t.same(r.outcomes.map((o) => o.codeName), ['STORED']);
+  const offline = await alice.send([bob.publicKey], 'not kept');
+  t.same(offline.outcomes.map((o) => o.codeName), ['RECIPIENT_OFFLINE']);
+  const { client, messages } = await connectCollecting(w2.relay, { identity: bob });
+  t.teardown(() => client.close());
+  await waitForCount(messages, 1);
+  t.same(messages.map((m) => Buffer.from(m.body).toString()), ['while away']);
+});
+
+t.test('newest connection wins across workers: the older one, on the other worker, is told REPLACED', async (t) => {
+  const { workers: [w1, w2] } = await twoWorkers(t);
+  const bob = generateIdentity();
+  const older = await connectClient(w1.relay, { identity: bob });
+  const replaced = once<{ code: number; willRetry: boolean }>(older, 'disconnected');
+  await knows(w2, 1);
+  const newer = await connectClient(w2.relay, { identity: bob });
+  const alice = await connectClient(w1.relay);
+  t.teardown(() => Promise.all([older.close(), newer.close(), alice.close()]));
+  const info = await replaced;
+  t.equal(info.code, Code.REPLACED);
+  t.notOk(info.willRetry, 'a replaced client does not fight back');
+  await knows(w1, 1);
+  const got = nextMessages(newer, 1);
+  const r = await alice.send([bob.publicKey], 'to the newest', { receipt: true });
+  t.same(r.outcomes.map((o) => o.codeName), ['DELIVERED']);
+  t.equal(Buffer.from((await got)[0].body).toString(), 'to the newest');
+  t.equal(w1.relay.router.sessions.has(Buffer.from(bob.publicKey).toString('latin1')), false, 'the older session is gone');
+  t.equal(w1.relay.stats.replaced, 1, 'counted where it was replaced');
+});
+
+t.test('a worker that has gone holds nothing: messages to its keys are stored or refused, never lost in a dead link', async (t) => {
+  const { workers: [w1, w2] } = await twoWorkers(t);
+  const bob = generateIdentity();
+  const bobClient = await connectClient(w2.relay, { identity: bob, reconnect: false });
+  const alice = await connectClient(w1.relay);
+  t.teardown(() => Promise.all([alice.close(), bobClient.close()]));
+  await knows(w1, 1);
+  await w2.close({ graceMs: 200 });
+  await knows(w1, 0);
+  const live = await alice.send([bob.publicKey], 'nobody there');
+  t.same(live.outcomes.map((o) => o.codeName), ['RECIPIENT_OFFLINE']);
+  const kept = await alice.send([bob.publicKey], 'kept', { store: true, receipt: true });
+  t.same(kept.outcomes.map((o) => o.codeName), ['STORED']);
+  t.equal((await w1.relay.store.totals()).count, 1);
+});
