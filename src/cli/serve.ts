@@ -1,7 +1,12 @@
-// pulltab serve: start a relay with the embedded LMDB store.
-import { ConfigError, configFromEnv, readConfigFile, resolveConfig } from '../server/config.js';
+// pulltab serve: start a relay (one process, or a primary and its workers: src/workers/).
+import cluster from 'node:cluster';
+import type { Logger } from 'pino';
+import { ConfigError, configFromEnv, readConfigFile, resolveConfig, type RelayConfig } from '../server/config.js';
 import { createLogger } from '../server/log.js';
+import { formatRelayAddress, parseRelayAddress } from '../protocol/address.js';
 import { Relay } from '../server/relay.js';
+import { startPrimary, workerCount, type Primary } from '../workers/primary.js';
+import { runWorkerProcess } from '../workers/worker-process.js';
 import { CliError, parseCommand, stringOption, type CommandSpec } from './args.js';
 
 /** How long SIGTERM may take before the process exits regardless. */
@@ -9,7 +14,7 @@ const SHUTDOWN_DEADLINE_MS = 15_000;
 
 const spec = {
   name: 'serve',
-  usage: 'serve [--config FILE] [--host H] [--port P] [--data DIR] [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--root-key KEY] [--metrics-host H] [--metrics-port P]',
+  usage: 'serve [--config FILE] [--host H] [--port P] [--data DIR] [--workers N|auto] [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--root-key KEY] [--metrics-host H] [--metrics-port P]',
   description: 'Starts the relay and prints its address (pulltab://KEY@HOST:PORT, pulltabs:// with TLS) on a line of its own.\n'
     + 'Settings come from defaults, then the JSON config file, then PULLTAB_* environment variables,\n'
     + 'then these flags; each overrides the one before. docs/OPERATIONS.md lists every setting.\n'
@@ -20,6 +25,7 @@ const spec = {
     port: { type: 'string' },
     data: { type: 'string' },
     store: { type: 'string' },
+    workers: { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     'tls-self-signed': { type: 'boolean' },
@@ -33,6 +39,7 @@ const spec = {
     '--port P': 'TCP port (default 2652)',
     '--data DIR': 'data directory: relay identity and LMDB store (default ./data)',
     '--store ENGINE': 'mailbox engine: lmdb (embedded in DIR/mailbox, the default)',
+    '--workers N': 'worker processes that make one relay on this host (auto: one per core; default 1)',
     '--tls-cert FILE': 'TLS on the relay port: PEM certificate (chain), reread on SIGHUP',
     '--tls-key FILE': 'its PEM private key',
     '--tls-self-signed': 'TLS with a certificate the relay makes once in DIR/tls/ (clients pin the relay key, not the certificate)',
@@ -51,7 +58,7 @@ export async function serve(argv: string[]): Promise<number> {
     { source: configFile ?? 'file', values: configFile ? readConfigFile(configFile) : {} },
     { source: 'env', values: configFromEnv(process.env) },
     { source: 'flags', values: {
-      host: values.host, port: values.port, dataDir: values.data, store: values.store,
+      host: values.host, port: values.port, dataDir: values.data, store: values.store, workers: values.workers,
       tlsCert: values['tls-cert'], tlsKey: values['tls-key'], tlsSelfSigned: values['tls-self-signed'] === true ? true : undefined,
       rootKey: values['root-key'], metricsHost: values['metrics-host'],
       metricsPort: values['metrics-port'] === 'off' ? -1 : values['metrics-port'],
@@ -67,6 +74,8 @@ export async function serve(argv: string[]): Promise<number> {
   // A closed stdout (a pipe whose reader went away) must cost the logs, not the relay.
   process.stdout.on('error', () => {});
   const logger = createLogger(config.logLevel);
+  if (cluster.isWorker) return runWorkerProcess(load, logger);
+  if (workerCount(config.workers) > 1) return servePrimary(config, load, logger);
   let relay: Relay;
   try {
     relay = await Relay.start(config, { logger });
@@ -79,10 +88,8 @@ export async function serve(argv: string[]): Promise<number> {
   }
   // The address first, on a line of its own, so scripts and people can take it as it is.
   process.stdout.write(relay.address + '\n');
+  hintAddress(config, logger, (host) => relay.addressFor(host));
   logger.info({ event: 'relay_started', address: relay.address, port: relay.port, tls: relay.tls, metricsPort: relay.metricsPort }, 'relay started');
-  if (config.host === '0.0.0.0' || config.host === '::') {
-    logger.info({ event: 'address_hint' }, `listening on all interfaces; remote clients use ${relay.addressFor('<this-host>')}`);
-  }
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
@@ -108,6 +115,57 @@ export async function serve(argv: string[]): Promise<number> {
     process.on('SIGHUP', () => {
       try {
         relay.reload(load());
+      } catch (err) {
+        logger.error({ event: 'config_reload_failed', err: (err as Error).message }, 'configuration not reloaded');
+      }
+    });
+  });
+}
+
+function hintAddress(config: RelayConfig, logger: Logger, addressFor: (host: string) => string): void {
+  if (config.host === '0.0.0.0' || config.host === '::') {
+    logger.info({ event: 'address_hint' }, `listening on all interfaces; remote clients use ${addressFor('<this-host>')}`);
+  }
+}
+
+/** A relay of several worker processes (src/workers/primary.ts): the primary's part. */
+async function servePrimary(config: RelayConfig, load: () => RelayConfig, logger: Logger): Promise<number> {
+  let primary: Primary;
+  try {
+    primary = await startPrimary(config, logger);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'METRICS_LISTEN') throw new CliError(e.message);
+    throw new CliError(`cannot start the relay: ${e.message}`);
+  }
+  process.stdout.write(primary.address + '\n');
+  hintAddress(config, logger, (host) => formatRelayAddress({ ...parseRelayAddress(primary.address), host }));
+  logger.info({ event: 'relay_started', address: primary.address, port: primary.port, workers: workerCount(config.workers), metricsPort: primary.metricsPort },
+    'relay started');
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) {
+        logger.warn({ event: 'forced_exit', signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      stopping = true;
+      logger.info({ event: 'shutdown', signal }, 'shutting down every worker');
+      setTimeout(() => {
+        logger.error({ event: 'shutdown_deadline' }, 'shutdown took too long: exiting');
+        process.exit(1);
+      }, SHUTDOWN_DEADLINE_MS).unref();
+      primary.stop().then(() => resolve(0), (err: Error) => {
+        logger.error({ event: 'shutdown_failed', err: err.message }, 'shutdown failed');
+        resolve(1);
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      try {
+        load(); // a bad file is reported here, once, and no worker reloads it
+        primary.reload();
       } catch (err) {
         logger.error({ event: 'config_reload_failed', err: (err as Error).message }, 'configuration not reloaded');
       }

@@ -116,6 +116,21 @@ export function createRegistry(source: MetricsSource): Registry {
     o.eventLog ? { written: o.eventLog.written, dropped: o.eventLog.dropped } : {}
   ));
   gauge('pulltab_ready', '1 while ready: accepting connections and able to store', (o) => (o.ready ? 1 : 0));
+  // A relay of workers: each worker's share (the metrics above are their sums).
+  const perWorker = (name: string, help: string, read: (w: NonNullable<Observation['workers']>[number]) => number): void => {
+    new Gauge({
+      name, help, registers, labelNames: ['worker'],
+      async collect() {
+        const o = await scrape();
+        this.reset();
+        for (const w of o.workers ?? []) this.set({ worker: String(w.worker) }, read(w));
+      },
+    });
+  };
+  perWorker('pulltab_worker_up', '1 while the worker runs (a relay of workers)', (w) => (w.up ? 1 : 0));
+  perWorker('pulltab_worker_restarts', 'Times the worker was started again after it died', (w) => w.restarts);
+  perWorker('pulltab_worker_connections', 'Authenticated connections on the worker', (w) => w.authenticated);
+  perWorker('pulltab_worker_messages_in', 'SEND frames the worker has received since it started', (w) => w.messagesIn);
 
   // process_* and nodejs_* (CPU, memory, handles, GC, and nodejs_eventloop_lag_seconds).
   collectDefaultMetrics({ register: registry });

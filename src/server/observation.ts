@@ -34,6 +34,43 @@ export interface Observation {
   adminAnswers: Record<string, number>;
   /** Accepting connections and able to store (/readyz). */
   ready: boolean;
+  /** A relay of several workers: each one's share (the rest of the observation is their sum). */
+  workers?: WorkerShare[];
+}
+
+export interface WorkerShare {
+  worker: number;
+  up: boolean;
+  restarts: number;
+  authenticated: number;
+  messagesIn: number;
+}
+
+/**
+ * The observation of a relay of workers: the workers' counters summed (each counts what it did),
+ * the store as one of them saw it (they share it), ready when every worker is, and each one's share.
+ */
+export function mergeObservations(parts: Observation[], shares: WorkerShare[], uptimeSeconds: number): Observation {
+  const merged = sumInto(structuredClone(parts[0]), parts.slice(1)) as Observation;
+  merged.uptimeSeconds = uptimeSeconds;
+  merged.mailbox = parts[0].mailbox;
+  merged.ready = parts.every((p) => p.ready) && shares.every((s) => s.up);
+  merged.workers = shares;
+  return merged;
+}
+
+/** Adds every number of the others into base, field by field (objects recursively). */
+function sumInto(base: unknown, others: unknown[]): unknown {
+  if (typeof base === 'number') return others.reduce<number>((a, o) => a + (typeof o === 'number' ? o : 0), base);
+  if (base === null || typeof base !== 'object') return base;
+  const out = base as Record<string, unknown>;
+  const keys = new Set(Object.keys(out));
+  for (const o of others) if (o && typeof o === 'object') for (const k of Object.keys(o)) keys.add(k);
+  for (const k of keys) {
+    const values = others.map((o) => (o && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined));
+    out[k] = out[k] === undefined ? sumInto(values.find((v) => v !== undefined), values.filter((v) => v !== undefined).slice(1)) : sumInto(out[k], values);
+  }
+  return out;
 }
 
 /** What an observation is made of: the counters, and what only the relay's parts know. */

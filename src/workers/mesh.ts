@@ -122,7 +122,7 @@ export class Mesh {
       if (previous !== undefined && previous !== link) previous.close();
       this.#links.set(link.index, link);
       this.presence.linkUp(link);
-      this.#options.log.info({ event: 'worker_link_up', worker: link.index }, 'link to worker up');
+      this.#options.log.info({ event: 'worker_link_up', peer: link.index }, 'link to worker up');
     },
     presence: (link, add, key, epoch) => {
       if (add) this.presence.peerAdded(link, key, epoch);
@@ -144,7 +144,7 @@ export class Mesh {
       if (this.#links.get(link.index) === link) {
         this.#links.delete(link.index);
         this.presence.linkDown(link);
-        this.#options.log.warn({ event: 'worker_link_down', worker: link.index }, 'link to worker down');
+        this.#options.log.warn({ event: 'worker_link_down', peer: link.index }, 'link to worker down');
         if (link.index > this.#options.index) this.#redialLater(link.index);
       }
     },

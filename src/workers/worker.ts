@@ -38,6 +38,10 @@ export interface Worker {
 export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Logger): Promise<Worker> {
   const hosted = !openedByEachProcess(config.store);
   const link = hosted ? await HostLink.open(storeSocketPath(plan.runDir)) : null;
+  if (link !== null) {
+    // Stores are refused STORE_ERROR from now on; the primary's exit stops this worker too.
+    link.onLost = (err) => log.error({ event: 'store_host_lost', err: err.message }, 'the store host went away');
+  }
   const mesh = new Mesh({
     index: plan.index, count: plan.count, dir: plan.runDir, log,
     forwardDeadlineMs: config.forwardDeadlineMs, forwardBudgetBytes: config.forwardBudgetBytes,

@@ -1,0 +1,65 @@
+// A worker process of `pulltab serve --workers N` (node:cluster runs the same command again with
+// the plan in its environment: ./primary.ts WORKER_ENV). It starts its relay (./worker.ts), tells
+// the primary its port, and does what the primary asks: stop, reload, observe. SIGTERM and SIGINT
+// stop it too (systemd signals every process of the unit). If the primary goes, it goes.
+import type { Logger } from 'pino';
+import type { RelayConfig } from '../server/config.js';
+import { WORKER_ENV, type ToPrimary, type ToWorker } from './primary.js';
+import { startWorker, type WorkerPlan } from './worker.js';
+
+function planFromEnv(env: NodeJS.ProcessEnv): WorkerPlan & { port: number } {
+  const index = Number(env[WORKER_ENV.index]);
+  const count = Number(env[WORKER_ENV.count]);
+  const runDir = env[WORKER_ENV.runDir];
+  if (!Number.isInteger(index) || !Number.isInteger(count) || !runDir) throw new Error('worker started without its plan');
+  return { index, count, runDir, reusePort: env[WORKER_ENV.reusePort] === '1', port: Number(env[WORKER_ENV.port]) };
+}
+
+function tell(message: ToPrimary): void {
+  process.send?.(message);
+}
+
+/** Runs until stopped; resolves with the exit status. */
+export async function runWorkerProcess(load: () => RelayConfig, baseLog: Logger): Promise<number> {
+  const plan = planFromEnv(process.env);
+  const log = baseLog.child({ worker: plan.index });
+  const configOf = (): RelayConfig => ({ ...load(), port: plan.port });
+  let worker;
+  try {
+    worker = await startWorker(configOf(), plan, log);
+  } catch (err) {
+    tell({ type: 'failed', message: (err as Error).message });
+    throw err;
+  }
+  const { relay } = worker;
+  tell({ type: 'ready', port: relay.port, address: relay.address });
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = () => {
+      if (stopping) return;
+      stopping = true;
+      worker.close({ retryAfterMs: 1000, graceMs: 5000 }).then(() => resolve(0), () => resolve(1));
+    };
+    process.on('message', (message: ToWorker) => {
+      if (message.type === 'stop') stop();
+      else if (message.type === 'reload') {
+        try {
+          relay.reload(configOf());
+        } catch (err) {
+          log.error({ event: 'config_reload_failed', err: (err as Error).message }, 'configuration not reloaded');
+        }
+      } else if (message.type === 'observe') {
+        relay.observe().then((observation) => tell({ type: 'observation', id: message.id, observation }), () => {});
+      }
+    });
+    // The primary is gone (it died): nothing supervises this worker nor owns the store any more.
+    process.on('disconnect', () => {
+      log.error({ event: 'primary_gone' }, 'the primary process is gone: stopping');
+      stop();
+    });
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    // The primary reloads every worker on SIGHUP; one sent here directly is taken the same way.
+    process.on('SIGHUP', () => relay.reload(configOf()));
+  });
+}

@@ -1,0 +1,96 @@
+// `pulltab serve --workers 2` as an operator runs it: one address for both workers, `pulltab send`
+// reaching `pulltab listen` whichever worker each lands on, /metrics for the whole relay, and a
+// worker killed with kill -9 while messages cross it: it is started again, and every message that
+// got a stored (or delivered) receipt reaches its recipient; no sender is left without an answer.
+import { join } from 'node:path';
+import t from 'tap';
+import { generateIdentity } from '../src/crypto/keys.js';
+import type { SendResult } from '../src/client/client.js';
+import {
+  connectClient, connectCollecting, httpGet, killRelay, metricsPortOf, relayMetric, removeDir, runCli, sleep, spawnRelay, tempDir,
+  waitForSessions, type SpawnedRelay,
+} from './helpers.js';
+
+async function spawnWorkers(t: { teardown(fn: () => unknown): void }, dir: string, count = 2): Promise<SpawnedRelay> {
+  const relay = await spawnRelay(dir, ['--port', '0', '--workers', String(count)]);
+  t.teardown(() => killRelay(relay, 'SIGTERM'));
+  return relay;
+}
+
+/** The pids of the workers, by index, as the primary logged them (the latest start of each). */
+function workerPids(relay: SpawnedRelay): Map<number, number> {
+  const pids = new Map<number, number>();
+  for (const line of relay.output().split('\n')) {
+    if (!line.includes('"worker_started"')) continue;
+    const entry = JSON.parse(line) as { worker: number; pid: number };
+    pids.set(entry.worker, entry.pid);
+  }
+  return pids;
+}
+
+t.test('pulltab send reaches pulltab listen across two workers; /metrics covers both', async (t) => {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const relay = await spawnWorkers(t, dir);
+  t.equal(workerPids(relay).size, 2, 'two workers started');
+  await runCli(['keygen', '--out', join(dir, 'alice.key')]);
+  const bobKey = (await runCli(['keygen', '--out', join(dir, 'bob.key')])).stdout.trim();
+  const count = 12;
+  const listening = runCli(['listen', '--relay', relay.address, '--key', join(dir, 'bob.key'), '--count', String(count), '--timeout', '60', '--json'],
+    { timeoutMs: 70_000 });
+  await waitForSessions(relay, 1);
+  // Each send is a new connection, placed on either worker: twelve of them cross at least once
+  // (all on the listener's worker has odds of 1 in 4,096 with reusePort, 0 with round-robin).
+  for (let i = 0; i < count; i++) {
+    const sent = await runCli(['send', '--relay', relay.address, '--key', join(dir, 'alice.key'), '--to', bobKey, ...(i % 2 ? ['--store'] : []), `message ${i}`]);
+    t.equal(sent.code, 0, `send ${i}: ${sent.stderr}`);
+  }
+  const heard = await listening;
+  t.equal(heard.code, 0, heard.stderr);
+  const bodies = heard.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { body: string }).body).sort();
+  t.same(bodies, Array.from({ length: count }, (_, i) => `message ${i}`).sort(), 'every message, once');
+  t.ok(await relayMetric(relay, 'pulltab_forwards_total') >= 1, 'some crossed between the workers');
+  t.equal(await relayMetric(relay, 'pulltab_messages_in_total'), count, 'the counters are the sum over the workers');
+  t.equal(await relayMetric(relay, 'pulltab_worker_up'), 2);
+  t.equal((await httpGet(metricsPortOf(relay), '/readyz')).status, 200);
+});
+
+t.test('kill -9 of a worker while messages cross it loses no stored message, and it is started again', async (t) => {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const relay = await spawnWorkers(t, dir);
+  const bob = generateIdentity();
+  const { client: bobClient, messages } = await connectCollecting(relay.address, { identity: bob });
+  // A few senders, so that both workers hold some of them.
+  const senders = await Promise.all([0, 1, 2, 3].map(() => connectClient(relay.address)));
+  t.teardown(() => Promise.all([bobClient.close(), ...senders.map((s) => s.close())]));
+  const victim = workerPids(relay).get(2)!;
+  const receipted = new Set<string>();
+  let refused = 0;
+  let lost = 0;
+  const total = 400;
+  const results: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const sender = senders[i % senders.length];
+    const body = `m${i}`;
+    results.push(sender.send([bob.publicKey], body, { store: true, receipt: true, storageKey: body }).then((r: SendResult) => {
+      if (r.outcomes.every((o) => o.codeName === 'STORED' || o.codeName === 'DELIVERED')) receipted.add(body);
+      else refused++;
+    }, () => { lost++; }));
+    if (i === total / 4) process.kill(victim, 'SIGKILL');
+    if (i % 20 === 0) await sleep(5);
+  }
+  // Every send gets its answer or its connection's end (no sender hangs): bounded by the receipt timeout.
+  await Promise.all(results);
+  t.equal(receipted.size + refused + lost, total, 'every send settled');
+  t.ok(receipted.size > 0, `receipts: ${receipted.size}, refused ${refused}, lost with their connection ${lost}`);
+  const deadline = Date.now() + 30_000;
+  const heard = () => new Set(messages.map((m) => Buffer.from(m.body).toString()));
+  while ([...receipted].some((b) => !heard().has(b)) && Date.now() < deadline) await sleep(50);
+  const missing = [...receipted].filter((b) => !heard().has(b));
+  t.same(missing, [], 'every message with a receipt was delivered');
+  // The primary started worker 2 again.
+  while (workerPids(relay).get(2) === victim && Date.now() < deadline) await sleep(50);
+  t.not(workerPids(relay).get(2), victim, 'worker 2 runs again, in a new process');
+  t.ok(await relayMetric(relay, 'pulltab_worker_restarts') >= 1, 'the restart is counted');
+});
