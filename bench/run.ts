@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { connect, type Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { generateIdentity, Signer, type Identity } from '../src/crypto/keys.js';
 import { Code, FrameType, SendFlags } from '../src/protocol/constants.js';
@@ -26,7 +27,7 @@ import {
 } from './lib/report.js';
 import { Slot, sharedCounters, type SystemName, type WorkerConfig, type WorkerResult } from './lib/shared.js';
 import {
-  ensureNatsServer, freePort, procCpuSeconds, procStatusBytes, startNats, startPipe, startRelay, type RunningSystem,
+  ensureNatsServer, freePort, procStatusBytes, procTreeCpuSeconds, startNats, startPipe, startRelay, type RunningSystem,
 } from './lib/systems.js';
 
 // The load generator's own memory allocator, fixed before anything runs. glibc's malloc moves
@@ -76,7 +77,7 @@ const sized = (sizes: number[]): number[] => (onlySizes.size ? sizes.filter((s) 
 const SIZES = sized([64, 1024, 16 * 1024, 64 * 1024]);
 const RATES = [10_000, 20_000, 50_000];
 
-const SCENARIOS = ['one-to-one', 'library', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'postgres', 'seal', 'healthz', 'tls'] as const;
+const SCENARIOS = ['one-to-one', 'library', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'postgres', 'seal', 'healthz', 'tls', 'workers'] as const;
 if (argv.includes('--help') || argv.includes('-h')) {
   process.stdout.write(`usage: npm run bench -- [--quick] [--scenario NAME]... [--size BYTES]... [--profile]\nscenarios: ${SCENARIOS.join(', ')}\n`);
   process.exit(0);
@@ -158,7 +159,8 @@ interface Meter {
 }
 
 function meter(pid: number): Meter {
-  return { t: performance.now(), cpu: procCpuSeconds(pid), lg: process.cpuUsage() };
+  // A relay of workers is the primary and its children: all of their CPU counts.
+  return { t: performance.now(), cpu: procTreeCpuSeconds(pid), lg: process.cpuUsage() };
 }
 
 function usage(a: Meter, b: Meter): { sec: number; serverPct: number; loadgenPct: number } {
@@ -222,6 +224,10 @@ interface FlowSpec {
   sealed?: boolean;
   /** The relay runs TLS (a self-signed certificate) and every peer connects with it (pulltab). */
   tls?: boolean;
+  /** The relay runs this many worker processes (pulltab; the primary hands out connections round-robin). */
+  workers?: number | 'auto';
+  /** With workers, 1:1: the sender lands on the receiver's worker (same) or on the next one (cross). */
+  placement?: 'same' | 'cross';
 }
 
 /** What a relay needs in its environment to run TLS with a certificate it makes itself. */
@@ -238,10 +244,16 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
   const i32 = new Int32Array(sab);
   const received = () => { let s = 0; for (let j = 0; j < R; j++) s += Atomics.load(i32, Slot.FIRST + P + j); return s; };
   const sentTotal = () => { let s = 0; for (let i = 0; i < P; i++) s += Atomics.load(i32, Slot.FIRST + i); return s; };
-  const metricsPort = spec.healthz ? await freePort() : 0;
-  const env = { ...(spec.healthz ? { PULLTAB_METRICS_PORT: String(metricsPort) } : {}), ...(spec.tls ? TLS_ENV : {}) };
+  const withWorkers = spec.workers !== undefined && spec.workers !== 1;
+  const metricsPort = spec.healthz || withWorkers ? await freePort() : 0;
+  const env = {
+    ...(spec.healthz || withWorkers ? { PULLTAB_METRICS_PORT: String(metricsPort) } : {}), ...(spec.tls ? TLS_ENV : {}),
+    // Round-robin hands connections out in turn, so that a scenario can place a pair on one worker or across two.
+    ...(withWorkers ? { PULLTAB_WORKERS: String(spec.workers), PULLTAB_WORKER_ACCEPT: 'round-robin' } : {}),
+  };
   const server = await startSystem(system, label.replace(/[^a-zA-Z0-9.-]+/g, '_'), Object.keys(env).length ? env : undefined);
   let workers: Array<ReturnType<typeof startWorker>> = [];
+  const fillers: Socket[] = [];
   try {
     const base: Omit<WorkerConfig, 'role'> = {
       system, port: server.port, sab, senders: P, fanout: spec.fanout, bodyBytes: spec.bodyBytes, mode: spec.mode,
@@ -266,6 +278,9 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     const rx = startWorker({ ...base, role: 'receiver' }, workerFile);
     workers.push(rx);
     await withTimeout(rx.ready, 30_000, 'receivers connecting');
+    // Round-robin gives the next connection to the next worker: one that only connects moves the
+    // sender onto the receiver's worker (2 workers).
+    if (spec.placement === 'same') fillers.push(await placeholderConnection(server.port));
     const tx = startWorker({ ...base, role: 'sender' }, workerFile);
     workers.push(tx);
     await withTimeout(tx.ready, 30_000, 'senders connecting');
@@ -313,6 +328,7 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     const u = usage(m1, m2);
     const msgs = r2 - r1;
     const msgsPerSec = msgs / u.sec;
+    const crossed = withWorkers ? await crossedShare(metricsPort) : null;
     const refused = Atomics.load(i32, Slot.DROPS);
     const lost = Math.max(0, expected - received());
     const skippedByOpenLoop = Atomics.load(i32, Slot.SKIPPED);
@@ -329,6 +345,8 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
       extra: {
         senders: P, recipientsPerSender: spec.fanout, offeredRate: spec.rate ?? null, refused, lostInFlight: lost,
         senderThreadBusyPct: Math.round(senderBusy!), receiverThreadBusyPct: Math.round(receiverBusy!),
+        ...(withWorkers ? { workers: spec.workers!, crossedPct: crossed === null ? null : Math.round(crossed * 1000) / 10,
+          relayCpuUsPerMsg: msgsPerSec > 0 ? Math.round((u.serverPct / 100 / msgsPerSec) * 1e6 * 100) / 100 : null } : {}),
       },
       note: notes.join('; ') || undefined,
     };
@@ -346,7 +364,29 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
   } finally {
     for (const w of workers) await w.worker.terminate().catch(() => {});
     workers = [];
+    for (const f of fillers) f.destroy();
     await server.stop();
+  }
+}
+
+/** A TCP connection to the relay that never says anything (it only takes a turn of round-robin). */
+async function placeholderConnection(port: number): Promise<Socket> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  await sleep(100);
+  return socket;
+}
+
+/** The share of messages in that a worker forwarded to another (a relay of workers, from its /metrics). */
+async function crossedShare(metricsPort: number): Promise<number | null> {
+  try {
+    const body = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const value = (name: string) => Number(body.split('\n').find((l) => l.startsWith(name + ' '))?.split(' ').pop() ?? NaN);
+    const share = value('pulltab_forwards_total') / value('pulltab_messages_in_total');
+    return Number.isFinite(share) ? share : null;
+  } catch {
+    return null;
   }
 }
 
@@ -826,6 +866,21 @@ async function main(): Promise<void> {
   if (runs('healthz')) {
     // The operator's health check while the relay moves messages as fast as it can.
     records.push(await safeFlow('pulltab', { scenario: 'healthz', senders: 1, fanout: 1, bodyBytes: 1024, mode: 'throughput', variant: '/healthz under 1:1 1 KiB load', healthz: true }));
+  }
+  if (runs('workers')) {
+    // A relay of 2 workers beside the single process, in the same run: what a message crossing
+    // between workers costs (relay CPU per message, all processes), and 100 pairs placed by
+    // round-robin. \`BENCH_WORKERS=auto npm run bench -- --scenario workers\` runs the pairs on every core.
+    const many = process.env.BENCH_WORKERS === 'auto' ? 'auto' : Number(process.env.BENCH_WORKERS ?? 2);
+    for (const size of sized([64, 1024])) {
+      const spec = { scenario: 'workers', senders: 1, fanout: 1, bodyBytes: size, mode: 'throughput' } as const;
+      records.push(await safeFlow('pulltab', { ...spec, variant: '1:1, single process' }));
+      records.push(await safeFlow('pulltab', { ...spec, variant: '1:1, 2 workers, same worker', workers: 2, placement: 'same' }));
+      records.push(await safeFlow('pulltab', { ...spec, variant: '1:1, 2 workers, across workers', workers: 2, placement: 'cross' }));
+    }
+    const pairs = { scenario: 'workers', senders: 100, fanout: 1, bodyBytes: 1024, mode: 'throughput' } as const;
+    records.push(await safeFlow('pulltab', { ...pairs, variant: '100 pairs, single process' }));
+    records.push(await safeFlow('pulltab', { ...pairs, variant: `100 pairs, ${many} workers`, workers: many }));
   }
   const guarded = async (scenario: string, fn: () => Promise<BenchRecord | BenchRecord[]>): Promise<void> => {
     try {

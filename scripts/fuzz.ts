@@ -4,11 +4,11 @@
 import { numberOptions } from './lib/args.js';
 import { formatFuzzReport, fuzzPassed, runFuzz } from './lib/fuzz.js';
 
-const opts = numberOptions('npm run fuzz -- [--seconds 60] [--connections 100]', { seconds: 60, connections: 100 });
+const opts = numberOptions('npm run fuzz -- [--seconds 60] [--connections 100] [--workers 1]', { seconds: 60, connections: 100, workers: 1 });
 // Ctrl-C or a kill: exit through 'exit', which takes the relay child down too.
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
 try {
-  const report = await runFuzz({ seconds: opts.seconds, connections: Math.round(opts.connections), log: (l) => process.stderr.write(`${l}\n`) });
+  const report = await runFuzz({ seconds: opts.seconds, connections: Math.round(opts.connections), workers: Math.round(opts.workers), log: (l) => process.stderr.write(`${l}\n`) });
   process.stdout.write(`${formatFuzzReport(report)}\n`);
   process.exitCode = fuzzPassed(report) ? 0 : 1;
 } catch (err) {

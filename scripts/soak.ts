@@ -6,12 +6,12 @@
 import { numberOptions } from './lib/args.js';
 import { formatSoakReport, runSoak, soakPassed } from './lib/soak.js';
 
-const opts = numberOptions('npm run soak -- [--seconds 120] [--identities 50] [--late 10] [--pause-ms 30]', { seconds: 120, identities: 50, late: 10, 'pause-ms': 30 });
+const opts = numberOptions('npm run soak -- [--seconds 120] [--identities 50] [--late 10] [--pause-ms 30] [--workers 1]', { seconds: 120, identities: 50, late: 10, 'pause-ms': 30, workers: 1 });
 // Ctrl-C or a kill: exit through 'exit', which takes the relay child down too.
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
 try {
   const report = await runSoak({
-    seconds: opts.seconds, identities: Math.round(opts.identities), late: Math.round(opts.late), pauseMs: opts['pause-ms'],
+    seconds: opts.seconds, identities: Math.round(opts.identities), late: Math.round(opts.late), pauseMs: opts['pause-ms'], workers: Math.round(opts.workers),
     log: (l) => process.stderr.write(`${l}\n`),
   });
   process.stdout.write(`${formatSoakReport(report)}\n`);

@@ -14,10 +14,11 @@ function heard(result: CliResult): Array<[string, string]> {
   });
 }
 
-t.test('ten CLI clients that each listen and send: 101 random messages, all delivered', async (t) => {
+// On one process, and on a relay of 2 workers (the clients spread over both).
+for (const workers of [1, 2]) t.test(`ten CLI clients that each listen and send: 101 random messages, all delivered (${workers} worker${workers > 1 ? 's' : ''})`, async (t) => {
   const dir = tempDir();
   t.teardown(() => removeDir(dir));
-  const relay = await spawnRelay(join(dir, 'data'), ['--port', '0']);
+  const relay = await spawnRelay(join(dir, 'data'), ['--port', '0', '--workers', String(workers)]);
   t.teardown(() => killRelay(relay, 'SIGTERM'));
   const CLIENTS = 10;
   const MESSAGES = 101;

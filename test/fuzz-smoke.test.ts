@@ -33,3 +33,28 @@ t.test('soak for 3 s: every acknowledged storable message is accounted for', asy
   t.same(r.relayErrors, [], 'no error in the relay log');
   t.ok(r.anonPeak - r.start.anonBytes <= ABUSE_BOUNDS.anonGrowthBytes, 'relay memory bounded beside the abusers');
 });
+
+// The same tools against a relay of 2 workers (`serve --workers 2`): what crosses between workers
+// is accounted for as strictly. Memory, file and rate bounds are read from the relay's pid, here
+// the primary's, so they are left to the single-process runs above.
+t.test('fuzz for 3 s against 2 workers: up, as documented, nothing lost', async (t) => {
+  const r = await runFuzz({ seconds: 3, connections: 50, workers: 2 });
+  t.comment(formatFuzzReport(r));
+  t.equal(r.crashes, 0, 'no relay crash');
+  t.equal(r.pair.lost, 0, 'no accepted message lost');
+  t.ok(r.pair.accepted > 0, 'the good pair exchanged messages');
+  t.equal(r.mismatches, 0, 'every connection ended as docs/PROTOCOL.md says');
+  t.same(r.relayErrors, [], 'no error in the relay log');
+});
+
+t.test('soak for 3 s against 2 workers: every acknowledged storable message is accounted for', async (t) => {
+  const r = await runSoak({ seconds: 3, identities: 20, late: 4, workers: 2 });
+  t.comment(formatSoakReport(r));
+  t.equal(r.crashes, 0, 'no relay crash');
+  t.ok(r.storableAcknowledged > 0, 'storable messages were acknowledged');
+  t.equal(r.storableMissing - r.storableMissingStale, 0, 'every acknowledged storable message delivered or still stored');
+  t.equal(r.storableMissingStale, 0, 'no stored message replaced by an older one with the same storage key');
+  t.equal(r.duplicatesUnexplained, 0, 'duplicates only after a disconnect before ack');
+  t.equal(r.receivedUnknown, 0, 'no message received that was never sent');
+  t.same(r.relayErrors, [], 'no error in the relay log');
+});

@@ -123,3 +123,33 @@ t.test('a worker that has gone holds nothing: messages to its keys are stored or
   t.same(kept.outcomes.map((o) => o.codeName), ['STORED']);
   t.equal((await w1.relay.store.totals()).count, 1);
 });
+
+t.test('storable and non-storable messages interleaved across workers: every one answered DELIVERED or STORED arrives', async (t) => {
+  // A frame held while a read of the mailbox was under way (the hosted store answers after a round
+  // trip) used to be dropped when that read ended the backlog: this found it (the fuzz's good pair too).
+  const { workers: [w1, w2] } = await twoWorkers(t);
+  const bob = generateIdentity();
+  const got = new Set<string>();
+  const bobClient = await connectClient(w2.relay, { identity: bob, raw: true });
+  bobClient.on('message', (m) => got.add(Buffer.from(m.body).toString()));
+  const alice = await connectClient(w1.relay, { raw: true });
+  t.teardown(() => Promise.all([alice.close(), bobClient.close()]));
+  await knows(w1, 1);
+  const accepted: string[] = [];
+  let next = 0;
+  const total = 3000;
+  const sender = async () => {
+    while (next < total) {
+      const body = `m${next}`;
+      const storable = next++ % 2 === 0;
+      const r = await alice.send([bob.publicKey], body, { store: storable });
+      const code = r.outcomes[0]?.codeName;
+      if (code === 'DELIVERED' || code === 'STORED') accepted.push(body);
+    }
+  };
+  await Promise.all([sender(), sender(), sender(), sender()]);
+  const deadline = Date.now() + 15_000;
+  while (accepted.some((b) => !got.has(b)) && Date.now() < deadline) await sleep(20);
+  t.equal(accepted.length, total, 'every one accepted');
+  t.same(accepted.filter((b) => !got.has(b)), [], 'and received');
+});

@@ -53,6 +53,9 @@ t.test('pulltab send reaches pulltab listen across two workers; /metrics covers 
   t.equal(await relayMetric(relay, 'pulltab_messages_in_total'), count, 'the counters are the sum over the workers');
   t.equal(await relayMetric(relay, 'pulltab_worker_up'), 2);
   t.equal((await httpGet(metricsPortOf(relay), '/readyz')).status, 200);
+  const events = await runCli(['events', '--data', dir, '--json']);
+  t.equal(events.code, 0, events.stderr);
+  t.equal((JSON.parse(events.stdout) as { counts: Record<string, number> }).counts['relay_started'], 2, "pulltab events reads every worker's log");
 });
 
 t.test('kill -9 of a worker while messages cross it loses no stored message, and it is started again', async (t) => {
@@ -93,4 +96,41 @@ t.test('kill -9 of a worker while messages cross it loses no stored message, and
   while (workerPids(relay).get(2) === victim && Date.now() < deadline) await sleep(50);
   t.not(workerPids(relay).get(2), victim, 'worker 2 runs again, in a new process');
   t.ok(await relayMetric(relay, 'pulltab_worker_restarts') >= 1, 'the restart is counted');
+});
+
+t.test('admin commands answer for every worker: connections (with the worker of each), kick, block, stats', async (t) => {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const key = (name: string) => join(dir, `${name}.key`);
+  const rootKey = (await runCli(['keygen', '--out', key('root')])).stdout.trim();
+  const relay = await spawnRelay(dir, ['--port', '0', '--workers', '2', '--root-key', rootKey]);
+  t.teardown(() => killRelay(relay, 'SIGTERM'));
+  const admin = (args: string[]) => runCli(['admin', '--relay', relay.address, '--key', key('root'), ...args]);
+  // Enough listeners that both workers hold some (round-robin alternates; reusePort spreads them).
+  const names = ['a', 'b', 'c', 'd', 'e', 'f'];
+  const keys = new Map<string, string>();
+  for (const n of names) keys.set(n, (await runCli(['keygen', '--out', key(n)])).stdout.trim());
+  const listening = names.map((n) => runCli(['listen', '--relay', relay.address, '--key', key(n), '--timeout', '30']));
+  await waitForSessions(relay, names.length);
+  const conns = await admin(['connections', '--json']);
+  t.equal(conns.code, 0, conns.stderr);
+  const listed = JSON.parse(conns.stdout) as { count: number; connections: Array<{ key: string; worker: number }> };
+  t.equal(listed.count, names.length + 1, 'every listener, and the admin command itself');
+  t.same(new Set(listed.connections.map((c) => c.key)), new Set([...keys.values(), rootKey]));
+  t.ok(listed.connections.every((c) => c.worker === 1 || c.worker === 2), 'each with the worker that holds it');
+  // Kick and block each key wherever it is; each listener ends with the reason.
+  const kicked = await admin(['kick', keys.get('a')!]);
+  t.equal(kicked.code, 0, kicked.stderr);
+  const blocked = await admin(['block', keys.get('b')!, '--json']);
+  t.equal(blocked.code, 0, blocked.stderr);
+  const [a, b] = await Promise.all(listening.slice(0, 2));
+  t.match(a.stderr, /KICKED/);
+  t.match(b.stderr, /NOT_AUTHORIZED/, 'blocked on whichever worker it was');
+  const stats = await admin(['stats', '--json']);
+  t.equal(stats.code, 0, stats.stderr);
+  const o = JSON.parse(stats.stdout) as { connections: { authenticated: number }; workers: unknown[] };
+  t.equal(o.workers.length, 2, 'stats for the whole relay, with each worker');
+  t.ok(o.connections.authenticated >= names.length - 2, 'the sum over the workers');
+  for (const n of names.slice(2)) await admin(['kick', keys.get(n)!]);
+  await Promise.all(listening);
 });

@@ -186,6 +186,24 @@ export function evaluateTargets(records: BenchRecord[]): TargetResult[] {
       observed: r === null ? 'not measured' : `${fmtInt(tls!.msgsPerSec)} vs ${fmtInt(plain!.msgsPerSec)} handshakes/s = ${(r * 100).toFixed(0)}%`,
     });
   }
+  // Issue 18: what a message crossing between workers costs, measured in the same run (scenario workers).
+  for (const bytes of [64, 1024] as const) {
+    const cross = find(records, 'workers', 'pulltab', bytes, '1:1, 2 workers, across workers');
+    const same = find(records, 'workers', 'pulltab', bytes, '1:1, 2 workers, same worker');
+    const cpu = (r: BenchRecord | undefined) => (r?.extra?.['relayCpuUsPerMsg'] as number | null | undefined) ?? null;
+    const c = ratio(cpu(cross), cpu(same));
+    out.push({
+      target: `workers 1:1 ${sizeLabel(bytes)}: relay CPU per crossing message ≤ 1.6× a same-worker one`,
+      met: c === null ? null : c <= 1.6,
+      observed: c === null ? 'not measured' : `${cpu(cross)} vs ${cpu(same)} µs/msg = ${c.toFixed(2)}×`,
+    });
+    const r = ratio(cross?.msgsPerSec, same?.msgsPerSec);
+    out.push({
+      target: `workers 1:1 ${sizeLabel(bytes)}: crossing throughput ≥ 60% of same-worker`,
+      met: r === null ? null : r >= 0.6,
+      observed: r === null ? 'not measured' : `${fmtInt(cross!.msgsPerSec)} vs ${fmtInt(same!.msgsPerSec)} msgs/s = ${(r * 100).toFixed(0)}%`,
+    });
+  }
   // The PostgreSQL engine against the database's own limits, measured in the same run (scenario postgres).
   for (const [variant, baseline, what] of [
     ['store to offline on PostgreSQL (STORE|RECEIPT, end to end)', 'baseline: bare INSERT ... SELECT FROM unnest, 500 rows per transaction', 'stores with receipts after commit'],

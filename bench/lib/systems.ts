@@ -1,7 +1,7 @@
 // The systems under test, each in a process of its own: the Pulltab relay (from dist/), the
 // bare node:net pipe, and nats-server. Plus /proc readings of a process's CPU and memory.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +35,27 @@ export function procCpuSeconds(pid: number): number {
   } catch {
     return NaN;
   }
+}
+
+/** CPU seconds of a process and its live children (a relay of workers: the primary and each worker). */
+export function procTreeCpuSeconds(pid: number): number {
+  let total = procCpuSeconds(pid);
+  for (const child of childPids(pid)) total += procCpuSeconds(child);
+  return total;
+}
+
+/** The pids whose parent is pid (read from /proc). */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === pid) out.push(Number(name));
+    } catch { /* gone meanwhile */ }
+  }
+  return out;
 }
 
 /** A VmXXX field of /proc/<pid>/status, in bytes. */

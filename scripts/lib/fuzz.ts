@@ -15,6 +15,8 @@ export interface FuzzOptions {
   /** Leave out the fuzzed connections or the abusers (to see what each costs the good pair). */
   fuzzers?: boolean;
   abusers?: boolean;
+  /** Run the relay as this many worker processes (`serve --workers`; default 1). */
+  workers?: number;
   log?: (line: string) => void;
 }
 
@@ -58,6 +60,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const relay = await startRelayProcess({
     PULLTAB_MAX_PAYLOAD_BYTES: String(limits.maxPayloadBytes),
     PULLTAB_MAX_RECIPIENTS: String(limits.maxRecipients),
+    PULLTAB_WORKERS: String(options.workers ?? 1),
   });
   log(`relay ${relay.address} (pid ${relay.pid}); fuzzing for ${options.seconds} s with ${options.connections ?? 100} connections`);
   try {

@@ -18,6 +18,8 @@ export interface SoakOptions {
   pauseMs?: number;
   /** The relay's inflightWindow (default 16, far below its own default, to exercise spilling). */
   inflightWindow?: number;
+  /** Run the relay as this many worker processes (`serve --workers`; default 1). */
+  workers?: number;
   log?: (line: string) => void;
   /** Run the abusers (scripts/lib/abusers.ts) beside the soak's clients; default true. */
   abusers?: boolean;
@@ -94,7 +96,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   ensureBuilt(log);
   // A small window of unacknowledged deliveries, so slow and lazy readers spill to their
   // mailboxes often and the backlog paths get as much traffic as the live ones.
-  const relay = await startRelayProcess({ PULLTAB_INFLIGHT_WINDOW: String(options.inflightWindow ?? 16) });
+  const relay = await startRelayProcess({ PULLTAB_INFLIGHT_WINDOW: String(options.inflightWindow ?? 16), PULLTAB_WORKERS: String(options.workers ?? 1) });
   try {
     const pop: Population = {
       address: relay.address,

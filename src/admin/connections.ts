@@ -9,13 +9,16 @@ const connections: AdminCommand<Record<string, never>> = {
   needs: ['readUsage', 'manageConnections'],
   args: z.object({}).strict(),
   audit: () => ({}),
-  run(ctx) {
-    const sessions = ctx.host.connections.live();
+  async run(ctx) {
+    const sessions = await ctx.host.connections.live();
     if (!ctx.host.policies.can(ctx.caller.key, 'manageConnections')) return { count: sessions.length };
     return {
       count: sessions.length,
       connections: sessions
-        .map((s) => ({ key: s.keyText, connectedAt: new Date(s.connectedAt).toISOString(), messagesIn: s.messagesIn, messagesOut: s.messagesOut }))
+        .map((s) => ({
+          key: s.keyText, connectedAt: new Date(s.connectedAt).toISOString(), messagesIn: s.messagesIn, messagesOut: s.messagesOut,
+          ...(s.worker !== undefined ? { worker: s.worker } : {}),
+        }))
         .sort((a, b) => (a.connectedAt < b.connectedAt ? -1 : a.connectedAt > b.connectedAt ? 1 : 0)),
     };
   },
@@ -27,9 +30,9 @@ const kick: AdminCommand<{ key: Buffer }> = {
   needs: ['manageConnections'],
   args: z.object({ key: keyArg }).strict(),
   audit: (a) => ({ keys: [keyText(a.key)] }),
-  run(ctx, args) {
-    // Every connection of the key: its receiving one and its send-only ones.
-    if (ctx.host.connections.kick(args.key) === 0) throw new AdminError(Code.NOT_FOUND, `${keyText(args.key)} is not connected`);
+  async run(ctx, args) {
+    // Every connection of the key: its receiving one and its send-only ones (on every worker).
+    if ((await ctx.host.connections.kick(args.key)) === 0) throw new AdminError(Code.NOT_FOUND, `${keyText(args.key)} is not connected`);
     return { kicked: keyText(args.key) };
   },
 };

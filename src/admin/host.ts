@@ -13,6 +13,8 @@ export interface AdminSession {
   readonly connectedAt: number;
   readonly messagesIn: number;
   readonly messagesOut: number;
+  /** The worker it is on, in a relay of several workers. */
+  readonly worker?: number;
 }
 
 /** What changed when the current policies were applied to connected sessions. */
@@ -23,14 +25,17 @@ export interface PolicyEnforcement {
   updated: number;
 }
 
-/** The relay's live connections, receiving and send-only alike. */
+/**
+ * The relay's live connections, receiving and send-only alike. A relay of several workers answers
+ * for all of them, after asking the others (so an answer may come later).
+ */
 export interface AdminConnections {
   /** Every live (not closed) session. */
-  live(): AdminSession[];
+  live(): AdminSession[] | Promise<AdminSession[]>;
   /** Whether the key has a live session. */
-  isConnected(key: Uint8Array): boolean;
+  isConnected(key: Uint8Array): boolean | Promise<boolean>;
   /** Closes every session of the key with KICKED; returns how many there were. */
-  kick(key: Uint8Array): number;
+  kick(key: Uint8Array): number | Promise<number>;
   /** Applies the current policies to connected sessions (all, or one key's): see PolicyEnforcement. */
   enforcePolicies(only?: Uint8Array): PolicyEnforcement;
 }

@@ -8,7 +8,7 @@ import { AdminError, keyArg, keyText, type AdminCommand, type CommandContext } f
 const policyName = z.string().regex(POLICY_NAME, 'not a policy name');
 
 /** What applies to a key: its policy (and where it comes from), rights, limits and mailbox quota. */
-export function userView(ctx: CommandContext, key: Uint8Array): Record<string, unknown> {
+export async function userView(ctx: CommandContext, key: Uint8Array): Promise<Record<string, unknown>> {
   const { policies, connections } = ctx.host;
   const e = policies.effective(key);
   return {
@@ -21,7 +21,7 @@ export function userView(ctx: CommandContext, key: Uint8Array): Record<string, u
     rights: grantedRights(policies.rights(key)),
     limits: policies.limitsFor(key),
     quota: policies.quotaFor(key),
-    connected: connections.isConnected(key),
+    connected: await connections.isConnected(key),
   };
 }
 
@@ -41,7 +41,7 @@ const set: AdminCommand<{ key: Buffer; policy: string }> = {
     }
     await policyStore.assign(args.key, args.policy);
     const applied = ctx.enforce(args.key);
-    return { user: userView(ctx, args.key), applied };
+    return { user: await userView(ctx, args.key), applied };
   },
 };
 
@@ -52,8 +52,8 @@ const get: AdminCommand<{ key: Buffer }> = {
   args: z.object({ key: keyArg }).strict(),
   allowWithout: (caller, args) => Buffer.from(caller.key).equals(args.key),
   audit: (a) => ({ keys: [keyText(a.key)] }),
-  run(ctx, args) {
-    return { user: userView(ctx, args.key) };
+  async run(ctx, args) {
+    return { user: await userView(ctx, args.key) };
   },
 };
 
@@ -77,7 +77,7 @@ const rm: AdminCommand<{ key: Buffer }> = {
   async run(ctx, args) {
     const removed = await ctx.host.policyStore.unassign(args.key);
     const applied = ctx.enforce(args.key);
-    return { removed, user: userView(ctx, args.key), applied };
+    return { removed, user: await userView(ctx, args.key), applied };
   },
 };
 

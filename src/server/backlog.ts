@@ -119,6 +119,12 @@ export class MailboxBacklog {
     return false;
   }
 
+  /** The backlog ends (the mailbox is drained, nothing pending): the barrier is passed. */
+  liftBarrier(): void {
+    if (this.#barrier !== null) this.#barrier.seq = -1;
+    this.#barrier = null;
+  }
+
   /** Forgets what is held (the connection closed); returns how many frames were dropped. */
   dropHeld(): number {
     let frames = 0;

@@ -95,6 +95,12 @@ const configShape = z.object({
    * process; more share one address, relay key, data directory and metrics endpoint (src/workers/).
    */
   workers: z.union([z.literal('auto'), int(1, 1024)]).default(1),
+  /**
+   * How workers share the port: reuse-port (each binds it, the kernel spreads connections; Node >=
+   * 22.12 on Linux), round-robin (the primary accepts and hands them out in turn: node:cluster), or
+   * auto (reuse-port where Node has it).
+   */
+  workerAccept: z.enum(['auto', 'reuse-port', 'round-robin']).default('auto'),
   /** Between workers: a forward without an answer for this long misses (stored if storable, else refused). */
   forwardDeadlineMs: int(100).default(2_000),
   /** Between workers: bytes queued on one link before forwards on it miss as busy. */

@@ -182,10 +182,16 @@ export interface EventSummary {
   last: string | null;
 }
 
-/** Counts events by name, reading the files directly (no relay needed). */
+/** The event files of a relay: its own, and each worker's (`worker-N/`) of a relay of workers. */
+export function relayEventFiles(dir: string): string[] {
+  const workers = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory() && /^worker-\d+$/.test(e.name)).map((e) => e.name).sort();
+  return [...eventFiles(dir), ...workers.flatMap((w) => eventFiles(join(dir, w)))];
+}
+
+/** Counts events by name, reading the files directly (no relay needed), every worker's included. */
 export function summarizeEvents(dir: string, since?: number): EventSummary {
   const summary: EventSummary = { counts: {}, total: 0, files: 0, unreadable: 0, first: null, last: null };
-  for (const file of eventFiles(dir)) {
+  for (const file of relayEventFiles(dir)) {
     summary.files++;
     let text: string;
     try {

@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { AdminEngine } from '../admin/engine.js';
+import type { AdminConnections } from '../admin/host.js';
 import { allCommands } from '../admin/stats.js';
 import { decodeKey, encodeKey, loadOrCreateIdentityFile, Signer, type Identity } from '../crypto/keys.js';
 import { PolicyAuthority } from '../policy/authority.js';
@@ -45,6 +46,10 @@ export interface RelayOptions {
   eventsDir?: string;
   /** How often to look for policy changes on a shared policy store (default policyPollMs). */
   policyPollMs?: number;
+  /** The connections the admin commands see (a relay of workers: every worker's), given this relay's own. */
+  adminConnections?: (local: ConnectedSessions) => AdminConnections;
+  /** What the admin `stats` command answers (a relay of workers: the whole relay's observation). */
+  stats?: () => Promise<object>;
 }
 
 /** The TLS settings: read again at SIGHUP when TLS is on (new paths included). */
@@ -75,6 +80,11 @@ export class Relay {
   #policyPollTimer: NodeJS.Timeout | null = null;
   /** The connected sessions as the policies see them (admin changes and the poll apply to them). */
   readonly #connected: ConnectedSessions;
+
+  /** This relay's connected sessions (a worker answers the others' admin questions from them). */
+  get connectedSessions(): ConnectedSessions {
+    return this.#connected;
+  }
   #port = 0;
   #tickTimer: NodeJS.Timeout | null = null;
   readonly #admission: Admission;
@@ -105,8 +115,8 @@ export class Relay {
       policies,
       policyStore: this.#policyCache,
       store: this.store,
-      connections: this.#connected = new ConnectedSessions(this.router, policies, this.stats, events),
-      stats: () => this.statsSnapshot(),
+      connections: (options.adminConnections ?? ((local) => local))(this.#connected = new ConnectedSessions(this.router, policies, this.stats, events)),
+      stats: options.stats ?? (() => this.statsSnapshot()),
       events,
       log: this.log,
     }, allCommands());

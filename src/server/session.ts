@@ -162,6 +162,11 @@ export class Session {
   endBacklog(): void {
     const backlog = this.backlog;
     backlog.active = false;
+    // Nothing is pending and nothing changed during the read that reached the end: a barrier set
+    // by a frame held while that read was under way (a store engine that answers a read after a
+    // round trip) has nothing left to wait for. Left up, it would keep the frames it guards back,
+    // and dropHeld below would lose them.
+    backlog.liftBarrier();
     this.#releaseHeld(Number.MAX_SAFE_INTEGER);
     backlog.dropHeld();
     if (!backlog.queueEmptySent) {

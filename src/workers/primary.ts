@@ -20,11 +20,22 @@ import { openedByEachProcess } from '../store/open.js';
 import { openStoreOwner, type StoreOwner } from './store-owner.js';
 
 /** What a worker and the primary say to each other over node:cluster's channel (rare, small). */
-export type ToWorker = { type: 'stop' } | { type: 'reload' } | { type: 'observe'; id: number };
+export type ToWorker =
+  | { type: 'stop' }
+  | { type: 'reload' }
+  /** A question about this worker alone (for the primary, or for the relay-wide answer to another worker). */
+  | { type: 'local'; id: number; what: LocalQuestion; key?: string }
+  /** The relay-wide answer to the worker's 'ask'. */
+  | { type: 'answer'; id: number; value: unknown };
 export type ToPrimary =
   | { type: 'ready'; port: number; address: string }
-  | { type: 'observation'; id: number; observation: Observation }
-  | { type: 'failed'; message: string };
+  | { type: 'failed'; message: string }
+  | { type: 'local-answer'; id: number; value: unknown }
+  /** An admin command on this worker needs the whole relay: every worker's sessions, a kick everywhere, the stats. */
+  | { type: 'ask'; id: number; what: RelayQuestion; key?: string };
+/** observe: the worker's Observation; sessions: its live AdminSessions; kick: how many it kicked (key: hex). */
+export type LocalQuestion = 'observe' | 'sessions' | 'kick';
+export type RelayQuestion = 'stats' | 'sessions' | 'kick';
 
 /** The environment a worker is started with (beside the primary's own). */
 export const WORKER_ENV = { index: 'PULLTAB_WORKER_INDEX', count: 'PULLTAB_WORKER_COUNT', runDir: 'PULLTAB_RUN_DIR',
@@ -82,14 +93,40 @@ export async function startPrimary(config: RelayConfig, log: Logger): Promise<Pr
     removeRunDir();
     throw err;
   }
-  const reusePort = supportsReusePort();
+  const reusePort = config.workerAccept === 'round-robin' ? false : supportsReusePort();
+  if (config.workerAccept === 'reuse-port' && !reusePort) {
+    await owner?.close();
+    removeRunDir();
+    throw new Error(`workerAccept reuse-port needs Node 22.12 or later on Linux (this is Node ${process.versions.node} on ${process.platform})`);
+  }
   const startedAt = Date.now();
   const slots: Slot[] = [];
   let stopping = false;
   let port = config.port;
   let address = '';
-  const observations = new Map<number, (o: Observation | null) => void>();
-  let nextObservation = 1;
+  const localAnswers = new Map<number, (value: unknown) => void>();
+  let nextQuestion = 1;
+  /** Asks one worker about itself; null when it does not answer in time. */
+  const askWorker = (slot: Slot, what: LocalQuestion, key?: string): Promise<unknown> => new Promise((resolve) => {
+    const id = nextQuestion++;
+    const timer = setTimeout(() => finish(null), OBSERVE_TIMEOUT_MS);
+    const finish = (value: unknown) => {
+      clearTimeout(timer);
+      localAnswers.delete(id);
+      resolve(value);
+    };
+    localAnswers.set(id, finish);
+    if (slot.worker === null) finish(null);
+    else send(slot.worker, { type: 'local', id, what, ...(key !== undefined ? { key } : {}) });
+  });
+  const upSlots = () => slots.filter((s) => s.up && s.worker !== null);
+  /** What a worker asked for, over the whole relay. */
+  const relayAnswer = async (what: RelayQuestion, key?: string): Promise<unknown> => {
+    if (what === 'stats') return observe();
+    const answers = await Promise.all(upSlots().map((slot) => askWorker(slot, what, key)));
+    if (what === 'kick') return answers.reduce<number>((n, a) => n + (typeof a === 'number' ? a : 0), 0);
+    return answers.flatMap((a) => (Array.isArray(a) ? a : []));
+  };
 
   const fork = (slot: Slot): Promise<void> => new Promise((resolve, reject) => {
     const worker = cluster.fork({
@@ -107,8 +144,11 @@ export async function startPrimary(config: RelayConfig, log: Logger): Promise<Pr
         address ||= message.address;
         log.info({ event: 'worker_started', worker: slot.index, pid: worker.process.pid }, 'worker started');
         resolve();
-      } else if (message.type === 'observation') {
-        observations.get(message.id)?.(message.observation);
+      } else if (message.type === 'local-answer') {
+        localAnswers.get(message.id)?.(message.value);
+      } else if (message.type === 'ask') {
+        relayAnswer(message.what, message.key).then((value) => send(worker, { type: 'answer', id: message.id, value }),
+          (err: Error) => send(worker, { type: 'answer', id: message.id, value: { error: err.message } }));
       } else if (message.type === 'failed') {
         reject(new Error(message.message));
       }
@@ -153,19 +193,9 @@ export async function startPrimary(config: RelayConfig, log: Logger): Promise<Pr
     throw err;
   }
 
-  const observe = async (): Promise<Observation> => {
-    const live = slots.filter((s) => s.up && s.worker !== null);
-    const parts = await Promise.all(live.map((slot) => new Promise<Observation | null>((resolve) => {
-      const id = nextObservation++;
-      const timer = setTimeout(() => finish(null), OBSERVE_TIMEOUT_MS);
-      const finish = (o: Observation | null) => {
-        clearTimeout(timer);
-        observations.delete(id);
-        resolve(o);
-      };
-      observations.set(id, finish);
-      send(slot.worker!, { type: 'observe', id });
-    })));
+  async function observe(): Promise<Observation> {
+    const live = upSlots();
+    const parts = (await Promise.all(live.map((slot) => askWorker(slot, 'observe')))) as Array<Observation | null>;
     const got = parts.filter((o): o is Observation => o !== null);
     const shares: WorkerShare[] = slots.map((slot) => {
       const i = live.indexOf(slot);
@@ -175,7 +205,7 @@ export async function startPrimary(config: RelayConfig, log: Logger): Promise<Pr
     });
     if (got.length === 0) throw new Error('no worker answered');
     return mergeObservations(got, shares, Math.round((Date.now() - startedAt) / 1000));
-  };
+  }
 
   let metrics: MetricsServer | null = null;
   if (config.metricsPort >= 0) {

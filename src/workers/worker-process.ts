@@ -4,7 +4,8 @@
 // stop it too (systemd signals every process of the unit). If the primary goes, it goes.
 import type { Logger } from 'pino';
 import type { RelayConfig } from '../server/config.js';
-import { WORKER_ENV, type ToPrimary, type ToWorker } from './primary.js';
+import { WORKER_ENV, type ToWorker } from './primary.js';
+import { answerLocal, PrimaryChannel, relayWideConnections, tell } from './relay-wide.js';
 import { startWorker, type WorkerPlan } from './worker.js';
 
 function planFromEnv(env: NodeJS.ProcessEnv): WorkerPlan & { port: number } {
@@ -15,18 +16,22 @@ function planFromEnv(env: NodeJS.ProcessEnv): WorkerPlan & { port: number } {
   return { index, count, runDir, reusePort: env[WORKER_ENV.reusePort] === '1', port: Number(env[WORKER_ENV.port]) };
 }
 
-function tell(message: ToPrimary): void {
-  process.send?.(message);
-}
-
 /** Runs until stopped; resolves with the exit status. */
 export async function runWorkerProcess(load: () => RelayConfig, baseLog: Logger): Promise<number> {
   const plan = planFromEnv(process.env);
   const log = baseLog.child({ worker: plan.index });
   const configOf = (): RelayConfig => ({ ...load(), port: plan.port });
+  const channel = new PrimaryChannel();
+  // Answers may come while the worker starts (an admin request cannot, before it listens).
+  process.on('message', (message: ToWorker) => {
+    if (message.type === 'answer') channel.answered(message);
+  });
   let worker;
   try {
-    worker = await startWorker(configOf(), plan, log);
+    worker = await startWorker(configOf(), plan, log, {
+      adminConnections: (local) => relayWideConnections(channel, local),
+      stats: () => channel.ask('stats') as Promise<object>,
+    });
   } catch (err) {
     tell({ type: 'failed', message: (err as Error).message });
     throw err;
@@ -48,8 +53,9 @@ export async function runWorkerProcess(load: () => RelayConfig, baseLog: Logger)
         } catch (err) {
           log.error({ event: 'config_reload_failed', err: (err as Error).message }, 'configuration not reloaded');
         }
-      } else if (message.type === 'observe') {
-        relay.observe().then((observation) => tell({ type: 'observation', id: message.id, observation }), () => {});
+      } else if (message.type === 'local') {
+        answerLocal(relay, plan.index, message.what, message.key).then((value) => tell({ type: 'local-answer', id: message.id, value }),
+          () => tell({ type: 'local-answer', id: message.id, value: null }));
       }
     });
     // The primary is gone (it died): nothing supervises this worker nor owns the store any more.

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { HostedMailboxStore, HostedPolicyStore, HostLink } from '../store/remote/client.js';
 import { openedByEachProcess } from '../store/open.js';
 import type { RelayConfig } from '../server/config.js';
-import { Relay } from '../server/relay.js';
+import { Relay, type RelayOptions } from '../server/relay.js';
 import { Mesh } from './mesh.js';
 
 export interface WorkerPlan {
@@ -35,7 +35,10 @@ export interface Worker {
   close(options?: { retryAfterMs?: number; graceMs?: number }): Promise<void>;
 }
 
-export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Logger): Promise<Worker> {
+/** What a worker process adds to its relay (the admin commands' relay-wide view). */
+export type WorkerRelayOptions = Pick<RelayOptions, 'adminConnections' | 'stats'>;
+
+export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Logger, extra: WorkerRelayOptions = {}): Promise<Worker> {
   const hosted = !openedByEachProcess(config.store);
   const link = hosted ? await HostLink.open(storeSocketPath(plan.runDir)) : null;
   if (link !== null) {
@@ -51,6 +54,7 @@ export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Lo
   let relay: Relay | undefined;
   try {
     relay = await Relay.start({ ...config, metricsPort: -1 }, {
+      ...extra,
       logger: log,
       peers: mesh.presence,
       sweeps: false,

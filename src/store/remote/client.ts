@@ -29,6 +29,7 @@ export class HostLink {
   #nextId = 1;
   #state: HostState | null = null;
   #lost = false;
+  #closing = false;
   /** Runs once when the host's connection is gone (the worker cannot store any more). */
   onLost: ((err: Error) => void) | null = null;
 
@@ -71,7 +72,9 @@ export class HostLink {
     });
   }
 
+  /** Lets go of the host (the worker is stopping): not reported as lost. */
   close(): void {
+    this.#closing = true;
     this.#socket.end();
   }
 
@@ -93,7 +96,7 @@ export class HostLink {
     this.#lost = true;
     for (const waiting of this.#waiting.values()) waiting.reject(err);
     this.#waiting.clear();
-    this.onLost?.(err);
+    if (!this.#closing) this.onLost?.(err);
   }
 }
 
