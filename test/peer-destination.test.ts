@@ -5,7 +5,7 @@
 import t from 'tap';
 import { decodeKey, generateIdentity } from '../src/crypto/keys.js';
 import { Code, KEY_LENGTH } from '../src/protocol/constants.js';
-import { ForwardMiss, type Peer, type Peers } from '../src/server/destinations.js';
+import { FORWARDED, ForwardMiss, type ForwardWaiter, type Peer, type Peers } from '../src/server/destinations.js';
 import type { Envelope } from '../src/server/envelope.js';
 import { Relay } from '../src/server/relay.js';
 import { connectClient, connectCollecting, removeDir, silentLogger, tempDir, waitForCount } from './helpers.js';
@@ -20,12 +20,14 @@ interface Forwarded {
   ttlSeconds: number;
 }
 
-/** Holds the keys it is told to, records what it is sent, and answers `outcome` a turn later. */
+/** Holds the keys it is told to, records what it is sent, and answers `outcome` a turn later (a miss too). */
 class FakePeer implements Peers, Peer {
   readonly name = 'fake';
   readonly holds = new Set<string>();
   readonly forwarded: Forwarded[] = [];
   outcome: number = Code.DELIVERED;
+  /** A miss returned by forward() itself (the peer knew at once), instead of through the waiter. */
+  missAtOnce = false;
 
   hold(key: Uint8Array): void {
     this.holds.add(Buffer.from(key).toString('latin1'));
@@ -35,13 +37,15 @@ class FakePeer implements Peers, Peer {
     return this.holds.has(keyId) ? this : null;
   }
 
-  forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number): Promise<number> {
+  forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number, waiter: ForwardWaiter): number {
     this.forwarded.push({
       sender: Buffer.from(sender), recipient: Buffer.from(envelope.recipientKey()), wrappedKey: Buffer.from(envelope.wrappedKey()),
       storageKey: envelope.storageKey() && Buffer.from(envelope.storageKey()!), body: envelope.body().toString(), flags, ttlSeconds,
     });
     const outcome = this.outcome;
-    return new Promise((resolve) => setImmediate(() => resolve(outcome)));
+    if (this.missAtOnce && outcome < 0) return outcome;
+    setImmediate(() => waiter.forwardSettled(outcome));
+    return FORWARDED;
   }
 }
 
@@ -119,4 +123,21 @@ t.test('a key connected here is delivered here, whatever a peer claims; outcomes
   t.same(peer.forwarded.map((f) => f.recipient.subarray(0, KEY_LENGTH)), [Buffer.from(there.publicKey)], 'only the key held elsewhere went to the peer');
   await waitForCount(messages, 1);
   t.same(messages.map((m) => Buffer.from(m.body).toString()), ['three ways']);
+});
+
+t.test('a miss the peer knows at once is decided at once: stored when storable, refused otherwise', async (t) => {
+  const { relay, peer, alice } = await setup(t);
+  const bob = generateIdentity();
+  peer.hold(bob.publicKey);
+  peer.missAtOnce = true;
+  peer.outcome = ForwardMiss.BUSY;
+  const busy = await alice.send([bob.publicKey], 'live only');
+  t.same(busy.outcomes.map((o) => o.codeName), ['RECIPIENT_BUSY']);
+  peer.outcome = ForwardMiss.GONE;
+  const gone = await alice.send([bob.publicKey], 'live only');
+  t.same(gone.outcomes.map((o) => o.codeName), ['RECIPIENT_OFFLINE']);
+  const kept = await alice.send([bob.publicKey], 'keep me', { store: true });
+  t.same(kept.outcomes.map((o) => o.codeName), ['STORED'], 'stored here at once');
+  t.same(relay.stats.forwardMisses, { gone: 2, busy: 1 });
+  t.equal((await relay.store.totals()).count, 1);
 });

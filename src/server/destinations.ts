@@ -4,6 +4,7 @@
 // an instance on another host): presence says which instance holds a key, and forwarding carries
 // the envelope one hop. The workers of one host implement it (src/workers/); the cluster will.
 import type { Envelope } from './envelope.js';
+import type { Sender } from './send-answer.js';
 import type { Session } from './session.js';
 
 /** A forward that did not reach the recipient (negative, never a RESULT code). */
@@ -13,6 +14,14 @@ export const ForwardMiss = {
   /** The peer's queue is over its byte budget. */
   BUSY: -2,
 } as const;
+
+/** What Peer.forward answers when it has taken the envelope (its waiter is told the outcome later). */
+export const FORWARDED = 0;
+
+/** Told the outcome of one forwarded envelope, exactly once: a RESULT outcome code or a ForwardMiss. */
+export interface ForwardWaiter {
+  forwardSettled(code: number): void;
+}
 
 /** The other instances of this relay, as the router needs them. */
 export interface Peers {
@@ -31,11 +40,26 @@ export interface Peer {
   readonly name: string;
   /**
    * Forwards one envelope (copy what is needed before returning, or keep slices: see ./envelope.ts),
-   * batched with the others of this turn, never written inline. Resolves with the recipient's
-   * outcome on the peer (a RESULT outcome code: DELIVERED, STORED or a refusal) or a ForwardMiss;
-   * then the router stores a storable message itself and refuses the others. Never rejects.
+   * batched with the others of this turn, never written inline. Returns FORWARDED when it took the
+   * envelope: `waiter` is then told the recipient's outcome on the peer (a RESULT outcome code:
+   * DELIVERED, STORED or a refusal) or a ForwardMiss, once. A miss known at once (the peer is gone,
+   * its queue is full) is returned instead, and the waiter is never called. After a miss the
+   * router stores a storable message itself and refuses the others. No promise per envelope: a
+   * forward is on the per-message path.
    */
-  forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number): Promise<number>;
+  forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number, waiter: ForwardWaiter): number;
   /** Something was stored here for keyId, which the peer holds: it reads that mailbox again. */
   mailboxChanged?(keyId: string): void;
 }
+
+/** Where a forwarded envelope came from, as the instance that routes it sees it. */
+export interface ForwardOrigin {
+  /** The sender, valid for this call only (the router keeps persist()'s for what settles later). */
+  readonly sender: Sender;
+  persist(): Sender;
+  /** The outcome of forward `id`, for an envelope whose outcome came later. */
+  answer(id: number, code: number): void;
+}
+
+/** routeForwarded's answer when the outcome comes later, through ForwardOrigin.answer. */
+export const ANSWER_LATER = -100;

@@ -23,7 +23,7 @@ import { newSendView, parseSendInto, peekSendSeq } from '../protocol/frames.js';
 import { finalOutcome, type Accepted, type EnqueueOutcome, type EnqueueRequest, type MailboxStore, type RefusalCode } from '../store/mailbox.js';
 import type { HeldMarker } from './backlog.js';
 import type { RelayConfig } from './config.js';
-import { ForwardMiss, type Peer, type Peers } from './destinations.js';
+import { ANSWER_LATER, FORWARDED, ForwardMiss, type ForwardOrigin, type ForwardWaiter, type Peer, type Peers } from './destinations.js';
 import { Envelope } from './envelope.js';
 import { MailboxDrain } from './mailbox-drain.js';
 import { PendingStores } from './pending-stores.js';
@@ -60,12 +60,24 @@ interface StoreItem {
   ticket: number;
 }
 
-/** One recipient of a SEND forwarded to a peer, and what is needed to store it should the forward miss. */
-interface ForwardItem {
-  index: number;
-  keyId: string;
-  key: Buffer;
-  wrappedKey: Buffer;
+/**
+ * One recipient of a SEND forwarded to a peer: the peer calls it back with the outcome. It keeps
+ * what storing the message needs should the forward miss, for storable messages only.
+ */
+class ForwardItem implements ForwardWaiter {
+  pending: SendAnswer | null = null;
+  parts: SendParts = NOT_STORABLE;
+  constructor(
+    readonly settled: (item: ForwardItem, code: number) => void,
+    readonly index: number,
+    readonly keyId: string,
+    readonly key: Buffer | null,
+    readonly wrappedKey: Buffer | null,
+  ) {}
+
+  forwardSettled(code: number): void {
+    this.settled(this, code);
+  }
 }
 
 /** An element of a commit group's flat list (Accepted, SendAnswer, StoreItem[] per SEND). */
@@ -81,6 +93,9 @@ interface SendParts {
   body: Buffer;
   ttlSeconds: number;
 }
+
+/** A SEND that is not storable needs none of its parts after routing (nothing of it is stored). */
+const NOT_STORABLE: SendParts = Object.freeze({ storable: false, storageKey: null, body: Buffer.alloc(0), ttlSeconds: 0 });
 
 export interface RouterOptions {
   /** Other instances of this relay (workers, cluster), or none. */
@@ -105,7 +120,9 @@ export class Router {
   readonly #envelope = new Envelope();
   /** Per SEND being routed (cleared before each): its recipients bound for the store and for peers. */
   readonly #toStore: StoreItem[] = [];
-  readonly #toPeers: Array<{ item: ForwardItem; outcome: Promise<number> }> = [];
+  readonly #toPeers: ForwardItem[] = [];
+  /** Every ForwardItem's callback (one function, not one per forward). */
+  readonly #forwardDone = (item: ForwardItem, code: number): void => this.#forwardSettled(item.pending!, item.parts, item, code);
   /** SENDs waiting on the commit `#commitGroupOf` (flat: accepted, answer, items per SEND). */
   #commitGroup: CommitWaiter[] | null = null;
   #commitGroupOf: Promise<boolean> | null = null;
@@ -275,11 +292,26 @@ export class Router {
   }
 
   #forward(sender: Sender, envelope: Envelope, index: number, peer: Peer, flags: number, ttlSeconds: number): number {
-    this.#toPeers.push({
-      item: { index, keyId: envelope.keyId, key: envelope.recipientKey(), wrappedKey: envelope.wrappedKey() },
-      outcome: peer.forward(sender.key, envelope, flags, ttlSeconds),
-    });
-    return TO_PEER;
+    const storable = (flags & SendFlags.STORE) !== 0;
+    const item = new ForwardItem(this.#forwardDone, index, envelope.keyId,
+      storable ? envelope.recipientKey() : null, storable ? envelope.wrappedKey() : null);
+    const taken = peer.forward(sender.key, envelope, flags, ttlSeconds, item);
+    if (taken === FORWARDED) {
+      this.#toPeers.push(item);
+      return TO_PEER;
+    }
+    // A miss the peer knew at once: decided here and now, as one that comes later would be.
+    const busy = this.#countMiss(taken);
+    if (storable) return this.#toMailbox(envelope, index, null, undefined);
+    return busy ? Code.RECIPIENT_BUSY : Code.RECIPIENT_OFFLINE;
+  }
+
+  /** Counts a forward that missed; true if it was for want of room (BUSY). */
+  #countMiss(code: number): boolean {
+    const busy = code === ForwardMiss.BUSY;
+    if (busy) this.#stats.forwardMisses.busy++;
+    else this.#stats.forwardMisses.gone++;
+    return busy;
   }
 
   /**
@@ -290,7 +322,7 @@ export class Router {
     sender: Sender, seq: number, wantReceipt: boolean, outcomes: number[], envelope: Envelope, storable: boolean, ttlSeconds: number,
     reply: ((outcomes: number[]) => void) | null = null,
   ): void {
-    const parts: SendParts = { storable, storageKey: envelope.storageKey(), body: envelope.body(), ttlSeconds };
+    const parts: SendParts = storable ? { storable, storageKey: envelope.storageKey(), body: envelope.body(), ttlSeconds } : NOT_STORABLE;
     const pending = new SendAnswer(sender, seq, wantReceipt, envelope.bodyLength, outcomes);
     pending.reply = reply;
     this.#pending.bytesPending(sender, pending.bytes);
@@ -302,9 +334,10 @@ export class Router {
     }
     const toPeers = this.#toPeers;
     if (toPeers.length > 0) {
-      for (const { item, outcome } of toPeers) {
+      for (const item of toPeers) {
         pending.waiting++;
-        outcome.then((code) => this.#forwardSettled(pending, parts, item, code));
+        item.pending = pending;
+        item.parts = parts;
       }
       toPeers.length = 0;
     }
@@ -386,9 +419,7 @@ export class Router {
       this.#partSettled(pending);
       return;
     }
-    const busy = code === ForwardMiss.BUSY;
-    if (busy) this.#stats.forwardMisses.busy++;
-    else this.#stats.forwardMisses.gone++;
+    const busy = this.#countMiss(code);
     if (!this.#storableMiss(pending, parts, item)) {
       pending.outcomes[item.index] = busy ? Code.RECIPIENT_BUSY : Code.RECIPIENT_OFFLINE;
     }
@@ -399,7 +430,7 @@ export class Router {
   #storableMiss(pending: SendAnswer, parts: SendParts, item: ForwardItem): boolean {
     if (!parts.storable) return false;
     this.#storeItems(pending, parts, [{
-      index: item.index, keyId: item.keyId, key: item.key, wrappedKey: item.wrappedKey, liveTo: null, marker: undefined,
+      index: item.index, keyId: item.keyId, key: item.key!, wrappedKey: item.wrappedKey!, liveTo: null, marker: undefined,
       ticket: this.#pending.storeStarted(item.keyId),
     }]);
     return true;
@@ -461,21 +492,20 @@ export class Router {
 
   /**
    * Routes one recipient's envelope that another instance of the relay forwarded (one hop: a key not
-   * held here is a miss, never forwarded again). Answers as #routeOne decides for a local sender:
-   * a RESULT outcome code now, or later through `reply`; ForwardMiss.GONE when the key is not here.
+   * held here is a miss, never forwarded again). Returns the outcome as #routeOne decides it for a
+   * local sender, ForwardMiss.GONE when the key is not here, or ANSWER_LATER when it settles later
+   * (a store's commit): then origin.answer(id, code) gives it.
    */
-  routeForwarded(sender: Sender, envelope: Envelope, flags: number, ttlSeconds: number, reply: (code: number) => void): void {
+  routeForwarded(origin: ForwardOrigin, envelope: Envelope, flags: number, ttlSeconds: number, id: number): number {
     const target = this.sessions.get(envelope.keyId);
-    if (target === undefined || target.closed) {
-      reply(ForwardMiss.GONE);
-      return;
-    }
+    if (target === undefined || target.closed) return ForwardMiss.GONE;
     this.#stats.forwardedIn++;
     const storable = (flags & SendFlags.STORE) !== 0;
-    this.#toPeers.length = 0;
-    const outcome = this.#routeOne(sender, envelope, 0, storable, flags, ttlSeconds);
-    if (outcome >= 0) reply(outcome);
-    else this.#awaitOutcomes(sender, 0, false, [outcome], envelope, storable, ttlSeconds, (outcomes) => reply(outcomes[0]));
+    const outcome = this.#routeOne(origin.sender, envelope, 0, storable, flags, ttlSeconds);
+    if (outcome >= 0) return outcome;
+    // The sender is kept only now: it is held until the store settles.
+    this.#awaitOutcomes(origin.persist(), 0, false, [outcome], envelope, storable, ttlSeconds, (outcomes) => origin.answer(id, outcomes[0]));
+    return ANSWER_LATER;
   }
 
   /** Writes mailbox entries to a session while its window and budget allow (./mailbox-drain.ts). */

@@ -12,7 +12,7 @@ import { encodeKey } from '../crypto/keys.js';
 import { KEY_LENGTH, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
 import { Outbound } from '../protocol/outbound.js';
 import { FrameReader } from '../protocol/reader.js';
-import { ForwardMiss, type Peer } from '../server/destinations.js';
+import { ANSWER_LATER, FORWARDED, ForwardMiss, type ForwardOrigin, type ForwardWaiter, type Peer } from '../server/destinations.js';
 import { Envelope } from '../server/envelope.js';
 import type { Sender } from '../server/send-answer.js';
 import {
@@ -33,16 +33,15 @@ export interface LinkEvents {
   /** HELLO arrived: the link is up and knows the peer's index. */
   up(link: PeerLink): void;
   presence(link: PeerLink, add: boolean, key: Buffer, epoch: number): void;
-  /** An envelope to route here; answer exactly once. */
-  forwarded(link: PeerLink, sender: Sender, envelope: Envelope, flags: number, ttlSeconds: number, reply: (code: number) => void): void;
+  /**
+   * An envelope to route here: returns its outcome, or ANSWER_LATER and then origin.answer(id, code)
+   * once (src/server/router.ts routeForwarded).
+   */
+  forwarded(link: PeerLink, origin: ForwardOrigin, envelope: Envelope, flags: number, ttlSeconds: number, id: number): number;
   mailboxChanged(link: PeerLink, keyId: string): void;
   down(link: PeerLink): void;
 }
 
-interface PendingForward {
-  resolve(code: number): void;
-  deadline: number;
-}
 
 export class PeerLink implements Peer {
   /** The peer's index, once its HELLO has arrived (-1 before). */
@@ -56,7 +55,11 @@ export class PeerLink implements Peer {
   readonly #reader: FrameReader;
   readonly #settings: LinkSettings;
   readonly #events: LinkEvents;
-  readonly #pending = new Map<number, PendingForward>();
+  /** Forwards waiting for their outcome, by id. */
+  readonly #pending = new Map<number, ForwardWaiter>();
+  /** Their deadlines, in the order sent: id, deadline, id, deadline, ... from #deadlinesHead. */
+  #deadlines: number[] = [];
+  #deadlinesHead = 0;
   #nextId = 1;
   /** Answers to the peer's forwards, sent as one OUTCOMES frame per turn. */
   #outcomes: number[] = [];
@@ -64,12 +67,15 @@ export class PeerLink implements Peer {
   /** Reasons not to read (store-bound forwards waiting on their commits). */
   #pauses = 0;
   readonly #envelope = new Envelope();
+  /** The sender of the FORWARD being routed (one object, its key pointed at each frame's). */
+  readonly #origin: LinkOrigin;
 
   constructor(socket: Socket, settings: LinkSettings, events: LinkEvents) {
     this.#socket = socket;
     this.#settings = settings;
     this.#events = events;
     this.#out = new Outbound(socket);
+    this.#origin = new LinkOrigin(this);
     this.#reader = new FrameReader({
       maxLength: (type) => meshMaxLength(type, settings.maxBodyBytes()),
       onFrame: (type, buf, start, end) => this.#frame(type, buf, start, end),
@@ -99,11 +105,11 @@ export class PeerLink implements Peer {
     return this.#out.pendingBytes;
   }
 
-  forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number): Promise<number> {
-    if (!this.up) return Promise.resolve(ForwardMiss.GONE);
+  forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number, waiter: ForwardWaiter): number {
+    if (!this.up) return ForwardMiss.GONE;
     const wrappedLength = envelope.wrappedEnd - envelope.wrappedStart;
     const payload = FORWARD_HEADER + wrappedLength + envelope.bodyLength;
-    if (this.#out.pendingBytes + payload > this.#settings.forwardBudgetBytes) return Promise.resolve(ForwardMiss.BUSY);
+    if (this.#out.pendingBytes + payload > this.#settings.forwardBudgetBytes) return ForwardMiss.BUSY;
     const id = this.#nextId;
     this.#nextId = id >= 0xffff_ffff ? 1 : id + 1;
     const headerLength = 5 + FORWARD_HEADER + wrappedLength;
@@ -129,9 +135,9 @@ export class PeerLink implements Peer {
     o += 1 + STORAGE_KEY_LENGTH;
     b[o] = wrappedLength;
     envelope.buf.copy(b, o + 1, envelope.wrappedStart, envelope.wrappedEnd);
-    return new Promise<number>((resolve) => {
-      this.#pending.set(id, { resolve, deadline: Date.now() + this.#settings.forwardDeadlineMs });
-    });
+    this.#pending.set(id, waiter);
+    this.#deadlines.push(id, Date.now() + this.#settings.forwardDeadlineMs);
+    return FORWARDED;
   }
 
   mailboxChanged(keyId: string): void {
@@ -152,12 +158,27 @@ export class PeerLink implements Peer {
 
   /** Forwards past their deadline miss GONE (called by the mesh's timer). */
   expire(now: number): void {
-    for (const [id, pending] of this.#pending) {
-      // Deadlines grow with ids: the first one still in time ends the search.
-      if (pending.deadline > now) break;
+    const deadlines = this.#deadlines;
+    let head = this.#deadlinesHead;
+    // Deadlines grow in the order sent: the first one still in time ends the search.
+    while (head < deadlines.length && deadlines[head + 1] <= now) {
+      const id = deadlines[head];
+      head += 2;
+      const waiter = this.#pending.get(id);
+      if (waiter === undefined) continue; // answered in time
       this.#pending.delete(id);
-      pending.resolve(ForwardMiss.GONE);
+      waiter.forwardSettled(ForwardMiss.GONE);
     }
+    // Answered ones ahead of the first in time are dropped as well: the queue stays as long as the wait.
+    while (head < deadlines.length && !this.#pending.has(deadlines[head])) head += 2;
+    if (head === deadlines.length) {
+      deadlines.length = 0;
+      head = 0;
+    } else if (head > 4096 && head * 2 > deadlines.length) {
+      deadlines.splice(0, head);
+      head = 0;
+    }
+    this.#deadlinesHead = head;
   }
 
   pauseReading(): void {
@@ -191,7 +212,9 @@ export class PeerLink implements Peer {
   #failPending(): void {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
-    for (const p of pending) p.resolve(ForwardMiss.GONE);
+    this.#deadlines = [];
+    this.#deadlinesHead = 0;
+    for (const waiter of pending) waiter.forwardSettled(ForwardMiss.GONE);
   }
 
   #frame(type: number, buf: Buffer, start: number, end: number): void {
@@ -241,11 +264,14 @@ export class PeerLink implements Peer {
     e.storageKeyOffset = buf[storageFlagAt] === 1 ? storageFlagAt + 1 : -1;
     e.bodyStart = wrappedEnd;
     e.bodyEnd = end;
-    const sender = new ForwardedSender(buf.subarray(senderAt, senderAt + KEY_LENGTH), this);
-    this.#events.forwarded(this, sender, e, flags, ttlSeconds, (code) => this.#answer(id, code));
+    const origin = this.#origin;
+    origin.point(buf, senderAt);
+    const code = this.#events.forwarded(this, origin, e, flags, ttlSeconds, id);
+    if (code !== ANSWER_LATER) this.answer(id, code);
   }
 
-  #answer(id: number, code: number): void {
+  /** Sends the outcome of the peer's forward `id` (batched: one OUTCOMES frame per turn). */
+  answer(id: number, code: number): void {
     if (this.#closed) return;
     this.#outcomes.push(id, code);
     if (this.#outcomesScheduled) return;
@@ -273,15 +299,67 @@ export class PeerLink implements Peer {
   #answered(buf: Buffer, start: number, end: number): void {
     for (let o = start; o + OUTCOME_RECORD <= end; o += OUTCOME_RECORD) {
       const id = buf.readUInt32BE(o);
-      const pending = this.#pending.get(id);
-      if (pending === undefined) continue; // past its deadline: already answered GONE
+      const waiter = this.#pending.get(id);
+      if (waiter === undefined) continue; // past its deadline: already answered GONE
       this.#pending.delete(id);
-      pending.resolve(buf.readInt16BE(o + 4));
+      waiter.forwardSettled(buf.readInt16BE(o + 4));
     }
   }
 }
 
-/** The sender of a forwarded envelope as the router sees it: its key, and the link to hold back. */
+/**
+ * Where the FORWARD being routed came from (the router's ForwardOrigin): its sender's key, read in
+ * place, and a sender of its own for one whose outcome comes later.
+ */
+class LinkOrigin implements ForwardOrigin, Sender {
+  storeBytesPending = 0;
+  #buf: Buffer = Buffer.alloc(0);
+  #at = 0;
+  readonly #link: PeerLink;
+
+  constructor(link: PeerLink) {
+    this.#link = link;
+  }
+
+  point(buf: Buffer, at: number): void {
+    this.#buf = buf;
+    this.#at = at;
+  }
+
+  get sender(): Sender {
+    return this;
+  }
+
+  get key(): Buffer {
+    return this.#buf.subarray(this.#at, this.#at + KEY_LENGTH);
+  }
+
+  get keyText(): string {
+    return encodeKey(this.key);
+  }
+
+  get closed(): boolean {
+    return this.#link.closed;
+  }
+
+  persist(): Sender {
+    return new ForwardedSender(this.key, this.#link);
+  }
+
+  answer(id: number, code: number): void {
+    this.#link.answer(id, code);
+  }
+
+  pauseReading(): void {
+    this.#link.pauseReading();
+  }
+
+  resumeReading(): void {
+    this.#link.resumeReading();
+  }
+}
+
+/** The sender of a forwarded envelope kept until its store settles: its key, and the link to hold back. */
 class ForwardedSender implements Sender {
   storeBytesPending = 0;
   readonly key: Buffer;

@@ -128,10 +128,9 @@ export class Mesh {
       if (add) this.presence.peerAdded(link, key, epoch);
       else this.presence.peerRemoved(link, key, epoch);
     },
-    forwarded: (_link, sender, envelope, flags, ttlSeconds, reply) => {
+    forwarded: (_link, origin, envelope, flags, ttlSeconds, id) => {
       const router = this.#router;
-      if (router === null) reply(ForwardMiss.GONE);
-      else router.routeForwarded(sender, envelope, flags, ttlSeconds, reply);
+      return router === null ? ForwardMiss.GONE : router.routeForwarded(origin, envelope, flags, ttlSeconds, id);
     },
     mailboxChanged: (_link, keyId) => this.#router?.mailboxChanged(keyId),
     down: (link) => {
