@@ -90,36 +90,8 @@ export async function serve(argv: string[]): Promise<number> {
   process.stdout.write(relay.address + '\n');
   hintAddress(config, logger, (host) => relay.addressFor(host));
   logger.info({ event: 'relay_started', address: relay.address, port: relay.port, tls: relay.tls, metricsPort: relay.metricsPort }, 'relay started');
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) {
-        logger.warn({ event: 'forced_exit', signal }, 'second signal: exiting now');
-        process.exit(1);
-      }
-      stopping = true;
-      logger.info({ event: 'shutdown', signal }, 'shutting down');
-      // The drain has a deadline; past it the process exits anyway (LMDB commits are durable).
-      setTimeout(() => {
-        logger.error({ event: 'shutdown_deadline' }, 'shutdown took too long: exiting');
-        process.exit(1);
-      }, SHUTDOWN_DEADLINE_MS).unref();
-      relay.close({ retryAfterMs: 1000, graceMs: 5000 }).then(() => resolve(0), (err: Error) => {
-        logger.error({ event: 'shutdown_failed', err: err.message }, 'shutdown failed');
-        resolve(1);
-      });
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    // SIGHUP: read the file and environment again and apply the reloadable settings.
-    process.on('SIGHUP', () => {
-      try {
-        relay.reload(load());
-      } catch (err) {
-        logger.error({ event: 'config_reload_failed', err: (err as Error).message }, 'configuration not reloaded');
-      }
-    });
-  });
+  // SIGHUP: read the file and environment again and apply the reloadable settings.
+  return untilStopped(logger, 'shutting down', () => relay.close({ retryAfterMs: 1000, graceMs: 5000 }), () => relay.reload(load()));
 }
 
 function hintAddress(config: RelayConfig, logger: Logger, addressFor: (host: string) => string): void {
@@ -142,30 +114,41 @@ async function servePrimary(config: RelayConfig, load: () => RelayConfig, logger
   hintAddress(config, logger, (host) => formatRelayAddress({ ...parseRelayAddress(primary.address), host }));
   logger.info({ event: 'relay_started', address: primary.address, port: primary.port, workers: workerCount(config.workers), metricsPort: primary.metricsPort },
     'relay started');
+  return untilStopped(logger, 'shutting down every worker', () => primary.stop(), () => {
+    load(); // a bad file is reported here, once, and no worker reloads it
+    primary.reload();
+  });
+}
+
+/**
+ * Runs until SIGTERM or SIGINT: then stop() (with a deadline past which the process exits anyway:
+ * LMDB commits are durable), and a second signal exits at once. SIGHUP calls reload(); a reload
+ * that throws is logged and changes nothing. Resolves with the exit status.
+ */
+function untilStopped(logger: Logger, shutdownMessage: string, stop: () => Promise<void>, reload: () => void): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (signal: string) => {
+    const onSignal = (signal: string) => {
       if (stopping) {
         logger.warn({ event: 'forced_exit', signal }, 'second signal: exiting now');
         process.exit(1);
       }
       stopping = true;
-      logger.info({ event: 'shutdown', signal }, 'shutting down every worker');
+      logger.info({ event: 'shutdown', signal }, shutdownMessage);
       setTimeout(() => {
         logger.error({ event: 'shutdown_deadline' }, 'shutdown took too long: exiting');
         process.exit(1);
       }, SHUTDOWN_DEADLINE_MS).unref();
-      primary.stop().then(() => resolve(0), (err: Error) => {
+      stop().then(() => resolve(0), (err: Error) => {
         logger.error({ event: 'shutdown_failed', err: err.message }, 'shutdown failed');
         resolve(1);
       });
     };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGHUP', () => {
       try {
-        load(); // a bad file is reported here, once, and no worker reloads it
-        primary.reload();
+        reload();
       } catch (err) {
         logger.error({ event: 'config_reload_failed', err: (err as Error).message }, 'configuration not reloaded');
       }
