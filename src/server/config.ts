@@ -2,6 +2,7 @@
 // then command-line flags (each overrides the one before). Validated once at start; a bad
 // value stops the relay with a message naming the key.
 import { readFileSync } from 'node:fs';
+import type { MailboxLimits } from '../store/mailbox.js';
 import { storeSettingError } from '../store/open.js';
 import { z } from 'zod';
 import { decodeKey } from '../crypto/keys.js';
@@ -191,6 +192,16 @@ export const RELOADABLE_KEYS = [
   'acceptRatePerSecond', 'acceptBurst', 'rateBytesPerSecond', 'rateBurstBytes', 'rateMessagesPerSecond',
   'rateBurstMessages', 'logDeliveries', 'storePendingBytesPerConnection', 'storePendingBytesTotal', 'readFramesPerTurn',
 ] as const satisfies readonly (keyof RelayConfig)[];
+
+/** The store-wide mailbox limits a configuration sets (the engine's MailboxLimits). */
+export function mailboxLimitsOf(config: RelayConfig): MailboxLimits {
+  return {
+    maxCountPerRecipient: config.mailboxMaxCount,
+    maxBytesPerRecipient: config.mailboxMaxBytes,
+    maxTotalBytes: config.storeMaxBytes,
+    maxTtlSeconds: config.maxTtlSeconds,
+  };
+}
 
 export function defaultConfig(overrides: RelayConfigInput = {}): RelayConfig {
   return resolveConfig([{ source: 'code', values: overrides as Record<string, unknown> }]);

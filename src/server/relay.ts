@@ -13,7 +13,7 @@ import { Code, codeMessage, codeName } from '../protocol/constants.js';
 import type { MailboxStore } from '../store/mailbox.js';
 import { openMailboxStore, openPolicyStore, redactUrl, type MailboxSettings, type StoreEvents } from '../store/open.js';
 import type { PolicyStore } from '../store/policy-store.js';
-import { defaultConfig, RELOADABLE_KEYS, tlsEnabled, type RelayConfig, type RelayConfigInput } from './config.js';
+import { defaultConfig, mailboxLimitsOf, RELOADABLE_KEYS, tlsEnabled, type RelayConfig, type RelayConfigInput } from './config.js';
 import { Admission } from './admission.js';
 import { ConnectedSessions } from './connected-sessions.js';
 import type { Connection, RelayContext } from './connection.js';
@@ -168,12 +168,7 @@ export class Relay {
     const store = await (options.openStore ?? openMailboxStore)({
       store: config.store,
       dataDir: config.dataDir,
-      limits: {
-        maxCountPerRecipient: config.mailboxMaxCount,
-        maxBytesPerRecipient: config.mailboxMaxBytes,
-        maxTotalBytes: config.storeMaxBytes,
-        maxTtlSeconds: config.maxTtlSeconds,
-      },
+      limits: mailboxLimitsOf(config),
       quotaFor: (recipient) => policies?.quotaFor(recipient),
       events: storeEvents(log),
     }).catch(async (err: unknown) => {

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import { decodeKey } from '../crypto/keys.js';
 import { PolicyAuthority } from '../policy/authority.js';
-import type { RelayConfig } from '../server/config.js';
+import { mailboxLimitsOf, type RelayConfig } from '../server/config.js';
 import { hostedPolicies, PolicyCache } from '../server/policies.js';
 import { startSweeping, storeEvents } from '../server/relay.js';
 import type { MailboxStore } from '../store/mailbox.js';
@@ -17,15 +17,6 @@ import { storeSocketPath } from './worker.js';
 export interface StoreOwner {
   store: MailboxStore;
   close(): Promise<void>;
-}
-
-export function mailboxLimitsOf(config: RelayConfig) {
-  return {
-    maxCountPerRecipient: config.mailboxMaxCount,
-    maxBytesPerRecipient: config.mailboxMaxBytes,
-    maxTotalBytes: config.storeMaxBytes,
-    maxTtlSeconds: config.maxTtlSeconds,
-  };
 }
 
 export async function openStoreOwner(config: RelayConfig, runDir: string, log: Logger): Promise<StoreOwner> {

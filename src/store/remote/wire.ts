@@ -31,7 +31,7 @@ export class BatchWriter<T> {
   }
 
   push(value: T): void {
-    this.#frames.push(frameOf(value));
+    pushFrame(this.#frames, value);
     if (this.#scheduled) return;
     this.#scheduled = true;
     setImmediate(() => this.#flush());
@@ -44,19 +44,20 @@ export class BatchWriter<T> {
     this.#frames = [];
     const socket = this.#socket;
     socket.cork();
-    if (this.#first !== null) socket.write(frameOf(this.#first()));
-    for (const frame of frames) socket.write(frame);
+    if (this.#first !== null) for (const piece of pushFrame([], this.#first())) socket.write(piece);
+    for (const piece of frames) socket.write(piece);
     socket.uncork();
   }
 }
 
-function frameOf(value: unknown): Buffer {
+/** Appends a value's frame as two pieces, its header and the serialized value (not copied again). */
+function pushFrame(pieces: Buffer[], value: unknown): Buffer[] {
   const payload = serialize(value);
-  const frame = Buffer.allocUnsafe(5 + payload.length);
-  frame[0] = VALUE;
-  frame.writeUInt32BE(payload.length, 1);
-  payload.copy(frame, 5);
-  return frame;
+  const header = Buffer.allocUnsafe(5);
+  header[0] = VALUE;
+  header.writeUInt32BE(payload.length, 1);
+  pieces.push(header, payload);
+  return pieces;
 }
 
 /** Reads values from a socket and hands each to onValue, in order; a bad frame closes the socket. */
