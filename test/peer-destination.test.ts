@@ -7,6 +7,7 @@ import { decodeKey, generateIdentity } from '../src/crypto/keys.js';
 import { Code, KEY_LENGTH } from '../src/protocol/constants.js';
 import { FORWARDED, ForwardMiss, type ForwardWaiter, type Peer, type Peers } from '../src/server/destinations.js';
 import type { Envelope } from '../src/server/envelope.js';
+import type { Sender } from '../src/server/send-answer.js';
 import { Relay } from '../src/server/relay.js';
 import { connectClient, connectCollecting, removeDir, silentLogger, tempDir, waitForCount } from './helpers.js';
 
@@ -37,14 +38,14 @@ class FakePeer implements Peers, Peer {
     return this.holds.has(keyId) ? this : null;
   }
 
-  forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number, waiter: ForwardWaiter): number {
+  forward(sender: Sender, envelope: Envelope, flags: number, ttlSeconds: number, waiter: ForwardWaiter, tag: number): number {
     this.forwarded.push({
-      sender: Buffer.from(sender), recipient: Buffer.from(envelope.recipientKey()), wrappedKey: Buffer.from(envelope.wrappedKey()),
+      sender: Buffer.from(sender.key), recipient: Buffer.from(envelope.recipientKey()), wrappedKey: Buffer.from(envelope.wrappedKey()),
       storageKey: envelope.storageKey() && Buffer.from(envelope.storageKey()!), body: envelope.body().toString(), flags, ttlSeconds,
     });
     const outcome = this.outcome;
     if (this.missAtOnce && outcome < 0) return outcome;
-    setImmediate(() => waiter.forwardSettled(outcome));
+    setImmediate(() => waiter.forwardSettled(outcome, tag));
     return FORWARDED;
   }
 }

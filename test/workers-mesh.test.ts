@@ -153,3 +153,29 @@ t.test('storable and non-storable messages interleaved across workers: every one
   t.equal(accepted.length, total, 'every one accepted');
   t.same(accepted.filter((b) => !got.has(b)), [], 'and received');
 });
+
+t.test('a link past half its budget pauses its senders rather than refusing; what it refuses is refused BUSY; every one is answered', async (t) => {
+  // The smallest budget (64 KiB): one read of a burst of 1 KiB messages fills it in one turn.
+  const { workers: [w1, w2] } = await twoWorkers(t, { forwardBudgetBytes: 64 * 1024 });
+  const bob = generateIdentity();
+  let received = 0;
+  const bobClient = await connectClient(w2.relay, { identity: bob, raw: true });
+  bobClient.on('message', () => received++);
+  const alice = await connectClient(w1.relay, { raw: true, sendBufferBytes: 4 * 1024 * 1024 });
+  t.teardown(() => Promise.all([alice.close(), bobClient.close()]));
+  await knows(w1, 1);
+  const body = Buffer.alloc(1024, 7);
+  const results = await Promise.all(Array.from({ length: 400 }, () => alice.send([bob.publicKey], body, { receipt: true })));
+  const codes = results.map((r) => r.outcomes[0]!.codeName);
+  const delivered = codes.filter((c) => c === 'DELIVERED').length;
+  const busy = codes.filter((c) => c === 'RECIPIENT_BUSY').length;
+  t.equal(delivered + busy, 400, `every one answered DELIVERED or RECIPIENT_BUSY (${delivered} delivered, ${busy} busy)`);
+  t.ok(w1.relay.stats.peerPauses > 0, `the sender was paused (${w1.relay.stats.peerPauses} times)`);
+  t.equal(w1.relay.stats.forwardMisses.busy, busy, 'each refusal counted as a busy miss');
+  const deadline = Date.now() + 5000;
+  while (received < delivered && Date.now() < deadline) await sleep(10);
+  t.equal(received, delivered, 'every DELIVERED one arrived');
+  // The pause ends once the link drained: the sender goes on.
+  const after = await alice.send([bob.publicKey], 'after', { receipt: true });
+  t.same(after.outcomes.map((o) => o.codeName), ['DELIVERED']);
+});

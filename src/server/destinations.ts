@@ -18,9 +18,13 @@ export const ForwardMiss = {
 /** What Peer.forward answers when it has taken the envelope (its waiter is told the outcome later). */
 export const FORWARDED = 0;
 
-/** Told the outcome of one forwarded envelope, exactly once: a RESULT outcome code or a ForwardMiss. */
+/**
+ * Told the outcome of one forwarded envelope, exactly once: a RESULT outcome code or a ForwardMiss,
+ * with the tag given to Peer.forward (one waiter may stand for many forwards: a session's
+ * single-recipient messages share one, the tag saying which SEND).
+ */
 export interface ForwardWaiter {
-  forwardSettled(code: number): void;
+  forwardSettled(code: number, tag: number): void;
 }
 
 /** The other instances of this relay, as the router needs them. */
@@ -44,10 +48,11 @@ export interface Peer {
    * envelope: `waiter` is then told the recipient's outcome on the peer (a RESULT outcome code:
    * DELIVERED, STORED or a refusal) or a ForwardMiss, once. A miss known at once (the peer is gone,
    * its queue is full) is returned instead, and the waiter is never called. After a miss the
-   * router stores a storable message itself and refuses the others. No promise per envelope: a
-   * forward is on the per-message path.
+   * router stores a storable message itself and refuses the others. No promise and no object per
+   * envelope: a forward is on the per-message path. A peer whose queue is filling may pause the
+   * sender's reading (ReadPause.PEER) until it has drained.
    */
-  forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number, waiter: ForwardWaiter): number;
+  forward(sender: Sender, envelope: Envelope, flags: number, ttlSeconds: number, waiter: ForwardWaiter, tag: number): number;
   /** Something was stored here for keyId, which the peer holds: it reads that mailbox again. */
   mailboxChanged?(keyId: string): void;
 }

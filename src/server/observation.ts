@@ -27,7 +27,7 @@ export interface Observation {
   traffic: Traffic;
   disconnects: { replaced: number; protocolErrors: number; slowConsumers: number; idleTimeouts: number; kicked: number; notAuthorized: number };
   rateLimitPauses: number;
-  readPauses: { output: number; store: number; turn: number };
+  readPauses: { output: number; store: number; turn: number; peer: number };
   mailbox: Totals & StoreStatus;
   eventLog: { written: number; dropped: number; errors: number } | null;
   /** Admin answers by status name. */
@@ -114,7 +114,7 @@ export async function observe(source: ObservationSource): Promise<Observation> {
       ...s.policyDisconnects,
     },
     rateLimitPauses: s.rateLimitPauses,
-    readPauses: { output: s.outputPauses, store: s.storePauses, turn: s.turnYields },
+    readPauses: { output: s.outputPauses, store: s.storePauses, turn: s.turnYields, peer: s.peerPauses },
     mailbox: { ...totals, ...source.storeStatus() },
     eventLog: source.eventLog(),
     adminAnswers: { ...source.adminAnswers() },

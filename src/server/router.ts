@@ -39,9 +39,13 @@ const REFUSAL_CODES: Record<RefusalCode, number> = {
   STORE_ERROR: Code.STORE_ERROR,
 };
 
-/** #routeOne's verdicts that settle later: the envelope went to the store, or to a peer. */
+/**
+ * #routeOne's verdicts that settle later: the envelope went to the store, or to a peer; or it went
+ * to a peer that answers the sender itself (a single-recipient message nothing of which is stored).
+ */
 const TO_STORE = -1;
 const TO_PEER = -2;
+const TO_PEER_ANSWERED = -3;
 
 export type SendVerdict = 'ok' | 'close-malformed';
 
@@ -77,6 +81,19 @@ class ForwardItem implements ForwardWaiter {
 
   forwardSettled(code: number): void {
     this.settled(this, code);
+  }
+}
+
+/**
+ * The outcomes of one session's forwarded single-recipient, non-storable messages: the commonest
+ * forward, which needs nothing kept but its SEND's seq and receipt bit, carried in the tag
+ * (seq × 2 + receipt). One per session, so such a forward allocates nothing.
+ */
+class SessionForwards implements ForwardWaiter {
+  constructor(readonly session: Session, readonly settled: (session: Session, code: number, tag: number) => void) {}
+
+  forwardSettled(code: number, tag: number): void {
+    this.settled(this.session, code, tag);
   }
 }
 
@@ -123,6 +140,9 @@ export class Router {
   readonly #toPeers: ForwardItem[] = [];
   /** Every ForwardItem's callback (one function, not one per forward). */
   readonly #forwardDone = (item: ForwardItem, code: number): void => this.#forwardSettled(item.pending!, item.parts, item, code);
+  readonly #sessionForwardDone = (session: Session, code: number, tag: number): void => this.#sessionForwardSettled(session, code, tag);
+  /** While routing a single-recipient SEND from a session: its tag for SessionForwards (else -1). */
+  #singleTag = -1;
   /** SENDs waiting on the commit `#commitGroupOf` (flat: accepted, answer, items per SEND). */
   #commitGroup: CommitWaiter[] | null = null;
   #commitGroupOf: Promise<boolean> | null = null;
@@ -221,9 +241,11 @@ export class Router {
       const keyId = keyIdAt(buf, o);
       // A small-order or non-canonical key: no one can connect as it, so nothing is kept for it.
       if (UNUSABLE_KEY_IDS.has(keyId)) return this.#refuse(sender, seq, Code.BAD_RECIPIENT);
+      this.#singleTag = seq * 2 + (wantReceipt ? 1 : 0);
       const outcome = this.#routeOne(sender, envelope.pointAt(buf, view, 0, keyId), 0, storable, flags, ttlSeconds);
+      this.#singleTag = -1;
       if (outcome >= 0) answer(sender, seq, wantReceipt, outcome);
-      else this.#awaitOutcomes(sender, seq, wantReceipt, [outcome], envelope, storable, ttlSeconds);
+      else if (outcome !== TO_PEER_ANSWERED) this.#awaitOutcomes(sender, seq, wantReceipt, [outcome], envelope, storable, ttlSeconds);
       return 'ok';
     }
 
@@ -293,12 +315,22 @@ export class Router {
 
   #forward(sender: Sender, envelope: Envelope, index: number, peer: Peer, flags: number, ttlSeconds: number): number {
     const storable = (flags & SendFlags.STORE) !== 0;
-    const item = new ForwardItem(this.#forwardDone, index, envelope.keyId,
-      storable ? envelope.recipientKey() : null, storable ? envelope.wrappedKey() : null);
-    const taken = peer.forward(sender.key, envelope, flags, ttlSeconds, item);
-    if (taken === FORWARDED) {
-      this.#toPeers.push(item);
-      return TO_PEER;
+    let taken: number;
+    if (!storable && this.#singleTag >= 0) {
+      // The SEND has this recipient alone (and came from a session): its answer is written when
+      // the peer's comes, with nothing kept here but the tag.
+      const session = sender as Session;
+      const waiter = session.forwardAnswers ??= new SessionForwards(session, this.#sessionForwardDone);
+      taken = peer.forward(sender, envelope, flags, ttlSeconds, waiter, this.#singleTag);
+      if (taken === FORWARDED) return TO_PEER_ANSWERED;
+    } else {
+      const item = new ForwardItem(this.#forwardDone, index, envelope.keyId,
+        storable ? envelope.recipientKey() : null, storable ? envelope.wrappedKey() : null);
+      taken = peer.forward(sender, envelope, flags, ttlSeconds, item, 0);
+      if (taken === FORWARDED) {
+        this.#toPeers.push(item);
+        return TO_PEER;
+      }
     }
     // A miss the peer knew at once: decided here and now, as one that comes later would be.
     const busy = this.#countMiss(taken);
@@ -424,6 +456,13 @@ export class Router {
       pending.outcomes[item.index] = busy ? Code.RECIPIENT_BUSY : Code.RECIPIENT_OFFLINE;
     }
     this.#partSettled(pending);
+  }
+
+  /** A single-recipient, non-storable forward has settled: its RESULT as one process would write it. */
+  #sessionForwardSettled(session: Session, code: number, tag: number): void {
+    if (code >= 0) this.#stats.forwarded++;
+    else code = this.#countMiss(code) ? Code.RECIPIENT_BUSY : Code.RECIPIENT_OFFLINE;
+    if (!session.closed) answer(session, Math.floor(tag / 2), tag % 2 === 1, code);
   }
 
   /** A forward of a storable message missed: it goes to the mailbox instead (true), else false. */

@@ -9,6 +9,7 @@ import { deliverHeaderLength, QUEUE_EMPTY_FRAME, writeDeliverHeader } from '../p
 import { Outbound } from '../protocol/outbound.js';
 import type { MailboxEntry } from '../store/mailbox.js';
 import { MailboxBacklog } from './backlog.js';
+import type { ForwardWaiter } from './destinations.js';
 import type { Envelope } from './envelope.js';
 import type { RelayStats } from './stats.js';
 
@@ -35,6 +36,8 @@ export const ReadPause = {
   STORE: 4,
   /** It used its share of this event-loop turn; read again in the next. */
   TURN: 8,
+  /** The link to the instance that holds a recipient of its messages is over half its budget. */
+  PEER: 16,
 } as const;
 
 /** The limits that apply to what this session sends (the policy model's); a policy change replaces them at once. */
@@ -63,6 +66,8 @@ export class Session {
   pauseReading: (reason: number) => void = () => {};
   /** Reads again once no reason is left. */
   resumeReading: (reason: number) => void = () => {};
+  /** Told the outcomes of this session's forwarded single-recipient messages (made by the router on the first). */
+  forwardAnswers: ForwardWaiter | null = null;
   readonly #inflight: Inflight[] = [];
   #inflightHead = 0;
 

@@ -16,6 +16,8 @@ export class RelayStats {
   storedLive = 0;
   /** Times a sender was not read from because its (or the relay's) stores awaiting commit passed the bound. */
   storePauses = 0;
+  /** Times a sender was not read from because the link to the instance its messages go to was filling. */
+  peerPauses = 0;
   /** Times a connection was not read from because its own unread output passed the bound. */
   outputPauses = 0;
   /** Times a connection used its share of an event-loop turn and was read again in the next. */

@@ -2,21 +2,27 @@
 // Peer (src/server/destinations.ts) that forwards envelopes to it.
 //
 // Forwarding never writes from the sender's read loop: a FORWARD goes into the link's output
-// (src/protocol/outbound.ts), which leaves as one write per event-loop turn. The output is bounded
-// (forwardBudgetBytes: past it a forward misses BUSY) and each forward has a deadline
-// (forwardDeadlineMs: past it, or when the link closes, it misses GONE); the router then stores a
-// storable message itself and refuses the others. Answers come back batched, one per envelope.
+// (src/protocol/outbound.ts), which leaves as one write per event-loop turn. The output is bounded:
+// past half of forwardBudgetBytes the senders that feed it are not read (ReadPause.PEER) until it
+// drains, as TCP would hold them back on one process; past all of it a forward misses BUSY. Each
+// forward has a deadline (forwardDeadlineMs, checked on the mesh's timer: past it, or when the link
+// closes, it misses GONE); the router then stores a storable message itself and refuses the others.
+// Answers come back batched, a run of consecutive forwards with one outcome in one record.
+//
+// A forward costs no object: its waiter and tag go into two arrays in the order sent, indexed by id.
 import type { Socket } from 'node:net';
 import { keyIdAt } from '../crypto/key-id.js';
 import { encodeKey } from '../crypto/keys.js';
 import { KEY_LENGTH, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
+import { copyBytes } from '../protocol/frames.js';
 import { Outbound } from '../protocol/outbound.js';
 import { FrameReader } from '../protocol/reader.js';
 import { ANSWER_LATER, FORWARDED, ForwardMiss, type ForwardOrigin, type ForwardWaiter, type Peer } from '../server/destinations.js';
 import { Envelope } from '../server/envelope.js';
 import type { Sender } from '../server/send-answer.js';
+import { ReadPause } from '../server/session.js';
 import {
-  FORWARD_HEADER, HELLO_LENGTH, helloFrame, MeshFrame, meshMaxLength, OUTCOME_RECORD, PRESENCE_RECORD, readU64, writeFrameHeader,
+  FORWARD_HEADER, HELLO_LENGTH, helloFrame, MAX_OUTCOME_RUN, MeshFrame, meshMaxLength, OUTCOME_RECORD, PRESENCE_RECORD, readU64, writeFrameHeader,
 } from './mesh-frames.js';
 
 export interface LinkSettings {
@@ -39,8 +45,13 @@ export interface LinkEvents {
    */
   forwarded(link: PeerLink, origin: ForwardOrigin, envelope: Envelope, flags: number, ttlSeconds: number, id: number): number;
   mailboxChanged(link: PeerLink, keyId: string): void;
+  /** A sender was paused because this link passed half its budget (counted). */
+  senderPaused(): void;
   down(link: PeerLink): void;
 }
+
+/** Arrays of settled forwards ahead of the oldest unanswered one are cut once this long (and half the arrays). */
+const COMPACT_AFTER = 4096;
 
 
 export class PeerLink implements Peer {
@@ -55,13 +66,22 @@ export class PeerLink implements Peer {
   readonly #reader: FrameReader;
   readonly #settings: LinkSettings;
   readonly #events: LinkEvents;
-  /** Forwards waiting for their outcome, by id. */
-  readonly #pending = new Map<number, ForwardWaiter>();
-  /** Their deadlines, in the order sent: id, deadline, id, deadline, ... from #deadlinesHead. */
-  #deadlines: number[] = [];
-  #deadlinesHead = 0;
-  #nextId = 1;
-  /** Answers to the peer's forwards, sent as one OUTCOMES frame per turn. */
+  /**
+   * Forwards sent and not yet answered, in the order sent: forward #firstId + i has its waiter at
+   * #waiters[i] (undefined once settled) and its tag at #tags[i]; the ones before #head are settled.
+   * Ids grow without end here (exact to 2^53) and go on the wire modulo 2^32.
+   */
+  #waiters: Array<ForwardWaiter | undefined> = [];
+  #tags: number[] = [];
+  #head = 0;
+  #firstId = 0;
+  #nextId = 0;
+  #unanswered = 0;
+  /** At each tick of the mesh's timer, the next id and the time: forwards before that id were sent by then. */
+  #ticks: number[] = [];
+  /** Senders not read while this link is over half its budget. */
+  readonly #pausedSenders = new Set<Sender>();
+  /** Answers to the peer's forwards (id, code, ...), sent as one OUTCOMES frame per turn. */
   #outcomes: number[] = [];
   #outcomesScheduled = false;
   /** Reasons not to read (store-bound forwards waiting on their commits). */
@@ -83,6 +103,7 @@ export class PeerLink implements Peer {
     });
     socket.setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.#reader.push(chunk));
+    socket.on('drain', () => this.#resumeSenders());
     socket.on('error', () => {});
     socket.on('close', () => this.#closedDown());
     this.#out.writeFrame(helloFrame(settings.index, process.pid));
@@ -105,38 +126,49 @@ export class PeerLink implements Peer {
     return this.#out.pendingBytes;
   }
 
-  forward(sender: Buffer, envelope: Envelope, flags: number, ttlSeconds: number, waiter: ForwardWaiter): number {
+  forward(sender: Sender, envelope: Envelope, flags: number, ttlSeconds: number, waiter: ForwardWaiter, tag: number): number {
     if (!this.up) return ForwardMiss.GONE;
     const wrappedLength = envelope.wrappedEnd - envelope.wrappedStart;
     const payload = FORWARD_HEADER + wrappedLength + envelope.bodyLength;
-    if (this.#out.pendingBytes + payload > this.#settings.forwardBudgetBytes) return ForwardMiss.BUSY;
-    const id = this.#nextId;
-    this.#nextId = id >= 0xffff_ffff ? 1 : id + 1;
+    const budget = this.#settings.forwardBudgetBytes;
+    const queued = this.#out.pendingBytes;
+    if (queued + payload > budget) return ForwardMiss.BUSY;
+    if (queued * 2 > budget && !this.#pausedSenders.has(sender)) {
+      // Checked again after this turn's write (scheduled before this): what the kernel took at
+      // once sends no 'drain'; what it did not, does.
+      if (this.#pausedSenders.size === 0) setImmediate(this.#resumeCallback);
+      this.#pausedSenders.add(sender);
+      this.#events.senderPaused();
+      sender.pauseReading(ReadPause.PEER);
+    }
+    const id = this.#nextId++;
     const headerLength = 5 + FORWARD_HEADER + wrappedLength;
     const out = this.#out;
     const offset = out.writeWithBody(headerLength, envelope.buf, envelope.bodyStart, envelope.bodyEnd);
     const b = out.buffer;
     let o = writeFrameHeader(b, offset, MeshFrame.FORWARD, payload);
-    b.writeUInt32BE(id, o);
+    b.writeUInt32BE(id >>> 0, o);
     b[o + 4] = flags;
     b.writeUInt32BE(ttlSeconds >>> 0, o + 5);
     o += 9;
-    sender.copy(b, o);
+    // Short copies loop (copyBytes): Buffer.copy costs more to call than 32 bytes cost to move.
+    const from = envelope.buf;
+    copyBytes(sender.key, 0, KEY_LENGTH, b, o);
     o += KEY_LENGTH;
-    envelope.buf.copy(b, o, envelope.recipientOffset, envelope.recipientOffset + KEY_LENGTH);
+    copyBytes(from, envelope.recipientOffset, envelope.recipientOffset + KEY_LENGTH, b, o);
     o += KEY_LENGTH;
     if (envelope.storageKeyOffset >= 0) {
       b[o] = 1;
-      envelope.buf.copy(b, o + 1, envelope.storageKeyOffset, envelope.storageKeyOffset + STORAGE_KEY_LENGTH);
+      copyBytes(from, envelope.storageKeyOffset, envelope.storageKeyOffset + STORAGE_KEY_LENGTH, b, o + 1);
     } else {
-      b[o] = 0;
-      b.fill(0, o + 1, o + 1 + STORAGE_KEY_LENGTH);
+      for (let i = o, end = o + 1 + STORAGE_KEY_LENGTH; i < end; i++) b[i] = 0;
     }
     o += 1 + STORAGE_KEY_LENGTH;
     b[o] = wrappedLength;
-    envelope.buf.copy(b, o + 1, envelope.wrappedStart, envelope.wrappedEnd);
-    this.#pending.set(id, waiter);
-    this.#deadlines.push(id, Date.now() + this.#settings.forwardDeadlineMs);
+    copyBytes(from, envelope.wrappedStart, envelope.wrappedEnd, b, o + 1);
+    this.#waiters.push(waiter);
+    this.#tags.push(tag);
+    this.#unanswered++;
     return FORWARDED;
   }
 
@@ -156,29 +188,69 @@ export class PeerLink implements Peer {
     writeFrameHeader(out.buffer, offset, MeshFrame.PRESENCE, records.length);
   }
 
-  /** Forwards past their deadline miss GONE (called by the mesh's timer). */
+  /**
+   * The mesh's timer (every 1/8 of the deadline): forwards sent before a tick at least a deadline
+   * ago miss GONE, so a forward waits from one deadline to one deadline and a tick.
+   */
   expire(now: number): void {
-    const deadlines = this.#deadlines;
-    let head = this.#deadlinesHead;
-    // Deadlines grow in the order sent: the first one still in time ends the search.
-    while (head < deadlines.length && deadlines[head + 1] <= now) {
-      const id = deadlines[head];
-      head += 2;
-      const waiter = this.#pending.get(id);
-      if (waiter === undefined) continue; // answered in time
-      this.#pending.delete(id);
-      waiter.forwardSettled(ForwardMiss.GONE);
+    const ticks = this.#ticks;
+    const sentBy = now - this.#settings.forwardDeadlineMs;
+    let t = 0;
+    let before = -1;
+    while (t < ticks.length && ticks[t + 1] <= sentBy) {
+      before = ticks[t];
+      t += 2;
     }
-    // Answered ones ahead of the first in time are dropped as well: the queue stays as long as the wait.
-    while (head < deadlines.length && !this.#pending.has(deadlines[head])) head += 2;
-    if (head === deadlines.length) {
-      deadlines.length = 0;
-      head = 0;
-    } else if (head > 4096 && head * 2 > deadlines.length) {
-      deadlines.splice(0, head);
+    if (t > 0) ticks.splice(0, t);
+    if (before >= 0) {
+      const waiters = this.#waiters;
+      for (let i = this.#head; i < waiters.length && this.#firstId + i < before && !this.#closed; i++) this.#settle(i, ForwardMiss.GONE);
+      this.#trim();
+    }
+    if (this.#unanswered > 0 && (ticks.length === 0 || ticks[ticks.length - 2] < this.#nextId)) ticks.push(this.#nextId, now);
+    // A link whose queue never passed the socket's high-water mark sends no 'drain'.
+    if (this.#pausedSenders.size > 0) this.#resumeSenders();
+  }
+
+  /** Settles forward #firstId + i with code, unless settled already. */
+  #settle(i: number, code: number): void {
+    const waiter = this.#waiters[i];
+    if (waiter === undefined) return;
+    this.#waiters[i] = undefined;
+    this.#unanswered--;
+    waiter.forwardSettled(code, this.#tags[i]);
+  }
+
+  /** Drops settled forwards from the front of the arrays. */
+  #trim(): void {
+    const waiters = this.#waiters;
+    let head = this.#head;
+    if (this.#unanswered === 0) {
+      waiters.length = 0;
+      this.#tags.length = 0;
+      this.#firstId = this.#nextId;
+      this.#head = 0;
+      return;
+    }
+    while (head < waiters.length && waiters[head] === undefined) head++;
+    if (head > COMPACT_AFTER && head * 2 > waiters.length) {
+      waiters.splice(0, head);
+      this.#tags.splice(0, head);
+      this.#firstId += head;
       head = 0;
     }
-    this.#deadlinesHead = head;
+    this.#head = head;
+  }
+
+  readonly #resumeCallback = (): void => this.#resumeSenders();
+
+  /** Reads the paused senders again once the link is back under half its budget. */
+  #resumeSenders(): void {
+    if (this.#pausedSenders.size === 0) return;
+    if (!this.#closed && this.#out.pendingBytes * 2 > this.#settings.forwardBudgetBytes) return;
+    const senders = [...this.#pausedSenders];
+    this.#pausedSenders.clear();
+    for (const sender of senders) sender.resumeReading(ReadPause.PEER);
   }
 
   pauseReading(): void {
@@ -210,11 +282,17 @@ export class PeerLink implements Peer {
   }
 
   #failPending(): void {
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
-    this.#deadlines = [];
-    this.#deadlinesHead = 0;
-    for (const waiter of pending) waiter.forwardSettled(ForwardMiss.GONE);
+    const waiters = this.#waiters;
+    const tags = this.#tags;
+    const head = this.#head;
+    this.#waiters = [];
+    this.#tags = [];
+    this.#head = 0;
+    this.#firstId = this.#nextId;
+    this.#unanswered = 0;
+    this.#ticks = [];
+    for (let i = head; i < waiters.length; i++) waiters[i]?.forwardSettled(ForwardMiss.GONE, tags[i]);
+    this.#resumeSenders();
   }
 
   #frame(type: number, buf: Buffer, start: number, end: number): void {
@@ -284,27 +362,47 @@ export class PeerLink implements Peer {
     const outcomes = this.#outcomes;
     this.#outcomes = [];
     if (this.#closed || outcomes.length === 0) return;
-    const n = outcomes.length / 2;
+    // Consecutive ids with one code make one run (most turns: one run of DELIVERED).
+    let runs = 0;
+    for (let i = 0, count = 0; i < outcomes.length; i += 2) {
+      if (continuesRun(outcomes, i) && count < MAX_OUTCOME_RUN) count++;
+      else {
+        runs++;
+        count = 1;
+      }
+    }
     const out = this.#out;
-    const offset = out.reserve(5 + n * OUTCOME_RECORD);
+    const offset = out.reserve(5 + runs * OUTCOME_RECORD);
     const b = out.buffer;
-    let o = writeFrameHeader(b, offset, MeshFrame.OUTCOMES, n * OUTCOME_RECORD);
+    let o = writeFrameHeader(b, offset, MeshFrame.OUTCOMES, runs * OUTCOME_RECORD) - OUTCOME_RECORD;
+    let count = 0;
     for (let i = 0; i < outcomes.length; i += 2) {
-      b.writeUInt32BE(outcomes[i], o);
-      b.writeInt16BE(outcomes[i + 1], o + 4);
+      if (continuesRun(outcomes, i) && count < MAX_OUTCOME_RUN) {
+        b.writeUInt16BE(++count, o + 4);
+        continue;
+      }
       o += OUTCOME_RECORD;
+      b.writeUInt32BE(outcomes[i], o);
+      b.writeUInt16BE(count = 1, o + 4);
+      b.writeInt16BE(outcomes[i + 1], o + 6);
     }
   }
 
   #answered(buf: Buffer, start: number, end: number): void {
-    for (let o = start; o + OUTCOME_RECORD <= end; o += OUTCOME_RECORD) {
-      const id = buf.readUInt32BE(o);
-      const waiter = this.#pending.get(id);
-      if (waiter === undefined) continue; // past its deadline: already answered GONE
-      this.#pending.delete(id);
-      waiter.forwardSettled(buf.readInt16BE(o + 4));
+    for (let o = start; o + OUTCOME_RECORD <= end && !this.#closed; o += OUTCOME_RECORD) {
+      // Forwards past their deadline were settled GONE already; #settle skips them.
+      const first = (buf.readUInt32BE(o) - this.#firstId) >>> 0;
+      const last = Math.min(first + buf.readUInt16BE(o + 4), this.#waiters.length);
+      const code = buf.readInt16BE(o + 6);
+      for (let i = Math.max(first, this.#head); i < last && !this.#closed; i++) this.#settle(i, code);
     }
+    this.#trim();
   }
+}
+
+/** Whether outcome i (id, code at i, i + 1) extends the run before it: the next id, the same code. */
+function continuesRun(outcomes: number[], i: number): boolean {
+  return i > 0 && outcomes[i] === ((outcomes[i - 2] + 1) >>> 0) && outcomes[i + 1] === outcomes[i - 1];
 }
 
 /**
@@ -313,8 +411,8 @@ export class PeerLink implements Peer {
  */
 class LinkOrigin implements ForwardOrigin, Sender {
   storeBytesPending = 0;
-  #buf: Buffer = Buffer.alloc(0);
-  #at = 0;
+  /** The sender key of the FORWARD being routed, copied into one buffer (no view made per frame). */
+  readonly key = Buffer.alloc(KEY_LENGTH);
   readonly #link: PeerLink;
 
   constructor(link: PeerLink) {
@@ -322,16 +420,11 @@ class LinkOrigin implements ForwardOrigin, Sender {
   }
 
   point(buf: Buffer, at: number): void {
-    this.#buf = buf;
-    this.#at = at;
+    copyBytes(buf, at, at + KEY_LENGTH, this.key, 0);
   }
 
   get sender(): Sender {
     return this;
-  }
-
-  get key(): Buffer {
-    return this.#buf.subarray(this.#at, this.#at + KEY_LENGTH);
   }
 
   get keyText(): string {
@@ -343,7 +436,7 @@ class LinkOrigin implements ForwardOrigin, Sender {
   }
 
   persist(): Sender {
-    return new ForwardedSender(this.key, this.#link);
+    return new ForwardedSender(Buffer.from(this.key), this.#link);
   }
 
   answer(id: number, code: number): void {

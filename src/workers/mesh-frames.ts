@@ -11,7 +11,8 @@
 //   FORWARD   id u32 | flags u8 | ttl u32 | sender 32 | recipient 32 | has-storage-key u8 |
 //             storage key 16 (zeros when absent) | wrapped-key length u8 | wrapped key | body
 //                                                     one recipient's envelope of a SEND
-//   OUTCOMES  n × (id u32 | code i16)                 the recipient's outcome per FORWARD: a RESULT
+//   OUTCOMES  n × (id u32 | count u16 | code i16)     the recipient's outcome of the FORWARDs id to
+//                                                     id + count - 1 (ids modulo 2^32): a RESULT
 //                                                     outcome code, or a miss (-1 gone, -2 busy)
 //   MAILBOX   n × key 32                              "something was stored for these keys you hold"
 import { KEY_LENGTH, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
@@ -26,7 +27,9 @@ export const MeshFrame = {
 
 export const HELLO_LENGTH = 6;
 export const PRESENCE_RECORD = 1 + KEY_LENGTH + 8;
-export const OUTCOME_RECORD = 6;
+export const OUTCOME_RECORD = 8;
+/** The most forwards one OUTCOMES record answers. */
+export const MAX_OUTCOME_RUN = 0xffff;
 /** FORWARD's fixed part, before the wrapped key and the body. */
 export const FORWARD_HEADER = 4 + 1 + 4 + KEY_LENGTH + KEY_LENGTH + 1 + STORAGE_KEY_LENGTH + 1;
 /** Presence records per frame (a snapshot of many keys goes in several). */

@@ -133,6 +133,9 @@ export class Mesh {
       return router === null ? ForwardMiss.GONE : router.routeForwarded(origin, envelope, flags, ttlSeconds, id);
     },
     mailboxChanged: (_link, keyId) => this.#router?.mailboxChanged(keyId),
+    senderPaused: () => {
+      if (this.presence.stats !== null) this.presence.stats.peerPauses++;
+    },
     down: (link) => {
       this.#all.delete(link);
       if (link.index < 0) {
