@@ -35,7 +35,7 @@ export function removeDir(dir: string): void {
 }
 
 /** A client for tests: a fresh identity unless given, fast reconnection. */
-export function makeClient(relay: Relay | string, options: Partial<RelayClientOptions> = {}): RelayClient {
+export function makeClient(relay: { readonly address: string } | string, options: Partial<RelayClientOptions> = {}): RelayClient {
   return new RelayClient({
     relay: typeof relay === 'string' ? relay : relay.address,
     identity: options.identity ?? generateIdentity(),
@@ -45,7 +45,7 @@ export function makeClient(relay: Relay | string, options: Partial<RelayClientOp
   });
 }
 
-export async function connectClient(relay: Relay | string, options: Partial<RelayClientOptions> = {}): Promise<RelayClient> {
+export async function connectClient(relay: { readonly address: string } | string, options: Partial<RelayClientOptions> = {}): Promise<RelayClient> {
   const client = makeClient(relay, options);
   await client.connect();
   return client;

@@ -20,7 +20,12 @@ function planFromEnv(env: NodeJS.ProcessEnv): WorkerPlan & { port: number } {
 export async function runWorkerProcess(load: () => RelayConfig, baseLog: Logger): Promise<number> {
   const plan = planFromEnv(process.env);
   const log = baseLog.child({ worker: plan.index });
-  const configOf = (): RelayConfig => ({ ...load(), port: plan.port });
+  // maxConnections is the relay's: each worker admits its share (rounded up), so N workers
+  // together admit about what one process would.
+  const configOf = (): RelayConfig => {
+    const config = load();
+    return { ...config, port: plan.port, maxConnections: Math.ceil(config.maxConnections / plan.count) };
+  };
   const channel = new PrimaryChannel();
   // Answers may come while the worker starts (an admin request cannot, before it listens).
   process.on('message', (message: ToWorker) => {

@@ -1,0 +1,49 @@
+// The relay that the client-facing suites run against: one relay in this process (the default),
+// or `pulltab serve --workers 2` as processes (PULLTAB_TEST_WORKERS=2, set by the
+// *-workers.test.ts files that run the same cases). The workers accept through node:cluster's
+// round-robin, so consecutive clients land on alternate workers and most pairs cross between them.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { RelayConfigInput } from '../src/server/config.js';
+import { killRelay, relayMetric, spawnRelay, startRelay, tempDir } from './helpers.js';
+
+/** Worker processes of the relay under test (1: a single relay in this process). */
+export const TEST_WORKERS = Number(process.env.PULLTAB_TEST_WORKERS ?? '1');
+
+export interface RelayUnderTest {
+  readonly address: string;
+  readonly port: number;
+  /** Stops it (GOING_AWAY to its clients, as SIGTERM does). */
+  close(): Promise<void>;
+  /** Authenticated connections now, relay-wide. */
+  sessionCount(): Promise<number>;
+  /** Connections refused (RELAY_FULL) so far. */
+  refusedFull(): Promise<number>;
+}
+
+export async function startRelayUnderTest(overrides: RelayConfigInput = {}, dataDir = tempDir()): Promise<RelayUnderTest> {
+  if (TEST_WORKERS === 1) {
+    const relay = await startRelay(overrides, dataDir);
+    return {
+      address: relay.address,
+      port: relay.port,
+      close: () => relay.close(),
+      sessionCount: async () => relay.router.sessions.size + relay.router.sendOnlyCount,
+      refusedFull: async () => relay.stats.connectionsRefusedFull,
+    };
+  }
+  const { port, ...settings } = overrides;
+  const configFile = join(tempDir('pulltab-config-'), 'config.json');
+  writeFileSync(configFile, JSON.stringify(settings));
+  const relay = await spawnRelay(dataDir, ['--config', configFile, '--port', String(port ?? 0), '--workers', String(TEST_WORKERS)],
+    { PULLTAB_WORKER_ACCEPT: 'round-robin' });
+  return {
+    address: relay.address,
+    port: relay.port,
+    // SIGKILL: a graceful stop waits out its grace while the test's clients reconnect (test/workers.test.ts
+    // covers SIGTERM); what was stored survives it.
+    close: () => killRelay(relay, 'SIGKILL'),
+    sessionCount: () => relayMetric(relay, 'pulltab_connections{state="authenticated"}'),
+    refusedFull: () => relayMetric(relay, 'pulltab_connections_refused_total'),
+  };
+}
