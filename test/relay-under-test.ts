@@ -40,9 +40,7 @@ export async function startRelayUnderTest(overrides: RelayConfigInput = {}, data
   return {
     address: relay.address,
     port: relay.port,
-    // SIGKILL: a graceful stop waits out its grace while the test's clients reconnect (test/workers.test.ts
-    // covers SIGTERM); what was stored survives it.
-    close: () => killRelay(relay, 'SIGKILL'),
+    close: () => killRelay(relay, 'SIGTERM'),
     sessionCount: () => relayMetric(relay, 'pulltab_connections{state="authenticated"}'),
     refusedFull: () => relayMetric(relay, 'pulltab_connections_refused_total'),
   };

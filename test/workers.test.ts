@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import t from 'tap';
 import { generateIdentity } from '../src/crypto/keys.js';
+import { Code } from '../src/protocol/constants.js';
 import type { SendResult } from '../src/client/client.js';
 import {
   connectClient, connectCollecting, httpGet, killRelay, metricsPortOf, relayMetric, removeDir, runCli, sleep, spawnRelay, tempDir,
@@ -133,4 +134,23 @@ t.test('admin commands answer for every worker: connections (with the worker of 
   t.ok(o.connections.authenticated >= names.length - 2, 'the sum over the workers');
   for (const n of names.slice(2)) await admin(['kick', keys.get(n)!]);
   await Promise.all(listening);
+});
+
+t.test('SIGTERM: every worker tells its clients GOING_AWAY, and the relay exits 0 well before its shutdown deadline', async (t) => {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const relay = await spawnRelay(dir, ['--port', '0', '--workers', '2'], { PULLTAB_WORKER_ACCEPT: 'round-robin' });
+  t.teardown(() => killRelay(relay));
+  // Round-robin: one client on each worker.
+  const clients = [await connectClient(relay.address, { reconnect: false }), await connectClient(relay.address, { reconnect: false })];
+  t.teardown(() => Promise.all(clients.map((c) => c.close())));
+  const told = clients.map((c) => new Promise<number>((resolve) => c.once('disconnected', (info: { code: number }) => resolve(info.code))));
+  const exited = new Promise<number | null>((resolve) => relay.proc.once('exit', (code) => resolve(code)));
+  const started = Date.now();
+  relay.proc.kill('SIGTERM');
+  t.same(await Promise.all(told), [Code.GOING_AWAY, Code.GOING_AWAY], 'both clients told GOING_AWAY');
+  t.equal(await exited, 0, 'exit status 0');
+  // The primary gives up after 15 s; the workers' exits used to wait for it (their channel to it held them).
+  t.ok(Date.now() - started < 10_000, `stopped in ${Date.now() - started} ms`);
+  t.notOk(relay.output().includes('shutdown_deadline'), 'no deadline reached');
 });

@@ -48,7 +48,14 @@ export async function runWorkerProcess(load: () => RelayConfig, baseLog: Logger)
     const stop = () => {
       if (stopping) return;
       stopping = true;
-      worker.close({ retryAfterMs: 1000, graceMs: 5000 }).then(() => resolve(0), () => resolve(1));
+      const exit = (code: number) => {
+        // The channel to the primary would keep this process alive: close it, and leave at once
+        // should anything else still hold the event loop (the primary waits for this exit).
+        process.disconnect?.();
+        setTimeout(() => process.exit(code), 500).unref();
+        resolve(code);
+      };
+      worker.close({ retryAfterMs: 1000, graceMs: 5000 }).then(() => exit(0), () => exit(1));
     };
     process.on('message', (message: ToWorker) => {
       if (message.type === 'stop') stop();
