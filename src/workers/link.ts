@@ -362,29 +362,24 @@ export class PeerLink implements Peer {
     const outcomes = this.#outcomes;
     this.#outcomes = [];
     if (this.#closed || outcomes.length === 0) return;
-    // Consecutive ids with one code make one run (most turns: one run of DELIVERED).
-    let runs = 0;
-    for (let i = 0, count = 0; i < outcomes.length; i += 2) {
-      if (continuesRun(outcomes, i) && count < MAX_OUTCOME_RUN) count++;
-      else {
-        runs++;
-        count = 1;
-      }
-    }
-    const out = this.#out;
-    const offset = out.reserve(5 + runs * OUTCOME_RECORD);
-    const b = out.buffer;
-    let o = writeFrameHeader(b, offset, MeshFrame.OUTCOMES, runs * OUTCOME_RECORD) - OUTCOME_RECORD;
-    let count = 0;
+    // Consecutive ids with one code make one run (most turns: one run of DELIVERED): id, count, code.
+    const runs: number[] = [];
     for (let i = 0; i < outcomes.length; i += 2) {
-      if (continuesRun(outcomes, i) && count < MAX_OUTCOME_RUN) {
-        b.writeUInt16BE(++count, o + 4);
-        continue;
-      }
-      o += OUTCOME_RECORD;
-      b.writeUInt32BE(outcomes[i], o);
-      b.writeUInt16BE(count = 1, o + 4);
-      b.writeInt16BE(outcomes[i + 1], o + 6);
+      const last = runs.length - 3;
+      const id = outcomes[i];
+      const code = outcomes[i + 1];
+      if (last >= 0 && runs[last + 2] === code && runs[last + 1] < MAX_OUTCOME_RUN && ((runs[last] + runs[last + 1]) >>> 0) === id) runs[last + 1]++;
+      else runs.push(id, 1, code);
+    }
+    const length = (runs.length / 3) * OUTCOME_RECORD;
+    const out = this.#out;
+    const offset = out.reserve(5 + length);
+    const b = out.buffer;
+    let o = writeFrameHeader(b, offset, MeshFrame.OUTCOMES, length);
+    for (let r = 0; r < runs.length; r += 3, o += OUTCOME_RECORD) {
+      b.writeUInt32BE(runs[r], o);
+      b.writeUInt16BE(runs[r + 1], o + 4);
+      b.writeInt16BE(runs[r + 2], o + 6);
     }
   }
 
@@ -400,14 +395,9 @@ export class PeerLink implements Peer {
   }
 }
 
-/** Whether outcome i (id, code at i, i + 1) extends the run before it: the next id, the same code. */
-function continuesRun(outcomes: number[], i: number): boolean {
-  return i > 0 && outcomes[i] === ((outcomes[i - 2] + 1) >>> 0) && outcomes[i + 1] === outcomes[i - 1];
-}
-
 /**
- * Where the FORWARD being routed came from (the router's ForwardOrigin): its sender's key, read in
- * place, and a sender of its own for one whose outcome comes later.
+ * Where the FORWARD being routed came from (the router's ForwardOrigin): its sender's key, copied
+ * into one reused buffer, and a sender of its own for one whose outcome comes later.
  */
 class LinkOrigin implements ForwardOrigin, Sender {
   storeBytesPending = 0;
