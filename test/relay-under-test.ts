@@ -1,7 +1,6 @@
 // The relay that the client-facing suites run against: one relay in this process (the default),
-// or `pulltab serve --workers 2` as processes (`PULLTAB_TEST_WORKERS=2 npx tap test/relay.test.ts`;
-// not yet in the suite: a client that has just connected on one worker is not yet known to the
-// other, so a message sent to it at once can be refused RECIPIENT_OFFLINE). The workers accept through node:cluster's
+// or `pulltab serve --workers 2` as processes (PULLTAB_TEST_WORKERS=2, set by the
+// *-workers.test.ts files that run the same cases). The workers accept through node:cluster's
 // round-robin, so consecutive clients land on alternate workers and most pairs cross between them.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,5 +1,5 @@
 // The original relay's acceptance cases (spec §12.1), over real sockets on loopback. The relay is
-// ./relay-under-test.ts's: one process, or 2 workers with PULLTAB_TEST_WORKERS=2.
+// ./relay-under-test.ts's: one process here, 2 workers when test/relay-workers.test.ts runs these.
 import t from 'tap';
 import { createServer } from 'node:net';
 import { join } from 'node:path';

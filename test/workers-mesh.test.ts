@@ -72,6 +72,38 @@ t.test('a pair on different workers: live messages cross once, stored ones reach
   t.equal((await w1.relay.store.totals()).count, 0, 'acknowledged, so deleted');
 });
 
+t.test('a welcome waits until the other worker knows the connection: a message sent at once is delivered', async (t) => {
+  const { workers: [w1, w2] } = await twoWorkers(t, { forwardDeadlineMs: 400 });
+  const alice = await connectClient(w1.relay);
+  t.teardown(() => alice.close());
+  // Worker 1 reads nothing from worker 2 for a while (as if it were busy): bob's add waits there.
+  const link = w1.mesh.links.get(2)!;
+  link.pauseReading();
+  const { client: bob, messages } = await connectCollecting(w2.relay);
+  t.teardown(() => bob.close());
+  t.equal(w2.relay.stats.presenceUnconfirmed, 1, 'welcomed at the deadline without a confirmation, and counted');
+  link.resumeReading();
+  await knows(w1, 1);
+
+  // Now while worker 1 reads again after 150 ms: carol's welcome waits for it, then she is reachable.
+  link.pauseReading();
+  let welcomedAt = 0;
+  const started = Date.now();
+  const carolConnected = connectCollecting(w2.relay).then((c) => {
+    welcomedAt = Date.now();
+    return c;
+  });
+  setTimeout(() => link.resumeReading(), 150);
+  const { client: carol, messages: carolGot } = await carolConnected;
+  t.teardown(() => carol.close());
+  t.ok(welcomedAt - started >= 140, `welcomed after worker 1 read the add (${welcomedAt - started} ms)`);
+  const sent = await alice.send([carol.identity.publicKey, bob.identity.publicKey], 'at once', { receipt: true });
+  t.same(sent.outcomes.map((o) => o.codeName), ['DELIVERED', 'DELIVERED'], 'not RECIPIENT_OFFLINE');
+  await waitForCount(carolGot, 1);
+  await waitForCount(messages, 1);
+  t.equal(w2.relay.stats.presenceUnconfirmed, 1, 'that one was confirmed');
+});
+
 t.test('a message stored while the recipient was offline reaches it on whichever worker it connects to', async (t) => {
   const { workers: [w1, w2] } = await twoWorkers(t);
   const bob = generateIdentity();

@@ -41,6 +41,8 @@ export class Outbound {
   #retired: Buffer[] = [];
   #scheduled = false;
   #closed = false;
+  /** Written but not sent until release() (see hold()). */
+  #held = false;
   #lastFlushBytes = 0;
   /** Frames and bytes handed to the socket, for metrics. */
   framesOut = 0;
@@ -126,8 +128,23 @@ export class Outbound {
     this.#schedule();
   }
 
-  /** Writes everything queued now (used before closing the socket). */
+  /**
+   * Sends nothing until release(): what is written meanwhile stays queued, in order. A relay's
+   * welcome waits so until the other instances know the session is here.
+   */
+  hold(): void {
+    this.#held = true;
+  }
+
+  release(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    this.#schedule();
+  }
+
+  /** Writes everything queued now (used before closing the socket), held or not. */
   flushNow(): void {
+    this.#held = false;
     this.#flush();
   }
 
@@ -159,7 +176,7 @@ export class Outbound {
 
   #flush(): void {
     this.#scheduled = false;
-    if (this.#closed) return;
+    if (this.#closed || this.#held) return;
     this.#sealSegment();
     const pieces = this.#pieces;
     if (pieces.length === 0) return;

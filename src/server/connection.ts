@@ -308,17 +308,20 @@ export class Connection {
     this.session = session;
     this.#state = 'active';
     ctx.stats.handshakesOk++;
+    // The welcome goes out once the session is registered here and known to the relay's other
+    // instances (its output holds until then, deliveries queued behind the welcome): a client
+    // told it is in can be reached from anywhere.
+    session.out.writeFrame(welcome);
     if (sendOnly) {
       ctx.router.registerSendOnly(session);
     } else {
-      const previous = ctx.router.register(session);
+      session.out.hold();
+      const previous = ctx.router.register(session, () => session.out.release());
       if (previous) {
         ctx.stats.replaced++;
         previous.closeConnection(Code.REPLACED, codeMessage(Code.REPLACED));
       }
     }
-    // Registered before the welcome goes out, so the client can be reached once it is told it is in.
-    session.out.writeFrame(welcome);
     session.onLimitsChanged = (limits) => this.#armRateLimits(limits);
     this.#armRateLimits(session.limits);
     ctx.log.debug({ event: 'session_started', key: session.keyText, sendOnly }, 'session started');

@@ -31,8 +31,13 @@ export interface ForwardWaiter {
 export interface Peers {
   /** The instance that holds key now (the newest connection of the key), or null when none does. */
   holderOf(keyId: string): Peer | null;
-  /** A receiving session for its key registered here (the others learn that this instance holds it). */
-  connected?(session: Session): void;
+  /**
+   * A receiving session for its key registered here: the others learn that this instance holds
+   * it. Returns false when there is no one to tell; else true, and calls known() once every other
+   * instance has applied it (or is gone, or a deadline passed): the session's welcome waits for
+   * that, so that a message sent to a client once it is in reaches it from anywhere.
+   */
+  connected?(session: Session, known: () => void): boolean;
   /** That session, still the key's here, has closed. */
   disconnected?(session: Session): void;
   /** Something was stored for keyId while no instance was known to hold it (one may be connecting). */

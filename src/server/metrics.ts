@@ -102,6 +102,7 @@ export function createRegistry(source: MetricsSource): Registry {
   }));
   counter('pulltab_forwards_total', 'Envelopes handed to another instance of the relay (per recipient)', (o) => o.forwards.forwarded);
   counter('pulltab_forwards_received_total', 'Envelopes another instance of the relay forwarded here for a key held here (per recipient)', (o) => o.forwards.received);
+  counter('pulltab_presence_unconfirmed_total', 'Connections welcomed before every other instance confirmed it knew them (one was slower than forwardDeadlineMs)', (o) => o.forwards.presenceUnconfirmed);
   labelled('pulltab_forward_misses_total', 'Forwards that missed (stored here when storable, else refused), by reason', 'reason', (o) => ({ ...o.forwards.missed }));
 
   gauge('pulltab_mailbox_entries', 'Stored messages (per recipient)', (o) => o.mailbox.count);

@@ -23,7 +23,7 @@ export interface Observation {
     refused: number; refusedStore: number; dropped: { offline: number; busy: number; held: number };
   };
   /** Envelopes handed to another instance of the relay, and forwards that missed, by reason. */
-  forwards: { forwarded: number; received: number; missed: { gone: number; busy: number } };
+  forwards: { forwarded: number; received: number; missed: { gone: number; busy: number }; presenceUnconfirmed: number };
   traffic: Traffic;
   disconnects: { replaced: number; protocolErrors: number; slowConsumers: number; idleTimeouts: number; kicked: number; notAuthorized: number };
   rateLimitPauses: number;
@@ -107,7 +107,7 @@ export async function observe(source: ObservationSource): Promise<Observation> {
       stored: s.stored, storedLive: s.storedLive, spilled: s.spilled, refused: s.refused, refusedStore: s.refusedStore,
       dropped: { ...s.dropped, held: s.droppedHeld },
     },
-    forwards: { forwarded: s.forwarded, received: s.forwardedIn, missed: { ...s.forwardMisses } },
+    forwards: { forwarded: s.forwarded, received: s.forwardedIn, missed: { ...s.forwardMisses }, presenceUnconfirmed: s.presenceUnconfirmed },
     traffic: source.traffic(),
     disconnects: {
       replaced: s.replaced, protocolErrors: s.protocolErrors, slowConsumers: s.slowConsumers, idleTimeouts: s.idleTimeouts,

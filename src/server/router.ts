@@ -159,11 +159,14 @@ export class Router {
     this.#drain = new MailboxDrain(store, config, this.#pending, log);
   }
 
-  /** Makes session the live connection for its key; returns the one it replaces, if any. */
-  register(session: Session): Session | undefined {
+  /**
+   * Makes session the live connection for its key; returns the one it replaces, if any. known()
+   * is called once the relay's other instances know it is here (at once when there are none).
+   */
+  register(session: Session, known: () => void = NOTHING): Session | undefined {
     const previous = this.sessions.get(session.keyId);
     this.sessions.set(session.keyId, session);
-    this.#peers?.connected?.(session);
+    if (!(this.#peers?.connected?.(session, known) ?? false)) known();
     return previous;
   }
 
@@ -583,3 +586,4 @@ export class Router {
 }
 
 const NO_OUTCOMES: readonly number[] = [];
+const NOTHING = (): void => {};

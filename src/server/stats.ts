@@ -39,6 +39,8 @@ export class RelayStats {
   /** Envelopes a peer instance took (any outcome), and forwards that missed, by reason. */
   forwarded = 0;
   readonly forwardMisses = { gone: 0, busy: 0 };
+  /** Welcomes sent before every other instance confirmed it knew the connection (one slower than forwardDeadlineMs). */
+  presenceUnconfirmed = 0;
   /** Envelopes another instance forwarded here for a key held here. */
   forwardedIn = 0;
   /** Refused handshakes by code (handshakesFailed counts them all). */

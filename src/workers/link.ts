@@ -22,7 +22,8 @@ import { Envelope } from '../server/envelope.js';
 import type { Sender } from '../server/send-answer.js';
 import { ReadPause } from '../server/session.js';
 import {
-  FORWARD_HEADER, HELLO_LENGTH, helloFrame, MAX_OUTCOME_RUN, MeshFrame, meshMaxLength, OUTCOME_RECORD, PRESENCE_RECORD, readU64, writeFrameHeader,
+  FORWARD_HEADER, HELLO_LENGTH, helloFrame, MAX_OUTCOME_RUN, MeshFrame, meshMaxLength, OUTCOME_RECORD, PRESENCE_APPLIED_LENGTH, PRESENCE_RECORD, readU64,
+  writeFrameHeader,
 } from './mesh-frames.js';
 
 export interface LinkSettings {
@@ -84,6 +85,12 @@ export class PeerLink implements Peer {
   /** Answers to the peer's forwards (id, code, ...), sent as one OUTCOMES frame per turn. */
   #outcomes: number[] = [];
   #outcomesScheduled = false;
+  /** PRESENCE frames sent, and how many of them the peer has applied; the ones applied here. */
+  #presenceSent = 0;
+  #presenceAcked = 0;
+  #presenceApplied = 0;
+  /** Told once the peer has applied the PRESENCE frames up to upTo (or the link is gone). */
+  #presenceWaiters: Array<{ upTo: number; done: () => void }> = [];
   /** Reasons not to read (store-bound forwards waiting on their commits). */
   #pauses = 0;
   readonly #envelope = new Envelope();
@@ -186,6 +193,13 @@ export class PeerLink implements Peer {
     const out = this.#out;
     const offset = out.writeWithBody(5, records, 0, records.length);
     writeFrameHeader(out.buffer, offset, MeshFrame.PRESENCE, records.length);
+    this.#presenceSent++;
+  }
+
+  /** Calls done once the peer has applied every PRESENCE frame sent so far, or the link is gone. */
+  whenPresenceApplied(done: () => void): void {
+    if (this.#closed || this.#presenceAcked >= this.#presenceSent) done();
+    else this.#presenceWaiters.push({ upTo: this.#presenceSent, done });
   }
 
   /**
@@ -293,6 +307,9 @@ export class PeerLink implements Peer {
     this.#ticks = [];
     for (let i = head; i < waiters.length; i++) waiters[i]?.forwardSettled(ForwardMiss.GONE, tags[i]);
     this.#resumeSenders();
+    const presenceWaiters = this.#presenceWaiters;
+    this.#presenceWaiters = [];
+    for (const w of presenceWaiters) w.done();
   }
 
   #frame(type: number, buf: Buffer, start: number, end: number): void {
@@ -311,6 +328,7 @@ export class PeerLink implements Peer {
       case MeshFrame.MAILBOX:
         for (let o = start; o + KEY_LENGTH <= end; o += KEY_LENGTH) this.#events.mailboxChanged(this, keyIdAt(buf, o));
         return;
+      case MeshFrame.PRESENCE_APPLIED: return this.#presenceAppliedThere(buf, start, end);
       default: return; // a newer worker's frame: ignored
     }
   }
@@ -319,6 +337,23 @@ export class PeerLink implements Peer {
     for (let o = start; o + PRESENCE_RECORD <= end; o += PRESENCE_RECORD) {
       this.#events.presence(this, buf[o] === 1, buf.subarray(o + 1, o + 1 + KEY_LENGTH), readU64(buf, o + 1 + KEY_LENGTH));
     }
+    this.#presenceApplied++;
+    const out = this.#out;
+    const offset = out.reserve(5 + PRESENCE_APPLIED_LENGTH);
+    writeFrameHeader(out.buffer, offset, MeshFrame.PRESENCE_APPLIED, PRESENCE_APPLIED_LENGTH);
+    out.buffer.writeUInt32BE(this.#presenceApplied >>> 0, offset + 5);
+  }
+
+  #presenceAppliedThere(buf: Buffer, start: number, end: number): void {
+    if (end - start !== PRESENCE_APPLIED_LENGTH) return this.close();
+    // The count modulo 2^32, as far behind what was sent as the peer is.
+    const sent = this.#presenceSent;
+    this.#presenceAcked = sent - (((sent >>> 0) - buf.readUInt32BE(start)) >>> 0);
+    const waiters = this.#presenceWaiters;
+    let n = 0;
+    while (n < waiters.length && waiters[n].upTo <= this.#presenceAcked) n++;
+    if (n === 0) return;
+    for (const w of waiters.splice(0, n)) w.done();
   }
 
   #forwarded(buf: Buffer, start: number, end: number): void {

@@ -15,6 +15,9 @@
 //                                                     id + count - 1 (ids modulo 2^32): a RESULT
 //                                                     outcome code, or a miss (-1 gone, -2 busy)
 //   MAILBOX   n × key 32                              "something was stored for these keys you hold"
+//   PRESENCE_APPLIED  frames u32                      how many PRESENCE frames this end has applied
+//                                                     since HELLO (modulo 2^32), sent after each: a
+//                                                     connection's welcome waits for it (./presence.ts)
 import { KEY_LENGTH, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
 
 export const MeshFrame = {
@@ -23,9 +26,11 @@ export const MeshFrame = {
   FORWARD: 3,
   OUTCOMES: 4,
   MAILBOX: 5,
+  PRESENCE_APPLIED: 6,
 } as const;
 
 export const HELLO_LENGTH = 6;
+export const PRESENCE_APPLIED_LENGTH = 4;
 export const PRESENCE_RECORD = 1 + KEY_LENGTH + 8;
 export const OUTCOME_RECORD = 8;
 /** The most forwards one OUTCOMES record answers. */
@@ -43,6 +48,7 @@ export function meshMaxLength(type: number, maxBodyBytes: number): number {
     case MeshFrame.FORWARD: return FORWARD_HEADER + 255 + maxBodyBytes;
     case MeshFrame.OUTCOMES: return 1024 * 1024 * OUTCOME_RECORD;
     case MeshFrame.MAILBOX: return 1024 * 1024 * KEY_LENGTH;
+    case MeshFrame.PRESENCE_APPLIED: return PRESENCE_APPLIED_LENGTH;
     default: return 0;
   }
 }

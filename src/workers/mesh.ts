@@ -40,7 +40,7 @@ export class Mesh {
 
   constructor(options: MeshOptions) {
     this.#options = options;
-    this.presence = new Presence(options.index);
+    this.presence = new Presence(options.index, options.forwardDeadlineMs);
     this.#server = createServer((socket) => this.#link(socket));
     this.#timer = setInterval(() => {
       const now = Date.now();

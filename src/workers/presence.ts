@@ -38,8 +38,14 @@ export class Presence implements Peers {
   readonly #storedUnheld = new Map<string, number>();
   stats: RelayStats | null = null;
 
-  constructor(index: number) {
+  /** Sessions connected this turn, told once every link has applied the turn's changes. */
+  #known: Array<() => void> = [];
+  readonly #knownDeadlineMs: number;
+
+  /** knownDeadlineMs: how long a welcome waits at most for a peer to apply a connection. */
+  constructor(index: number, knownDeadlineMs: number) {
     this.#index = index;
+    this.#knownDeadlineMs = knownDeadlineMs;
   }
 
   /** Keys other workers hold now. */
@@ -52,12 +58,15 @@ export class Presence implements Peers {
     return held !== undefined && held.link.up ? held.link : null;
   }
 
-  connected(session: Session): void {
+  connected(session: Session, known: () => void): boolean {
     const epoch = this.#nextEpoch();
     this.#local.set(session.keyId, { session, epoch });
     // Older elsewhere: that worker closes it when it sees this add.
     this.#remote.delete(session.keyId);
+    if (this.#links.size === 0) return false;
     this.#change(true, session.key, epoch);
+    this.#known.push(known);
+    return true;
   }
 
   disconnected(session: Session): void {
@@ -148,6 +157,31 @@ export class Presence implements Peers {
       const frame = Buffer.concat(changes.slice(i, i + PRESENCE_PER_FRAME));
       for (const link of this.#links) link.sendPresence(frame);
     }
+    const known = this.#known;
+    this.#known = [];
+    if (known.length > 0) this.#whenApplied(known);
+  }
+
+  /** Calls each of known once every link has applied what was just sent (or is gone), or at the deadline. */
+  #whenApplied(known: Array<() => void>): void {
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (!allApplied && this.stats) this.stats.presenceUnconfirmed++;
+      for (const k of known) k();
+    };
+    let allApplied = false;
+    const timer = setTimeout(finish, this.#knownDeadlineMs);
+    let left = this.#links.size + 1;
+    const applied = (): void => {
+      if (--left > 0) return;
+      allApplied = true;
+      finish();
+    };
+    for (const link of this.#links) link.whenPresenceApplied(applied);
+    applied();
   }
 }
 
