@@ -2,6 +2,7 @@
 // reaching `pulltab listen` whichever worker each lands on, /metrics for the whole relay, and a
 // worker killed with kill -9 while messages cross it: it is started again, and every message that
 // got a stored (or delivered) receipt reaches its recipient; no sender is left without an answer.
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { generateIdentity } from '../src/crypto/keys.js';
@@ -9,7 +10,7 @@ import { Code } from '../src/protocol/constants.js';
 import type { SendResult } from '../src/client/client.js';
 import {
   connectClient, connectCollecting, httpGet, killRelay, metricsPortOf, relayMetric, removeDir, runCli, sleep, spawnRelay, tempDir,
-  waitForSessions, type SpawnedRelay,
+  waitForCount, waitForSessions, type SpawnedRelay,
 } from './helpers.js';
 
 async function spawnWorkers(t: { teardown(fn: () => unknown): void }, dir: string, count = 2): Promise<SpawnedRelay> {
@@ -153,4 +154,36 @@ t.test('SIGTERM: every worker tells its clients GOING_AWAY, and the relay exits 
   // The primary gives up after 15 s; the workers' exits used to wait for it (their channel to it held them).
   t.ok(Date.now() - started < 10_000, `stopped in ${Date.now() - started} ms`);
   t.notOk(relay.output().includes('shutdown_deadline'), 'no deadline reached');
+});
+
+t.test('SIGHUP: every worker reloads its limits, and a message the new limit allows crosses between them', async (t) => {
+  const dir = tempDir();
+  t.teardown(() => removeDir(dir));
+  const configFile = join(tempDir('pulltab-config-'), 'config.json');
+  writeFileSync(configFile, JSON.stringify({ maxPayloadBytes: 1024 }));
+  const relay = await spawnRelay(dir, ['--config', configFile, '--port', '0', '--workers', '2'], { PULLTAB_WORKER_ACCEPT: 'round-robin' });
+  t.teardown(() => killRelay(relay, 'SIGTERM'));
+  // Round-robin: one client on each worker.
+  const a = await connectCollecting(relay.address, { raw: true });
+  const b = await connectCollecting(relay.address, { raw: true });
+  t.teardown(() => Promise.all([a.client.close(), b.client.close()]));
+  const body = Buffer.alloc(2048, 7);
+  for (const [from, to] of [[a, b], [b, a]]) t.equal((await from.client.send([to.client.identity.publicKey], body)).codeName, 'PAYLOAD_TOO_LARGE');
+  writeFileSync(configFile, JSON.stringify({ maxPayloadBytes: 4096 }));
+  relay.proc.kill('SIGHUP');
+  const deadline = Date.now() + 10_000;
+  while ((relay.output().match(/"config_reloaded"/g) ?? []).length < 2 && Date.now() < deadline) await sleep(50);
+  t.equal((relay.output().match(/"config_reloaded"/g) ?? []).length, 2, 'both workers reloaded');
+  // New connections' welcomes state the new limit (open ones keep the one they were told).
+  const a2 = await connectCollecting(relay.address, { raw: true });
+  const b2 = await connectCollecting(relay.address, { raw: true });
+  t.teardown(() => Promise.all([a2.client.close(), b2.client.close()]));
+  t.equal(a2.client.relayLimits?.maxPayloadBytes, 4096, 'the new limit in the welcome');
+  for (const [from, to] of [[a2, b2], [b2, a2]]) {
+    const sent = await from.client.send([to.client.identity.publicKey], body, { receipt: true });
+    t.same([sent.codeName, ...sent.outcomes.map((o) => o.codeName)], ['OK', 'DELIVERED'], 'the larger body is taken and crosses');
+    const [m] = await waitForCount(to.messages, 1);
+    t.equal(m.body.length, 2048);
+  }
+  t.ok(await relayMetric(relay, 'pulltab_forwards_total') >= 2, 'the pair is on different workers');
 });
