@@ -279,7 +279,7 @@ export function runCli(args: string[], options: { input?: string; timeoutMs?: nu
 }
 
 /** A client whose messages are collected from the moment it connects (listener attached first). */
-export async function connectCollecting(relay: Relay | string, options: Partial<RelayClientOptions> = {}): Promise<{ client: RelayClient; messages: ReceivedMessage[] }> {
+export async function connectCollecting(relay: { readonly address: string } | string, options: Partial<RelayClientOptions> = {}): Promise<{ client: RelayClient; messages: ReceivedMessage[] }> {
   const client = makeClient(relay, options);
   const messages: ReceivedMessage[] = [];
   client.on('message', (m) => messages.push(m));

@@ -1,5 +1,5 @@
 // The original relay's acceptance cases (spec §12.1), over real sockets on loopback. The relay is
-// ./relay-under-test.ts's: one process here, 2 workers when test/relay-workers.test.ts runs these.
+// ./relay-under-test.ts's: one process, or 2 workers with PULLTAB_TEST_WORKERS=2.
 import t from 'tap';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -121,7 +121,7 @@ t.test('maximum payload size: an oversize body is refused and the connection sta
   t.equal(refused.codeName, 'PAYLOAD_TOO_LARGE');
   t.notOk(refused.ok);
   const exact = await a.send([b.identity.publicKey], Buffer.alloc(1024, 2));
-  t.ok(exact.ok, 'a body of exactly the maximum is accepted');
+  t.ok(exact.ok, `a body of exactly the maximum is accepted (${exact.codeName}: ${exact.outcomes.map((o) => o.codeName).join(', ')})`);
   t.ok(a.connected);
 });
 
