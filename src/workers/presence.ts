@@ -169,7 +169,7 @@ export class Presence implements Peers {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      if (!allApplied && this.stats) this.stats.presenceUnconfirmed++;
+      if (!allApplied && this.stats) this.stats.presenceUnconfirmed += known.length;
       for (const k of known) k();
     };
     let allApplied = false;
