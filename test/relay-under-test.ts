@@ -1,8 +1,7 @@
 // The relay that the client-facing suites run against: one relay in this process (the default),
-// or `pulltab serve --workers 2` as processes (`PULLTAB_TEST_WORKERS=2 npx tap test/relay.test.ts`;
-// not yet in the suite: a worker can serve before its link to another has brought that one's keys,
-// so a message sent at once after the relay starts can be refused RECIPIENT_OFFLINE). The workers accept through node:cluster's
-// round-robin, so consecutive clients land on alternate workers and most pairs cross between them.
+// or `pulltab serve --workers 2` as processes (PULLTAB_TEST_WORKERS=2, which test/*-workers.test.ts
+// // set before importing a suite). The workers accept through node:cluster's round-robin, so
+// consecutive clients land on alternate workers and most pairs cross between them.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RelayConfigInput } from '../src/server/config.js';

@@ -104,6 +104,34 @@ t.test('a welcome waits until the other worker knows the connection: a message s
   t.equal(w2.relay.stats.presenceUnconfirmed, 1, 'that one was confirmed');
 });
 
+t.test('a worker started after another serves once linked to it: the pair reach each other at once, both ways', async (t) => {
+  const dataDir = tempDir();
+  const runDir = mkdtempSync(join(tmpdir(), 'pt-run-'));
+  chmodSync(runDir, 0o700);
+  const config = defaultConfig({ host: '127.0.0.1', port: 0, dataDir, metricsPort: -1, eventLog: false });
+  loadOrCreateIdentityFile(join(dataDir, 'relay-identity.json'));
+  const owner = await openStoreOwner(config, runDir, silentLogger);
+  const workers: Worker[] = [];
+  t.teardown(async () => {
+    for (const w of workers) await w.close({ graceMs: 200 }).catch(() => {});
+    await owner.close();
+    rmSync(runDir, { recursive: true, force: true });
+    removeDir(dataDir);
+  });
+  workers.push(await startWorker(config, { index: 1, count: 2, runDir, reusePort: false }, silentLogger));
+  const { client: alice, messages: aliceGot } = await connectCollecting(workers[0].relay);
+  t.teardown(() => alice.close());
+  // As the primary starts a worker when another serves already (PULLTAB_WORKERS_SERVING).
+  workers.push(await startWorker(config, { index: 2, count: 2, runDir, reusePort: false, serving: [1] }, silentLogger));
+  const { client: bob, messages: bobGot } = await connectCollecting(workers[1].relay);
+  t.teardown(() => bob.close());
+  const toAlice = await bob.send([alice.identity.publicKey], 'from the new worker', { receipt: true });
+  const toBob = await alice.send([bob.identity.publicKey], 'to the new worker', { receipt: true });
+  t.same([...toAlice.outcomes, ...toBob.outcomes].map((o) => o.codeName), ['DELIVERED', 'DELIVERED'], 'neither refused RECIPIENT_OFFLINE');
+  await waitForCount(aliceGot, 1);
+  await waitForCount(bobGot, 1);
+});
+
 t.test('a message stored while the recipient was offline reaches it on whichever worker it connects to', async (t) => {
   const { workers: [w1, w2] } = await twoWorkers(t);
   const bob = generateIdentity();

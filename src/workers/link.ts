@@ -187,13 +187,18 @@ export class PeerLink implements Peer {
     out.buffer.write(keyId, offset + 5, KEY_LENGTH, 'latin1');
   }
 
-  /** Sends presence records (each PRESENCE_RECORD bytes, already encoded) as one frame. */
+  /** Sends presence records (each PRESENCE_RECORD bytes, already encoded) as one frame (an empty snapshot: none). */
   sendPresence(records: Buffer): void {
-    if (this.#closed || records.length === 0) return;
+    if (this.#closed) return;
     const out = this.#out;
     const offset = out.writeWithBody(5, records, 0, records.length);
     writeFrameHeader(out.buffer, offset, MeshFrame.PRESENCE, records.length);
     this.#presenceSent++;
+  }
+
+  /** The peer's snapshot of its keys has arrived (its first PRESENCE frame, empty if it held none). */
+  get synced(): boolean {
+    return this.#presenceApplied > 0;
   }
 
   /** Calls done once the peer has applied every PRESENCE frame sent so far, or the link is gone. */

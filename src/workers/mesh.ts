@@ -68,6 +68,17 @@ export class Mesh {
     for (let i = this.#options.index + 1; i <= this.#options.count; i++) this.#dial(i);
   }
 
+  /**
+   * Resolves once a link to each of these workers is up and has brought its snapshot, or at the
+   * deadline with the ones still missing.
+   */
+  async linkedTo(indices: number[], timeoutMs: number): Promise<number[]> {
+    const deadline = Date.now() + timeoutMs;
+    const missing = () => indices.filter((i) => this.#links.get(i)?.synced !== true);
+    while (missing().length > 0 && Date.now() < deadline && !this.#closed) await new Promise((resolve) => setTimeout(resolve, 5));
+    return missing();
+  }
+
   /** The links up now, by the peer's index. */
   get links(): ReadonlyMap<number, PeerLink> {
     return this.#links;

@@ -81,6 +81,8 @@ export class Presence implements Peers {
     this.#links.add(link);
     const records: Buffer[] = [];
     for (const { session, epoch } of this.#local.values()) records.push(record(true, session.key, epoch));
+    // At least one frame, empty if nothing is held: the peer knows it has the whole snapshot once one came.
+    if (records.length === 0) link.sendPresence(Buffer.alloc(0));
     for (let i = 0; i < records.length; i += PRESENCE_PER_FRAME) link.sendPresence(Buffer.concat(records.slice(i, i + PRESENCE_PER_FRAME)));
   }
 

@@ -39,7 +39,7 @@ export type RelayQuestion = 'stats' | 'sessions' | 'kick';
 
 /** The environment a worker is started with (beside the primary's own). */
 export const WORKER_ENV = { index: 'PULLTAB_WORKER_INDEX', count: 'PULLTAB_WORKER_COUNT', runDir: 'PULLTAB_RUN_DIR',
-  reusePort: 'PULLTAB_REUSE_PORT', port: 'PULLTAB_WORKER_PORT' } as const;
+  reusePort: 'PULLTAB_REUSE_PORT', port: 'PULLTAB_WORKER_PORT', serving: 'PULLTAB_WORKERS_SERVING' } as const;
 
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 5_000;
@@ -134,6 +134,8 @@ export async function startPrimary(config: RelayConfig, log: Logger): Promise<Pr
       [WORKER_ENV.reusePort]: reusePort ? '1' : '0',
       // With reusePort every worker binds the port the first one got; through node:cluster they share the handle.
       [WORKER_ENV.port]: String(reusePort ? port : config.port),
+      // It links to these before it serves (./worker.ts).
+      [WORKER_ENV.serving]: slots.filter((s) => s.up && s !== slot).map((s) => s.index).join(','),
     });
     slot.worker = worker;
     slot.startedAt = Date.now();

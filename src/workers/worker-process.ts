@@ -13,7 +13,8 @@ function planFromEnv(env: NodeJS.ProcessEnv): WorkerPlan & { port: number } {
   const count = Number(env[WORKER_ENV.count]);
   const runDir = env[WORKER_ENV.runDir];
   if (!Number.isInteger(index) || !Number.isInteger(count) || !runDir) throw new Error('worker started without its plan');
-  return { index, count, runDir, reusePort: env[WORKER_ENV.reusePort] === '1', port: Number(env[WORKER_ENV.port]) };
+  const serving = (env[WORKER_ENV.serving] ?? '').split(',').filter((i) => i !== '').map(Number);
+  return { index, count, runDir, reusePort: env[WORKER_ENV.reusePort] === '1', port: Number(env[WORKER_ENV.port]), serving };
 }
 
 /** Runs until stopped; resolves with the exit status. */

@@ -18,7 +18,12 @@ export interface WorkerPlan {
   runDir: string;
   /** Bind the port with reusePort (Node >= 22.12); else through node:cluster. */
   reusePort: boolean;
+  /** The workers serving already: linked to before this one serves. */
+  serving?: number[];
 }
+
+/** How long a starting worker waits for its links to the workers already serving. */
+const LINK_WAIT_MS = 5_000;
 
 /** The store host's socket in the run directory. */
 export function storeSocketPath(runDir: string): string {
@@ -45,13 +50,17 @@ export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Lo
     // Stores are refused STORE_ERROR from now on; the primary's exit stops this worker too.
     link.onLost = (err) => log.error({ event: 'store_host_lost', err: err.message }, 'the store host went away');
   }
+  let relay: Relay | undefined;
   const mesh = new Mesh({
     index: plan.index, count: plan.count, dir: plan.runDir, log,
     forwardDeadlineMs: config.forwardDeadlineMs, forwardBudgetBytes: config.forwardBudgetBytes,
     maxBodyBytes: () => relay?.config.maxPayloadBytes ?? config.maxPayloadBytes,
   });
   await mesh.start();
-  let relay: Relay | undefined;
+  // Before it takes a client: else a client welcomed here could be unknown, for a moment, to a
+  // worker this one has not linked to yet (the welcome waits only for the links that are up).
+  const unlinked = await mesh.linkedTo(plan.serving ?? [], LINK_WAIT_MS);
+  if (unlinked.length > 0) log.warn({ event: 'worker_links_missing', peers: unlinked }, 'serving before every link to the other workers is up');
   try {
     relay = await Relay.start({ ...config, metricsPort: -1 }, {
       ...extra,
