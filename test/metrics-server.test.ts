@@ -22,6 +22,7 @@ t.test('scrapes read the counters at scrape time', async (t) => {
       storeStatus: () => ({ engine: 'lmdb', writable: true, commitFailures: 3, fileBytes: 65536 }),
       storeTotals: async () => ({ count: 5, bytes: 500, recipients: 2 }),
       eventLog: () => ({ written: 7, dropped: 1, errors: 0 }),
+      cluster: () => null,
       adminAnswers: () => ({ OK: 2, FORBIDDEN: 1 }),
       ready: () => ready,
     }),
@@ -75,7 +76,7 @@ t.test('a port in use is an error at start', async (t) => {
       traffic: () => ({ framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0 }),
       storeStatus: () => ({ engine: 'lmdb', writable: true, commitFailures: 0, fileBytes: 0 }),
       storeTotals: async () => ({ count: 0, bytes: 0, recipients: 0 }),
-      eventLog: () => null, adminAnswers: () => ({}), ready: () => true,
+      eventLog: () => null, cluster: () => null, adminAnswers: () => ({}), ready: () => true,
     }),
     ready: () => true,
   };

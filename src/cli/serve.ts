@@ -5,6 +5,7 @@ import { ConfigError, configFromEnv, readConfigFile, resolveConfig, type RelayCo
 import { createLogger } from '../server/log.js';
 import { formatRelayAddress, parseRelayAddress } from '../protocol/address.js';
 import { Relay } from '../server/relay.js';
+import { startClusterRelay } from '../cluster/join.js';
 import { startPrimary, workerCount, type Primary } from '../workers/primary.js';
 import { runWorkerProcess } from '../workers/worker-process.js';
 import { CliError, parseCommand, stringOption, type CommandSpec } from './args.js';
@@ -14,7 +15,7 @@ const SHUTDOWN_DEADLINE_MS = 15_000;
 
 const spec = {
   name: 'serve',
-  usage: 'serve [--config FILE] [--host H] [--port P] [--data DIR] [--workers N|auto] [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--root-key KEY] [--metrics-host H] [--metrics-port P]',
+  usage: 'serve [--config FILE] [--host H] [--port P] [--data DIR] [--workers N|auto] [--cluster nats://H:P,... --store postgres://...] [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--root-key KEY] [--metrics-host H] [--metrics-port P]',
   description: 'Starts the relay and prints its address (pulltab://KEY@HOST:PORT, pulltabs:// with TLS) on a line of its own.\n'
     + 'Settings come from defaults, then the JSON config file, then PULLTAB_* environment variables,\n'
     + 'then these flags; each overrides the one before. docs/OPERATIONS.md lists every setting.\n'
@@ -26,6 +27,8 @@ const spec = {
     data: { type: 'string' },
     store: { type: 'string' },
     workers: { type: 'string' },
+    cluster: { type: 'string' },
+    'cluster-name': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     'tls-self-signed': { type: 'boolean' },
@@ -38,8 +41,10 @@ const spec = {
     '--host H': 'address to listen on (default 0.0.0.0)',
     '--port P': 'TCP port (default 2652)',
     '--data DIR': 'data directory: relay identity and LMDB store (default ./data)',
-    '--store ENGINE': 'mailbox engine: lmdb (embedded in DIR/mailbox, the default)',
+    '--store ENGINE': 'mailbox engine: lmdb (embedded in DIR/mailbox, the default) or a PostgreSQL URL postgres://USER@HOST:PORT/DB',
     '--workers N': 'worker processes that make one relay on this host (auto: one per core; default 1)',
+    '--cluster URLS': 'one relay on several hosts: the NATS servers its instances meet through (nats://HOST:PORT,...); needs --store postgres://...',
+    '--cluster-name NAME': 'the same on every instance of this relay (default pulltab)',
     '--tls-cert FILE': 'TLS on the relay port: PEM certificate (chain), reread on SIGHUP',
     '--tls-key FILE': 'its PEM private key',
     '--tls-self-signed': 'TLS with a certificate the relay makes once in DIR/tls/ (clients pin the relay key, not the certificate)',
@@ -59,6 +64,7 @@ export async function serve(argv: string[]): Promise<number> {
     { source: 'env', values: configFromEnv(process.env) },
     { source: 'flags', values: {
       host: values.host, port: values.port, dataDir: values.data, store: values.store, workers: values.workers,
+      cluster: values.cluster, clusterName: values['cluster-name'],
       tlsCert: values['tls-cert'], tlsKey: values['tls-key'], tlsSelfSigned: values['tls-self-signed'] === true ? true : undefined,
       rootKey: values['root-key'], metricsHost: values['metrics-host'],
       metricsPort: values['metrics-port'] === 'off' ? -1 : values['metrics-port'],
@@ -77,8 +83,15 @@ export async function serve(argv: string[]): Promise<number> {
   if (cluster.isWorker) return runWorkerProcess(load, logger);
   if (workerCount(config.workers) > 1) return servePrimary(config, load, logger);
   let relay: Relay;
+  let close = (options: { retryAfterMs: number; graceMs: number }) => relay.close(options);
   try {
-    relay = await Relay.start(config, { logger });
+    if (config.cluster !== undefined) {
+      const member = await startClusterRelay(config, { logger });
+      relay = member.relay;
+      close = member.close;
+    } else {
+      relay = await Relay.start(config, { logger });
+    }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') throw new CliError(`cannot listen on ${config.host}:${config.port}: address already in use`);
@@ -91,7 +104,7 @@ export async function serve(argv: string[]): Promise<number> {
   hintAddress(config, logger, (host) => relay.addressFor(host));
   logger.info({ event: 'relay_started', address: relay.address, port: relay.port, tls: relay.tls, metricsPort: relay.metricsPort }, 'relay started');
   // SIGHUP: read the file and environment again and apply the reloadable settings.
-  return untilStopped(logger, 'shutting down', () => relay.close({ retryAfterMs: 1000, graceMs: 5000 }), () => relay.reload(load()));
+  return untilStopped(logger, 'shutting down', () => close({ retryAfterMs: 1000, graceMs: 5000 }), () => relay.reload(load()));
 }
 
 function hintAddress(config: RelayConfig, logger: Logger, addressFor: (host: string) => string): void {

@@ -5,7 +5,7 @@
 // Small frames are copied into an accumulation buffer; a large body is queued as a slice of
 // the buffer it arrived in, so it is never copied on its way through. The accumulation
 // buffer is dropped after a quiet flush, so an idle connection holds no output memory.
-import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import { copyBytes } from './frames.js';
 
 /** Bodies at least this long travel as their own slice instead of being copied. */
@@ -31,7 +31,7 @@ function giveBack(buffers: Buffer[]): void {
 }
 
 export class Outbound {
-  readonly #socket: Socket;
+  readonly #socket: Writable;
   #buf: Buffer | null = null;
   #segmentStart = 0;
   #used = 0;
@@ -48,7 +48,7 @@ export class Outbound {
   framesOut = 0;
   bytesOut = 0;
 
-  constructor(socket: Socket) {
+  constructor(socket: Writable) {
     this.#socket = socket;
   }
 

@@ -3,7 +3,7 @@
 // value stops the relay with a message naming the key.
 import { readFileSync } from 'node:fs';
 import type { MailboxLimits } from '../store/mailbox.js';
-import { storeSettingError } from '../store/open.js';
+import { openedByEachProcess, storeSettingError } from '../store/open.js';
 import { z } from 'zod';
 import { decodeKey } from '../crypto/keys.js';
 import { MAX_PAYLOAD_BYTES_SETTING } from '../protocol/constants.js';
@@ -106,6 +106,22 @@ const configShape = z.object({
   forwardDeadlineMs: int(100).default(2_000),
   /** Between workers: bytes queued on one link before forwards on it miss as busy. */
   forwardBudgetBytes: int(64 * 1024).default(16 * MiB),
+  /**
+   * One relay on several hosts (src/cluster/): the NATS servers its instances meet through, as a
+   * comma-separated list of nats://HOST:PORT (tls://HOST:PORT for TLS to NATS). Needs a store every
+   * instance shares (PostgreSQL).
+   */
+  cluster: z.string().min(1).optional().superRefine((value, ctx) => {
+    const error = value === undefined ? null : clusterServersError(value);
+    if (error !== null) ctx.addIssue({ code: 'custom', message: error });
+  }),
+  /** The cluster's name: every instance of one relay gives the same, and no other relay on those NATS servers. */
+  clusterName: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and - (at most 64)').default('pulltab'),
+  /** NATS authentication: a file holding a token, or a user's credentials file (.creds); read at start, never logged. */
+  clusterTokenFile: z.string().min(1).optional(),
+  clusterCredentialsFile: z.string().min(1).optional(),
+  /** How often each instance tells the others it is there; three missed and it is dropped with its keys. */
+  clusterHeartbeatMs: int(50, 60_000).default(1_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Log one line per delivery (sender and recipient keys, sizes); off by default. */
   logDeliveries: bool.default(false),
@@ -117,7 +133,31 @@ export const configSchema = configShape.refine((c) => c.defaultTtlSeconds <= c.m
   message: 'tlsCert and tlsKey go together: give both, or neither', path: ['tlsCert'],
 }).refine((c) => !(c.tlsSelfSigned && c.tlsCert !== undefined), {
   message: 'tlsSelfSigned makes its own certificate: give it or tlsCert and tlsKey, not both', path: ['tlsSelfSigned'],
+}).refine((c) => c.cluster === undefined || openedByEachProcess(c.store), {
+  message: 'a cluster needs a store that every instance shares: store postgres://USER@HOST:PORT/DB', path: ['cluster'],
+}).refine((c) => !(c.clusterTokenFile !== undefined && c.clusterCredentialsFile !== undefined), {
+  message: 'give clusterTokenFile or clusterCredentialsFile, not both', path: ['clusterTokenFile'],
 });
+
+/** Why a `cluster` setting is not a list of NATS server URLs (null: it is). */
+function clusterServersError(value: string): string | null {
+  for (const server of value.split(',').map((s) => s.trim())) {
+    let url: URL;
+    try {
+      url = new URL(server);
+    } catch {
+      return `"${server}" is not a URL: give nats://HOST:PORT[,nats://HOST:PORT...]`;
+    }
+    if (url.protocol !== 'nats:' && url.protocol !== 'tls:') return `"${url.protocol}//${url.host}" is not a NATS server: give nats://HOST:PORT`;
+    if (url.username !== '' || url.password !== '') return 'put NATS credentials in clusterTokenFile or clusterCredentialsFile, not in the URL (it is logged)';
+  }
+  return null;
+}
+
+/** The NATS servers of a `cluster` setting. */
+export function clusterServers(config: RelayConfig): string[] {
+  return (config.cluster ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
 
 /** TLS is on when a certificate is configured or the relay makes its own. */
 export function tlsEnabled(config: RelayConfig): boolean {

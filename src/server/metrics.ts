@@ -102,6 +102,10 @@ export function createRegistry(source: MetricsSource): Registry {
   }));
   counter('pulltab_forwards_total', 'Envelopes handed to another instance of the relay (per recipient)', (o) => o.forwards.forwarded);
   counter('pulltab_forwards_received_total', 'Envelopes another instance of the relay forwarded here for a key held here (per recipient)', (o) => o.forwards.received);
+  gauge('pulltab_cluster_connected', 'Instances of this relay here connected to NATS (a cluster of hosts; 0 when not in one)', (o) => o.cluster?.connected ?? 0);
+  gauge('pulltab_cluster_instances', 'Instances on other hosts linked to (their presence snapshot read), per instance here', (o) => o.cluster?.instances ?? 0);
+  gauge('pulltab_presence_remote_keys', 'Keys held by other instances of the relay, as each instance here knows them', (o) => o.cluster?.remoteKeys ?? 0);
+  counter('pulltab_cluster_link_gaps_total', 'Links between instances started afresh because a NATS message between them was lost', (o) => o.cluster?.linkGaps ?? 0);
   counter('pulltab_presence_unconfirmed_total', 'Connections welcomed before every other instance confirmed it knew them (one was slower than forwardDeadlineMs)', (o) => o.forwards.presenceUnconfirmed);
   labelled('pulltab_forward_misses_total', 'Forwards that missed (stored here when storable, else refused), by reason', 'reason', (o) => ({ ...o.forwards.missed }));
 

@@ -34,8 +34,21 @@ export interface Observation {
   adminAnswers: Record<string, number>;
   /** Accepting connections and able to store (/readyz). */
   ready: boolean;
+  /** In a cluster (src/cluster/): this relay's instances on this host, as NATS sees them; null otherwise. */
+  cluster: ClusterObservation | null;
   /** A relay of several workers: each one's share (the rest of the observation is their sum). */
   workers?: WorkerShare[];
+}
+
+export interface ClusterObservation {
+  /** Instances here connected to NATS (1 or 0 for one process; with workers, how many of them). */
+  connected: number;
+  /** Links to instances on other hosts whose snapshot has arrived. */
+  instances: number;
+  /** Keys held by other instances (other workers of this host included), as this one knows them. */
+  remoteKeys: number;
+  /** Links started afresh because a message between instances was lost. */
+  linkGaps: number;
 }
 
 export interface WorkerShare {
@@ -84,6 +97,7 @@ export interface ObservationSource {
   storeStatus(): StoreStatus;
   storeTotals(): Promise<Totals>;
   eventLog(): { written: number; dropped: number; errors: number } | null;
+  cluster(): ClusterObservation | null;
   adminAnswers(): Record<string, number>;
   ready(): boolean;
 }
@@ -117,6 +131,7 @@ export async function observe(source: ObservationSource): Promise<Observation> {
     readPauses: { output: s.outputPauses, store: s.storePauses, turn: s.turnYields, peer: s.peerPauses },
     mailbox: { ...totals, ...source.storeStatus() },
     eventLog: source.eventLog(),
+    cluster: source.cluster(),
     adminAnswers: { ...source.adminAnswers() },
     ready: source.ready(),
   };

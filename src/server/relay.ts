@@ -20,7 +20,7 @@ import type { Connection, RelayContext } from './connection.js';
 import { EventLog } from './events.js';
 import { createLogger } from './log.js';
 import { startMetricsServer, type MetricsServer } from './metrics.js';
-import { observe, type Observation, type ObservationSource, type Traffic } from './observation.js';
+import { observe, type ClusterObservation, type Observation, type ObservationSource, type Traffic } from './observation.js';
 import type { Peers } from './destinations.js';
 import { admissionCode, PolicyCache } from './policies.js';
 import { Router } from './router.js';
@@ -48,6 +48,8 @@ export interface RelayOptions {
   policyPollMs?: number;
   /** The connections the admin commands see (a relay of workers: every worker's), given this relay's own. */
   adminConnections?: (local: ConnectedSessions) => AdminConnections;
+  /** Membership of a cluster of hosts (src/cluster/): not ready while its presence is not synchronised. */
+  cluster?: { synchronized: boolean; observe(): ClusterObservation };
   /** What the admin `stats` command answers (a relay of workers: the whole relay's observation). */
   stats?: () => Promise<object>;
 }
@@ -73,6 +75,7 @@ export class Relay {
   readonly #policyCache: PolicyCache;
   #metrics: MetricsServer | null = null;
   #ready = false;
+  readonly #cluster: RelayOptions['cluster'] | null;
   readonly #startedAt = Date.now();
   readonly #server: Server;
   readonly #context: RelayContext;
@@ -95,6 +98,7 @@ export class Relay {
   private constructor(config: RelayConfig, log: Logger, store: MailboxStore, policyStore: PolicyStore, options: RelayOptions) {
     this.config = config;
     this.log = log;
+    this.#cluster = options.cluster ?? null;
     this.identity = loadOrCreateIdentityFile(join(config.dataDir, 'relay-identity.json'));
     if (tlsEnabled(config)) {
       const material = loadTlsMaterial(config);
@@ -243,9 +247,9 @@ export class Relay {
     this.#policyPollTimer.unref();
   }
 
-  /** Ready (/readyz): accepting connections (started, not closing) and able to store messages. */
+  /** Ready (/readyz): accepting connections (started, not closing), able to store messages, and in a cluster, synchronised with it. */
   get ready(): boolean {
-    return this.#ready && this.#closed === null && this.storeWritable;
+    return this.#ready && this.#closed === null && this.storeWritable && (this.#cluster?.synchronized ?? true);
   }
 
   /** false while the mailbox store cannot commit (from a failed commit until it has recovered by itself). */
@@ -287,6 +291,7 @@ export class Relay {
       traffic: () => relay.traffic(),
       storeStatus: () => relay.store.status(),
       storeTotals: () => relay.store.totals(),
+      cluster: () => relay.#cluster?.observe() ?? null,
       eventLog: () => (relay.events ? { written: relay.events.written, dropped: relay.events.dropped, errors: relay.events.errors } : null),
       adminAnswers: () => relay.admin.answers,
       ready: () => relay.ready,

@@ -1,4 +1,5 @@
-// One link of the worker mesh: a Unix-domain stream to one other worker of this relay, and the
+// One link of the worker mesh: a Unix-domain stream to one other worker of this relay (or, in a
+// cluster, a stream over NATS to an instance on another host: src/cluster/nats-stream.ts), and the
 // Peer (src/server/destinations.ts) that forwards envelopes to it.
 //
 // Forwarding never writes from the sender's read loop: a FORWARD goes into the link's output
@@ -11,6 +12,7 @@
 //
 // A forward costs no object: its waiter and tag go into two arrays in the order sent, indexed by id.
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { keyIdAt } from '../crypto/key-id.js';
 import { encodeKey } from '../crypto/keys.js';
 import { KEY_LENGTH, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
@@ -62,7 +64,7 @@ export class PeerLink implements Peer {
   dialedIndex = -1;
   #up = false;
   #closed = false;
-  readonly #socket: Socket;
+  readonly #socket: Duplex;
   readonly #out: Outbound;
   readonly #reader: FrameReader;
   readonly #settings: LinkSettings;
@@ -97,7 +99,7 @@ export class PeerLink implements Peer {
   /** The sender of the FORWARD being routed (one object, its key pointed at each frame's). */
   readonly #origin: LinkOrigin;
 
-  constructor(socket: Socket, settings: LinkSettings, events: LinkEvents) {
+  constructor(socket: Socket | Duplex, settings: LinkSettings, events: LinkEvents) {
     this.#socket = socket;
     this.#settings = settings;
     this.#events = events;
@@ -108,7 +110,7 @@ export class PeerLink implements Peer {
       onFrame: (type, buf, start, end) => this.#frame(type, buf, start, end),
       onError: () => this.close(),
     });
-    socket.setNoDelay?.(true);
+    (socket as Partial<Socket>).setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.#reader.push(chunk));
     socket.on('drain', () => this.#resumeSenders());
     socket.on('error', () => {});

@@ -7,6 +7,7 @@
 // Accepting: on Node >= 22.12 each worker binds the port itself with reusePort and the kernel
 // spreads connections; on older Node the primary accepts and hands connections round-robin
 // (node:cluster's default).
+import { randomBytes } from 'node:crypto';
 import cluster, { type Worker as ClusterWorker } from 'node:cluster';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -39,7 +40,8 @@ export type RelayQuestion = 'stats' | 'sessions' | 'kick';
 
 /** The environment a worker is started with (beside the primary's own). */
 export const WORKER_ENV = { index: 'PULLTAB_WORKER_INDEX', count: 'PULLTAB_WORKER_COUNT', runDir: 'PULLTAB_RUN_DIR',
-  reusePort: 'PULLTAB_REUSE_PORT', port: 'PULLTAB_WORKER_PORT', serving: 'PULLTAB_WORKERS_SERVING' } as const;
+  reusePort: 'PULLTAB_REUSE_PORT', port: 'PULLTAB_WORKER_PORT', serving: 'PULLTAB_WORKERS_SERVING',
+  group: 'PULLTAB_WORKERS_GROUP' } as const;
 
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 5_000;
@@ -100,6 +102,8 @@ export async function startPrimary(config: RelayConfig, log: Logger): Promise<Pr
     throw new Error(`workerAccept reuse-port needs Node 22.12 or later on Linux (this is Node ${process.versions.node} on ${process.platform})`);
   }
   const startedAt = Date.now();
+  // In a cluster of hosts: this host's workers, which reach each other over the Unix-socket mesh.
+  const group = randomBytes(16).toString('hex');
   const slots: Slot[] = [];
   let stopping = false;
   let port = config.port;
@@ -136,6 +140,7 @@ export async function startPrimary(config: RelayConfig, log: Logger): Promise<Pr
       [WORKER_ENV.port]: String(reusePort ? port : config.port),
       // It links to these before it serves (./worker.ts).
       [WORKER_ENV.serving]: slots.filter((s) => s.up && s !== slot).map((s) => s.index).join(','),
+      [WORKER_ENV.group]: group,
     });
     slot.worker = worker;
     slot.startedAt = Date.now();

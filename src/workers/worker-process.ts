@@ -14,7 +14,8 @@ function planFromEnv(env: NodeJS.ProcessEnv): WorkerPlan & { port: number } {
   const runDir = env[WORKER_ENV.runDir];
   if (!Number.isInteger(index) || !Number.isInteger(count) || !runDir) throw new Error('worker started without its plan');
   const serving = (env[WORKER_ENV.serving] ?? '').split(',').filter((i) => i !== '').map(Number);
-  return { index, count, runDir, reusePort: env[WORKER_ENV.reusePort] === '1', port: Number(env[WORKER_ENV.port]), serving };
+  const group = /^[0-9a-f]{32}$/.test(env[WORKER_ENV.group] ?? '') ? Buffer.from(env[WORKER_ENV.group]!, 'hex') : undefined;
+  return { index, count, runDir, reusePort: env[WORKER_ENV.reusePort] === '1', port: Number(env[WORKER_ENV.port]), serving, group };
 }
 
 /** Runs until stopped; resolves with the exit status. */

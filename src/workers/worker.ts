@@ -1,7 +1,8 @@
 // One worker of a relay made of several processes on one host (./primary.ts starts them): a whole
 // relay (src/server/relay.ts) whose store is the primary's (src/store/remote/, or a database
 // server it opens itself), whose peers are the other workers (./mesh.ts), and whose port every
-// worker shares (reusePort, or node:cluster's primary handing out connections).
+// worker shares (reusePort, or node:cluster's primary handing out connections). In a cluster of
+// hosts each worker is also an instance over NATS (src/cluster/).
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { HostedMailboxStore, HostedPolicyStore, HostLink } from '../store/remote/client.js';
@@ -9,6 +10,8 @@ import { openedByEachProcess } from '../store/open.js';
 import type { RelayConfig } from '../server/config.js';
 import { Relay, type RelayOptions } from '../server/relay.js';
 import { Mesh } from './mesh.js';
+import { joinCluster } from '../cluster/join.js';
+import type { NatsMesh } from '../cluster/nats-mesh.js';
 
 export interface WorkerPlan {
   /** 1..count */
@@ -20,6 +23,8 @@ export interface WorkerPlan {
   reusePort: boolean;
   /** The workers serving already: linked to before this one serves. */
   serving?: number[];
+  /** The id the workers of this host share in a cluster of hosts (they ignore each other there). */
+  group?: Buffer;
 }
 
 /** How long a starting worker waits for its links to the workers already serving. */
@@ -61,11 +66,20 @@ export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Lo
   // worker this one has not linked to yet (the welcome waits only for the links that are up).
   const unlinked = await mesh.linkedTo(plan.serving ?? [], LINK_WAIT_MS);
   if (unlinked.length > 0) log.warn({ event: 'worker_links_missing', peers: unlinked }, 'serving before every link to the other workers is up');
+  // In a cluster of hosts each worker is an instance of it too; this host's workers are one group.
+  let cluster: NatsMesh | null = null;
+  if (config.cluster !== undefined) {
+    cluster = await joinCluster(config, {
+      presence: mesh.presence, index: plan.index, group: plan.group,
+      maxBodyBytes: () => relay?.config.maxPayloadBytes ?? config.maxPayloadBytes,
+    }, log);
+  }
   try {
     relay = await Relay.start({ ...config, metricsPort: -1 }, {
       ...extra,
       logger: log,
       peers: mesh.presence,
+      ...(cluster !== null ? { cluster } : {}),
       sweeps: false,
       listen: { reusePort: plan.reusePort },
       eventsDir: join(config.dataDir, 'events', `worker-${plan.index}`),
@@ -77,17 +91,20 @@ export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Lo
     });
   } catch (err) {
     mesh.close();
+    await cluster?.close();
     link?.close();
     throw err;
   }
   const started = relay;
   mesh.attach(started.router, started.stats);
+  cluster?.attach(started.router, started.stats);
   return {
     relay: started,
     mesh,
     close: async (options) => {
       await started.close(options);
       mesh.close();
+      await cluster?.close();
       link?.close();
     },
   };

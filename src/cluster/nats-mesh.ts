@@ -1,0 +1,318 @@
+// The relay's instances on other hosts, reached through NATS (core NATS: no JetStream). Each
+// instance (a single-process relay, or each worker of one) has an id of its own and two subjects:
+//
+//   pulltab.<cluster>.hb        every instance's heartbeat (HEARTBEAT below), to all
+//   pulltab.<cluster>.in.<id>   the link messages for instance <id> (./nats-stream.ts), from all
+//
+// One subject per instance, not per client key (../shared/reference/scale-out.md §2): presence and
+// forwarding are the workers' protocol (src/workers/link.ts, src/workers/presence.ts) on a link per
+// pair of instances, and every frame of one turn to one instance leaves as one NATS message.
+// A heartbeat from an instance this one has no link to opens one; a link message with seq 0 from
+// one opens one too (or replaces the old one: the peer started afresh). An instance not heard
+// from for three heartbeats is dropped with its keys, and so is every instance while this one is
+// disconnected from NATS (it serves its own clients; messages for keys elsewhere are stored if
+// storable, else refused RECIPIENT_OFFLINE). Workers of one host (one `group`) reach each other
+// over their Unix-socket mesh and ignore each other here. HEARTBEAT: kind 3 | from 16 | group 16 |
+// flags u8 (1: just joined, answer at once; 2: leaving, drop me now).
+import { randomBytes } from 'node:crypto';
+import { connect, credsAuthenticator, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import { ForwardMiss } from '../server/destinations.js';
+import type { ClusterObservation } from '../server/observation.js';
+import type { Router } from '../server/router.js';
+import type { RelayStats } from '../server/stats.js';
+import { PeerLink, type LinkEvents, type LinkSettings } from '../workers/link.js';
+import type { Presence } from '../workers/presence.js';
+import { INSTANCE_ID_LENGTH, LINK_HEADER, LinkMessage, NatsStream, readLinkHeader } from './nats-stream.js';
+
+const HEARTBEAT = 3;
+const HEARTBEAT_LENGTH = 1 + 2 * INSTANCE_ID_LENGTH + 1;
+const JOINING = 1;
+const LEAVING = 2;
+/** Heartbeats missed before an instance is dropped. */
+const MISSED_HEARTBEATS = 3;
+
+export interface NatsMeshOptions extends LinkSettings {
+  /** nats://host:port URLs of the NATS servers (any of them; the client finds the rest). */
+  servers: string[];
+  /** The cluster's name: the instances of one relay share it (a subject token). */
+  name: string;
+  /** The workers of one host share a group (16 bytes); a single process is a group of its own. */
+  group: Buffer;
+  heartbeatMs: number;
+  /** NATS authentication: a token, or a user's credentials file's text (JWT and seed). */
+  token?: string;
+  credentials?: string;
+  presence: Presence;
+  log: Logger;
+}
+
+interface Instance {
+  link: PeerLink | null;
+  stream: NatsStream | null;
+  lastHeard: number;
+}
+
+export class NatsMesh {
+  readonly id = randomBytes(INSTANCE_ID_LENGTH);
+  readonly idHex = this.id.toString('hex');
+  readonly #options: NatsMeshOptions;
+  readonly #subjects: { heartbeat: string; prefix: string };
+  #nc: NatsConnection | null = null;
+  #connected = false;
+  readonly #instances = new Map<string, Instance>();
+  #router: Router | null = null;
+  #stats: RelayStats | null = null;
+  #closed = false;
+  #timer: NodeJS.Timeout | null = null;
+  #expiry: NodeJS.Timeout | null = null;
+  #subscriptions: Subscription[] = [];
+  /** Link messages that could not be read (too short, unknown kind), and links broken by a gap. */
+  malformed = 0;
+  gaps = 0;
+
+  constructor(options: NatsMeshOptions) {
+    this.#options = options;
+    this.#subjects = { heartbeat: `pulltab.${options.name}.hb`, prefix: `pulltab.${options.name}.in.` };
+  }
+
+  /** Connected to NATS now. */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** Instances linked now (their snapshot read). */
+  get instancesLinked(): number {
+    let n = 0;
+    for (const i of this.#instances.values()) if (i.link?.synced === true) n++;
+    return n;
+  }
+
+  /** Connected, and every instance heard from has a link whose snapshot has arrived (/readyz). */
+  get synchronized(): boolean {
+    if (!this.#connected) return false;
+    for (const i of this.#instances.values()) if (i.link === null || !i.link.synced) return false;
+    return true;
+  }
+
+  observe(): ClusterObservation {
+    return { connected: this.#connected ? 1 : 0, instances: this.instancesLinked, remoteKeys: this.#options.presence.remoteCount, linkGaps: this.gaps };
+  }
+
+  attach(router: Router, stats: RelayStats): void {
+    this.#router = router;
+    this.#stats = stats;
+    this.#options.presence.stats ??= stats;
+  }
+
+  /**
+   * Connects (retrying without end in the background if NATS is not there) and waits up to
+   * waitMs for the other instances' snapshots. Resolves whether or not that happened: false if not.
+   */
+  async start(waitMs: number): Promise<boolean> {
+    const o = this.#options;
+    const deadline = Date.now() + waitMs;
+    this.#timer = setInterval(() => this.#beat(), o.heartbeatMs);
+    this.#timer.unref();
+    this.#expiry = setInterval(() => {
+      const now = Date.now();
+      for (const i of this.#instances.values()) i.link?.expire(now);
+    }, Math.max(25, Math.floor(o.forwardDeadlineMs / 8)));
+    this.#expiry.unref();
+    const connecting = connect({
+      servers: o.servers, name: `pulltab-${o.name}-${this.idHex.slice(0, 8)}`,
+      maxReconnectAttempts: -1, reconnectTimeWait: 250, waitOnFirstConnect: true,
+      pingInterval: 10_000, noEcho: true,
+      ...(o.token !== undefined ? { token: o.token } : {}),
+      ...(o.credentials !== undefined ? { authenticator: credsAuthenticator(new TextEncoder().encode(o.credentials)) } : {}),
+    }).then((nc) => this.#up(nc), (err: Error) => {
+      o.log.error({ event: 'cluster_connect_failed', err: err.message }, 'cannot connect to NATS');
+    });
+    await Promise.race([connecting, sleep(Math.max(0, deadline - Date.now()))]);
+    if (!this.#connected) return false;
+    // Instances heard at once answer our joining heartbeat with one of theirs and a link.
+    await sleep(Math.min(250, Math.max(0, deadline - Date.now())));
+    while (!this.synchronized && Date.now() < deadline && !this.#closed) await sleep(5);
+    return this.synchronized;
+  }
+
+  /** Tells the others this instance leaves, and disconnects. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    if (this.#expiry) clearInterval(this.#expiry);
+    for (const i of this.#instances.values()) i.link?.close();
+    this.#instances.clear();
+    const nc = this.#nc;
+    if (nc === null) return;
+    if (this.#connected) nc.publish(this.#subjects.heartbeat, this.#heartbeat(LEAVING));
+    await nc.drain().catch(() => {});
+  }
+
+  #up(nc: NatsConnection): void {
+    if (this.#closed) {
+      void nc.close();
+      return;
+    }
+    this.#nc = nc;
+    this.#connected = true;
+    const log = this.#options.log;
+    log.info({ event: 'cluster_connected', server: nc.getServer(), instance: this.idHex }, 'connected to NATS');
+    this.#subscriptions.push(
+      nc.subscribe(this.#subjects.heartbeat, { callback: (err, msg) => { if (!err) this.#heard(toBuffer(msg.data)); } }),
+      nc.subscribe(this.#subjects.prefix + this.idHex, { callback: (err, msg) => { if (!err) this.#message(toBuffer(msg.data)); } }),
+    );
+    nc.publish(this.#subjects.heartbeat, this.#heartbeat(JOINING));
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') {
+          this.#connected = false;
+          log.warn({ event: 'cluster_disconnected' }, 'disconnected from NATS: the other instances are unreachable until it reconnects');
+          this.#dropAll();
+        } else if (s.type === 'reconnect') {
+          this.#connected = true;
+          log.info({ event: 'cluster_reconnected', server: nc.getServer() }, 'reconnected to NATS');
+          nc.publish(this.#subjects.heartbeat, this.#heartbeat(JOINING));
+        } else if (s.type === 'slowConsumer') {
+          log.warn({ event: 'cluster_slow_consumer' }, 'NATS messages arrive faster than this instance reads them');
+        }
+      }
+    })();
+  }
+
+  #beat(): void {
+    const now = Date.now();
+    const deadAfter = this.#options.heartbeatMs * MISSED_HEARTBEATS;
+    for (const [id, i] of this.#instances) {
+      if (now - i.lastHeard <= deadAfter) continue;
+      this.#options.log.warn({ event: 'cluster_instance_lost', instance: id }, 'no heartbeat from an instance: dropped with its keys');
+      this.#drop(id);
+    }
+    if (this.#connected) this.#nc!.publish(this.#subjects.heartbeat, this.#heartbeat(0));
+  }
+
+  #heartbeat(flags: number): Buffer {
+    const b = Buffer.allocUnsafe(HEARTBEAT_LENGTH);
+    b[0] = HEARTBEAT;
+    this.id.copy(b, 1);
+    this.#options.group.copy(b, 1 + INSTANCE_ID_LENGTH);
+    b[HEARTBEAT_LENGTH - 1] = flags;
+    return b;
+  }
+
+  #heard(b: Buffer): void {
+    if (this.#closed || b.length !== HEARTBEAT_LENGTH || b[0] !== HEARTBEAT) return;
+    const id = b.toString('hex', 1, 1 + INSTANCE_ID_LENGTH);
+    if (id === this.idHex) return;
+    // The workers of this host: the Unix-socket mesh links them.
+    if (b.compare(this.#options.group, 0, INSTANCE_ID_LENGTH, 1 + INSTANCE_ID_LENGTH, 1 + 2 * INSTANCE_ID_LENGTH) === 0) return;
+    const flags = b[HEARTBEAT_LENGTH - 1];
+    if (flags & LEAVING) {
+      this.#drop(id);
+      return;
+    }
+    const instance = this.#instances.get(id);
+    if (instance !== undefined) {
+      instance.lastHeard = Date.now();
+      if (instance.link === null) this.#open(id, instance);
+    } else {
+      this.#open(id, { link: null, stream: null, lastHeard: Date.now() });
+    }
+    if (flags & JOINING) this.#nc?.publish(this.#subjects.heartbeat, this.#heartbeat(0));
+  }
+
+  #message(b: Buffer): void {
+    if (this.#closed) return;
+    const h = readLinkHeader(b);
+    if (h === null || (h.kind !== LinkMessage.DATA && h.kind !== LinkMessage.ACK)) {
+      this.malformed++;
+      return;
+    }
+    let instance = this.#instances.get(h.from);
+    if (instance === undefined) {
+      // The first we hear of it is its link's first message: its heartbeat is on its way.
+      if (h.kind !== LinkMessage.DATA || h.seq !== 0) return;
+      instance = { link: null, stream: null, lastHeard: Date.now() };
+      this.#open(h.from, instance);
+    }
+    instance.lastHeard = Date.now();
+    const stream = instance.stream!;
+    stream.acknowledged(h.ackGen, h.ack);
+    if (h.kind !== LinkMessage.DATA) return;
+    if (stream.inGen !== 0 && h.gen !== stream.inGen) {
+      // A new generation from the peer: it broke its side (a gap, or it restarted the link).
+      if (h.seq !== 0) return; // the rest of one it broke already
+      this.#open(h.from, instance);
+    } else if (stream.inGen === 0 && h.seq !== 0) {
+      return; // the rest of a generation from before ours
+    }
+    if (!instance.stream!.received(h.gen, h.seq, b.subarray(LINK_HEADER))) {
+      this.gaps++;
+      this.#options.log.warn({ event: 'cluster_link_gap', instance: h.from }, 'a message between instances was lost: the link starts afresh');
+      this.#open(h.from, instance);
+    }
+  }
+
+  /** Opens a link to instance id (closing the one it had): a new generation, HELLO and snapshot first. */
+  #open(id: string, instance: Instance): void {
+    const old = instance.link;
+    instance.link = null;
+    old?.close();
+    if (!this.#connected) return;
+    const subject = this.#subjects.prefix + id;
+    const nc = this.#nc!;
+    const o = this.#options;
+    const stream = new NatsStream({
+      publish: (message) => nc.publish(subject, message),
+      self: this.id,
+      windowBytes: Math.max(64 * 1024, Math.floor(o.forwardBudgetBytes / 2)),
+      maxMessageBytes: () => nc.info?.max_payload ?? 1024 * 1024,
+    });
+    instance.stream = stream;
+    instance.link = new PeerLink(stream, o, this.#events);
+    this.#instances.set(id, instance);
+  }
+
+  #drop(id: string): void {
+    const instance = this.#instances.get(id);
+    if (instance === undefined) return;
+    this.#instances.delete(id);
+    instance.link?.close();
+  }
+
+  #dropAll(): void {
+    for (const id of [...this.#instances.keys()]) this.#drop(id);
+  }
+
+  readonly #events: LinkEvents = {
+    up: (link) => {
+      this.#options.presence.linkUp(link);
+      this.#options.log.info({ event: 'cluster_link_up', peer: link.index }, 'link to an instance up');
+    },
+    presence: (link, add, key, epoch) => {
+      if (add) this.#options.presence.peerAdded(link, key, epoch);
+      else this.#options.presence.peerRemoved(link, key, epoch);
+    },
+    forwarded: (_link, origin, envelope, flags, ttlSeconds, id) => {
+      const router = this.#router;
+      return router === null ? ForwardMiss.GONE : router.routeForwarded(origin, envelope, flags, ttlSeconds, id);
+    },
+    mailboxChanged: (_link, keyId) => this.#router?.mailboxChanged(keyId),
+    senderPaused: () => {
+      if (this.#stats !== null) this.#stats.peerPauses++;
+    },
+    down: (link) => {
+      // Only a link that was up was told to the presence table.
+      if (link.index >= 0) this.#options.presence.linkDown(link);
+    },
+  };
+}
+
+function toBuffer(data: Uint8Array): Buffer {
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
