@@ -1,64 +1,15 @@
 // One relay on several hosts: instances as processes on loopback (`pulltab serve --cluster
 // nats://... --store postgres://...`), each with its own data directory and the same relay
 // identity, routed over a real nats-server, the mailboxes in a real PostgreSQL.
-import t, { type Test } from 'tap';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import t from 'tap';
 import { join } from 'node:path';
 import { generateIdentity } from '../src/crypto/keys.js';
 import { Code } from '../src/protocol/constants.js';
-import { connectCollecting, killRelay, makeClient, once, relayMetric, removeDir, runCli, sleep, spawnRelay, tempDir, waitForCount, type SpawnedRelay } from './helpers.js';
-import { natsSkipReason, startNatsServer, type NatsServer } from './nats-server.js';
-import { postgresSkipReason, startCluster, type Cluster } from './postgres-cluster.js';
+import { connectCollecting, killRelay, makeClient, once, relayMetric, removeDir, runCli, sleep, tempDir, until, waitForCount } from './helpers.js';
+import { clusterServices, clusterSkip, instances } from './cluster-instances.js';
 
-const skip = postgresSkipReason() ?? natsSkipReason() ?? false;
-
-let nats: NatsServer;
-let pg: Cluster;
-if (!skip) {
-  nats = await startNatsServer();
-  pg = await startCluster();
-  t.teardown(async () => {
-    await nats.stop();
-    await pg.destroy();
-  });
-}
-
-/** n instances of one relay: one database, one cluster name, one relay key. */
-async function instances(t: Test, n: number, extraArgs: string[] = []): Promise<SpawnedRelay[]> {
-  const dir = tempDir();
-  t.teardown(() => removeDir(dir));
-  const store = await pg.createDatabase();
-  const name = `t${process.pid}x${Math.floor(Math.random() * 1e9)}`;
-  const started: SpawnedRelay[] = [];
-  for (let i = 1; i <= n; i++) {
-    const dataDir = join(dir, `instance-${i}`);
-    if (i > 1) {
-      // Every instance holds the relay key (docs/OPERATIONS.md, "Running a cluster").
-      mkdirSync(dataDir, { recursive: true });
-      copyFileSync(join(dir, 'instance-1', 'relay-identity.json'), join(dataDir, 'relay-identity.json'));
-    }
-    const relay = await spawnRelay(dataDir, ['--port', '0', '--store', store, '--cluster', nats.url, '--cluster-name', name,
-      '--config', writeConfig(dir, i), ...extraArgs]);
-    t.teardown(() => killRelay(relay, 'SIGKILL'));
-    started.push(relay);
-  }
-  return started;
-}
-
-/** A small heartbeat so that a lost instance is dropped within a second. */
-function writeConfig(dir: string, i: number): string {
-  const path = join(dir, `config-${i}.json`);
-  writeFileSync(path, JSON.stringify({ clusterHeartbeatMs: 200, forwardDeadlineMs: 1000 }));
-  return path;
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+const skip = clusterSkip;
+const nats = skip ? (null as never) : (await clusterServices()).nats;
 
 t.test('a message crosses from an instance to another, both ways, live', { skip }, async (t) => {
   const [one, two] = await instances(t, 2);

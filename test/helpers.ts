@@ -81,6 +81,15 @@ export function once<T = unknown>(emitter: { once(event: string, fn: (...args: a
   });
 }
 
+/** Waits (polling every 20 ms) until check() holds, or throws after timeoutMs naming what it waited for. */
+export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

@@ -6,8 +6,8 @@
 // it skip and say so, unless PULLTAB_REQUIRE_NATS=1 (set by .ci/run), when they fail.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
+import { freePort } from './free-port.js';
 
 export function findNatsServer(): string | null {
   if (process.env.PULLTAB_NATS_SERVER) return process.env.PULLTAB_NATS_SERVER;
@@ -67,15 +67,4 @@ export async function startNatsServer(): Promise<NatsServer> {
   });
   await start();
   return { url: `nats://127.0.0.1:${port}`, port, kill: () => kill('SIGKILL'), start, stop: () => kill('SIGTERM') };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }

@@ -7,18 +7,10 @@ import { join } from 'node:path';
 import { generateIdentity } from '../src/crypto/keys.js';
 import { Code, FrameType, SendFlags } from '../src/protocol/constants.js';
 import { encodeSend, parseDeliver, parseResult } from '../src/protocol/frames.js';
-import { httpGet, killRelay, metricsPortOf, RawPeer, relayMetric, removeDir, runCli, sleep, spawnRelay, tempDir, type CliResult, type SpawnedRelay } from './helpers.js';
+import { httpGet, killRelay, metricsPortOf, RawPeer, relayMetric, removeDir, runCli, sleep, spawnRelay, tempDir, until, type CliResult, type SpawnedRelay } from './helpers.js';
 import { postgresSkipReason, startCluster } from './postgres-cluster.js';
 
 const skip = postgresSkipReason() ?? false;
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 t.test('kill -9 the relay: another relay process on the same database delivers the stored message exactly once', { skip }, async (t) => {
   const cluster = await startCluster();
@@ -83,12 +75,12 @@ t.test('the database crashes and restarts under stored sends: every STORED messa
     return outcomes.size;
   };
   await sendSome(300);
-  await until('the first answers', () => collect() === 300);
+  await until('the first answers', () => collect() === 300, 20_000);
   t.same([...new Set(outcomes.values())], [Code.STORED], 'stored while the database is up');
 
   await cluster.crash();
   await sendSome(200);
-  await until('answers while the database is down', () => collect() === 500);
+  await until('answers while the database is down', () => collect() === 500, 20_000);
   const during = [...outcomes.entries()].filter(([s]) => s > 300).map(([, code]) => code);
   t.ok(during.every((c) => c === Code.STORED || c === Code.STORE_ERROR), 'each is STORED (committed before the crash) or STORE_ERROR');
   t.ok(during.includes(Code.STORE_ERROR), 'refused with a clear code while the database is away');
@@ -102,12 +94,12 @@ t.test('the database crashes and restarts under stored sends: every STORED messa
   await until('the store recovers by itself', async () => (await relayMetric(relay, 'pulltab_store_writable')) === 1, 30_000);
   t.equal((await httpGet(metricsPortOf(relay), '/readyz')).status, 200, 'ready again');
   await sendSome(200);
-  await until('the last answers', () => collect() === 700);
+  await until('the last answers', () => collect() === 700, 20_000);
   t.same([...new Set([...outcomes.entries()].filter(([s]) => s > 500).map(([, c]) => c))], [Code.STORED], 'stored again after recovery');
 
   const bobPeer = new RawPeer(relay.port);
   t.equal((await bobPeer.handshake(bob)).status, Code.OK);
-  await until('QUEUE_EMPTY', () => bobPeer.frames.some((f) => f.type === FrameType.QUEUE_EMPTY));
+  await until('QUEUE_EMPTY', () => bobPeer.frames.some((f) => f.type === FrameType.QUEUE_EMPTY), 20_000);
   const delivered = bobPeer.frames.filter((f) => f.type === FrameType.DELIVER).map((f) => parseDeliver(f.payload, 0, f.payload.length)!.body.readUInt32BE(0));
   const stored = [...outcomes.entries()].filter(([, c]) => c === Code.STORED).map(([s]) => s).sort((a, b) => a - b);
   const deliveredOnce = new Set(delivered);

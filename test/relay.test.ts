@@ -1,7 +1,7 @@
 // The original relay's acceptance cases (spec §12.1), over real sockets on loopback. The relay is
-// ./relay-under-test.ts's: one process, or 2 workers with PULLTAB_TEST_WORKERS=2.
+// ./relay-under-test.ts's: one process, 2 workers with PULLTAB_TEST_WORKERS=2, or 2 instances of a
+// cluster with PULLTAB_TEST_CLUSTER=2.
 import t from 'tap';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { NotConnectedError, RelayClient } from '../src/client/client.js';
@@ -9,7 +9,8 @@ import { generateIdentity, writeIdentityFile } from '../src/crypto/keys.js';
 import { formatRelayAddress } from '../src/protocol/address.js';
 import { Code } from '../src/protocol/constants.js';
 import { connectClient, nextMessages, once, removeDir, sleep, tempDir } from './helpers.js';
-import { startRelayUnderTest as startRelay, TEST_WORKERS, type RelayUnderTest } from './relay-under-test.js';
+import { freePort } from './free-port.js';
+import { startRelayUnderTest as startRelay, TEST_PROCESSES, type RelayUnderTest } from './relay-under-test.js';
 
 /** Waits (bounded) until the relay counts n authenticated connections. */
 async function sessionsBecome(relay: RelayUnderTest, n: number): Promise<number> {
@@ -88,7 +89,8 @@ t.test('relay restart: sends fail while it is down, clients reconnect, messaging
   await relay.close();
   await down;
   await t.rejects(a.send([b.identity.publicKey], 'while down'), NotConnectedError);
-  const up = Promise.all([once(a, 'connected'), once(b, 'connected')]);
+  // The relay under test may be processes (workers, instances of a cluster) that take seconds to start.
+  const up = Promise.all([once(a, 'connected', 30_000), once(b, 'connected', 30_000)]);
   relay = await startRelay({ port }, dir);
   t.teardown(() => relay.close());
   await up;
@@ -99,11 +101,11 @@ t.test('relay restart: sends fail while it is down, clients reconnect, messaging
 });
 
 t.test('maximum connections: the next client is told RELAY_FULL', async (t) => {
-  // With workers each admits its share of maxConnections (here one each).
-  const relay = await startRelay({ maxConnections: TEST_WORKERS });
+  // With workers or instances each admits its share of maxConnections (here one each).
+  const relay = await startRelay({ maxConnections: TEST_PROCESSES });
   t.teardown(() => relay.close());
   const first: RelayClient[] = [];
-  for (let i = 0; i < TEST_WORKERS; i++) first.push(await connectClient(relay));
+  for (let i = 0; i < TEST_PROCESSES; i++) first.push(await connectClient(relay));
   t.teardown(() => Promise.all(first.map((c) => c.close())));
   const next = new RelayClient({ relay: relay.address, identity: generateIdentity(), reconnect: false });
   await t.rejects(next.connect(), /RELAY_FULL/);
@@ -223,14 +225,3 @@ t.test('a wrong pinned key: the client refuses to go on', async (t) => {
   t.equal(await relay.sessionCount(), 0);
   t.notOk(client.connected);
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}

@@ -7,7 +7,7 @@ import { Code, FrameType, SendFlags } from '../src/protocol/constants.js';
 import { encodeAck, encodeAdminRequest, encodeFrame, encodeSend, parseDeliver, parseResult } from '../src/protocol/frames.js';
 import { procStatusBytes } from '../scripts/lib/relay-process.js';
 import {
-  killRelay, RawPeer, relayMetric, removeDir, sleep, spawnRelay, tempDir, type SpawnedRelay,
+  killRelay, RawPeer, relayMetric, removeDir, sleep, spawnRelay, tempDir, until, type SpawnedRelay,
 } from './helpers.js';
 
 const NO_WRAPPED_KEY = Buffer.alloc(0);
@@ -43,14 +43,6 @@ function drainOrTimeout(socket: RawPeer['socket'], ms: number): Promise<void> {
     const timer = setTimeout(done, ms);
     socket.once('drain', done);
   });
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 /** The relay's anonymous resident memory (heap, buffers; not LMDB's file-backed map), sampled until stopped. */

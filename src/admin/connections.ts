@@ -17,6 +17,7 @@ const connections: AdminCommand<Record<string, never>> = {
       connections: sessions
         .map((s) => ({
           key: s.keyText, connectedAt: new Date(s.connectedAt).toISOString(), messagesIn: s.messagesIn, messagesOut: s.messagesOut,
+          ...(s.instance !== undefined ? { instance: s.instance } : {}),
           ...(s.worker !== undefined ? { worker: s.worker } : {}),
         }))
         .sort((a, b) => (a.connectedAt < b.connectedAt ? -1 : a.connectedAt > b.connectedAt ? 1 : 0)),

@@ -15,6 +15,8 @@ export interface AdminSession {
   readonly messagesOut: number;
   /** The worker it is on, in a relay of several workers. */
   readonly worker?: number;
+  /** The instance it is on (its id, hex), in a cluster of hosts. */
+  readonly instance?: string;
 }
 
 /** What changed when the current policies were applied to connected sessions. */

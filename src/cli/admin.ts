@@ -338,10 +338,15 @@ export function render(command: string, body: Record<string, any>): string {
     case 'user.ls':
       return body.users.length === 0 ? 'no key is assigned a policy; every key gets `default`\n'
         : table(['KEY', 'POLICY'], body.users.map((u: { key: string; policy: string }) => [u.key, u.policy]));
-    case 'connections':
-      return `${body.count} connected\n` + (body.connections && body.connections.length > 0
-        ? table(['KEY', 'CONNECTED', 'IN', 'OUT'], body.connections.map((c: Record<string, any>) => [c.key, c.connectedAt, c.messagesIn, c.messagesOut]))
+    case 'connections': {
+      const list: Array<Record<string, any>> = body.connections ?? [];
+      // Where each is, in a relay of workers or a cluster: the instance by its id's first 8 hex digits.
+      const where = (['instance', 'worker'] as const).filter((f) => list.some((c) => c[f] !== undefined));
+      return `${body.count} connected\n` + (list.length > 0
+        ? table(['KEY', 'CONNECTED', 'IN', 'OUT', ...where.map((f) => f.toUpperCase())],
+          list.map((c) => [c.key, c.connectedAt, c.messagesIn, c.messagesOut, ...where.map((f) => (f === 'instance' ? String(c[f] ?? '').slice(0, 8) : c[f] ?? ''))]))
         : '');
+    }
     case 'kick':
       return `kicked ${body.kicked}\n`;
     case 'block':

@@ -10,6 +10,7 @@ import { Relay, type RelayOptions } from '../server/relay.js';
 import { Presence } from '../workers/presence.js';
 import { INSTANCE_ID_LENGTH } from './nats-stream.js';
 import { NatsMesh } from './nats-mesh.js';
+import { answerAsInstance, clusterStats, clusterWideConnections, instanceSessions } from './cluster-admin.js';
 
 /** How long an instance waits, at start, for NATS and the other instances' snapshots. */
 export const CLUSTER_WAIT_MS = 5_000;
@@ -65,13 +66,19 @@ export async function startClusterRelay(config: RelayConfig, options: RelayOptio
   let relay: Relay | undefined;
   const mesh = await joinCluster(config, { presence, index: 1, maxBodyBytes: () => relay?.config.maxPayloadBytes ?? config.maxPayloadBytes }, options.logger);
   try {
-    relay = await Relay.start(config, { ...options, peers: presence, cluster: mesh });
+    // The admin commands answer for every instance (./cluster-admin.ts).
+    relay = await Relay.start(config, {
+      ...options, peers: presence, cluster: mesh,
+      adminConnections: (local) => clusterWideConnections(mesh, () => instanceSessions(relay!, mesh, undefined), local, local),
+      stats: () => clusterStats(mesh, () => relay!.observe(), () => relay!.observe()),
+    });
   } catch (err) {
     await mesh.close();
     throw err;
   }
   const started = relay;
   mesh.attach(started.router, started.stats);
+  mesh.answerWith((question) => answerAsInstance(started, mesh, undefined, question));
   return {
     relay: started,
     mesh,

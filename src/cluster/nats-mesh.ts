@@ -3,6 +3,7 @@
 //
 //   pulltab.<cluster>.hb        every instance's heartbeat (HEARTBEAT below), to all
 //   pulltab.<cluster>.in.<id>   the link messages for instance <id> (./nats-stream.ts), from all
+//   pulltab.<cluster>.admin     admin questions (JSON, with a reply subject), to all (./cluster-admin.ts)
 //
 // One subject per instance, not per client key (../shared/reference/scale-out.md §2): presence and
 // forwarding are the workers' protocol (src/workers/link.ts, src/workers/presence.ts) on a link per
@@ -15,14 +16,14 @@
 // over their Unix-socket mesh and ignore each other here. HEARTBEAT: kind 3 | from 16 | group 16 |
 // flags u8 (1: just joined, answer at once; 2: leaving, drop me now).
 import { randomBytes } from 'node:crypto';
-import { connect, credsAuthenticator, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, createInbox, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { ForwardMiss } from '../server/destinations.js';
 import type { ClusterObservation } from '../server/observation.js';
 import type { Router } from '../server/router.js';
 import type { RelayStats } from '../server/stats.js';
 import { PeerLink, type LinkEvents, type LinkSettings } from '../workers/link.js';
 import type { Presence } from '../workers/presence.js';
+import { routingEvents } from '../workers/routing-events.js';
 import { INSTANCE_ID_LENGTH, LINK_HEADER, LinkMessage, NatsStream, readLinkHeader } from './nats-stream.js';
 
 const HEARTBEAT = 3;
@@ -31,6 +32,15 @@ const JOINING = 1;
 const LEAVING = 2;
 /** Heartbeats missed before an instance is dropped. */
 const MISSED_HEARTBEATS = 3;
+/** How long an admin question waits for the instances' answers. */
+const ASK_TIMEOUT_MS = 2_000;
+
+/** An admin question to every instance: each answers from its own sessions (./cluster-admin.ts). */
+export interface AdminQuestion {
+  what: 'observe' | 'sessions' | 'kick';
+  /** kick: the key, hex. */
+  key?: string;
+}
 
 export interface NatsMeshOptions extends LinkSettings {
   /** nats://host:port URLs of the NATS servers (any of them; the client finds the rest). */
@@ -57,23 +67,25 @@ export class NatsMesh {
   readonly id = randomBytes(INSTANCE_ID_LENGTH);
   readonly idHex = this.id.toString('hex');
   readonly #options: NatsMeshOptions;
-  readonly #subjects: { heartbeat: string; prefix: string };
+  readonly #subjects: { heartbeat: string; prefix: string; admin: string };
   #nc: NatsConnection | null = null;
   #connected = false;
   readonly #instances = new Map<string, Instance>();
+  /** Every instance heard from lately, this host's other workers included: when each was last heard. */
+  readonly #members = new Map<string, number>();
+  #answer: ((question: AdminQuestion) => Promise<unknown>) | null = null;
   #router: Router | null = null;
-  #stats: RelayStats | null = null;
   #closed = false;
   #timer: NodeJS.Timeout | null = null;
   #expiry: NodeJS.Timeout | null = null;
-  #subscriptions: Subscription[] = [];
   /** Link messages that could not be read (too short, unknown kind), and links broken by a gap. */
   malformed = 0;
   gaps = 0;
 
   constructor(options: NatsMeshOptions) {
     this.#options = options;
-    this.#subjects = { heartbeat: `pulltab.${options.name}.hb`, prefix: `pulltab.${options.name}.in.` };
+    this.#events = this.#linkEvents();
+    this.#subjects = { heartbeat: `pulltab.${options.name}.hb`, prefix: `pulltab.${options.name}.in.`, admin: `pulltab.${options.name}.admin` };
   }
 
   /** Connected to NATS now. */
@@ -99,9 +111,51 @@ export class NatsMesh {
     return { connected: this.#connected ? 1 : 0, instances: this.instancesLinked, remoteKeys: this.#options.presence.remoteCount, linkGaps: this.gaps };
   }
 
+  /** Instances heard from in the last three heartbeats (other workers of this host included). */
+  get membersKnown(): number {
+    return this.#members.size;
+  }
+
+  /** How this instance answers the others' admin questions. */
+  answerWith(answer: (question: AdminQuestion) => Promise<unknown>): void {
+    this.#answer = answer;
+  }
+
+  /**
+   * Asks every other instance (this host's workers included) and resolves with their answers once
+   * each instance heard from lately has answered, or after ASK_TIMEOUT_MS with what came and how
+   * many did not answer.
+   */
+  askAll(question: AdminQuestion): Promise<{ answers: unknown[]; missing: number }> {
+    const nc = this.#nc;
+    const expected = this.#members.size;
+    if (nc === null || !this.#connected || expected === 0) return Promise.resolve({ answers: [], missing: expected });
+    const inbox = createInbox();
+    const answers: unknown[] = [];
+    return new Promise((resolve) => {
+      const finish = () => {
+        clearTimeout(timer);
+        sub.unsubscribe();
+        resolve({ answers, missing: Math.max(0, expected - answers.length) });
+      };
+      const timer = setTimeout(finish, ASK_TIMEOUT_MS);
+      const sub = nc.subscribe(inbox, {
+        callback: (err, msg) => {
+          if (err) return;
+          try {
+            answers.push((JSON.parse(msg.string()) as { value: unknown }).value);
+          } catch {
+            this.malformed++;
+          }
+          if (answers.length >= expected) finish();
+        },
+      });
+      nc.publish(this.#subjects.admin, JSON.stringify(question), { reply: inbox });
+    });
+  }
+
   attach(router: Router, stats: RelayStats): void {
     this.#router = router;
-    this.#stats = stats;
     this.#options.presence.stats ??= stats;
   }
 
@@ -159,10 +213,10 @@ export class NatsMesh {
     this.#connected = true;
     const log = this.#options.log;
     log.info({ event: 'cluster_connected', server: nc.getServer(), instance: this.idHex }, 'connected to NATS');
-    this.#subscriptions.push(
-      nc.subscribe(this.#subjects.heartbeat, { callback: (err, msg) => { if (!err) this.#heard(toBuffer(msg.data)); } }),
-      nc.subscribe(this.#subjects.prefix + this.idHex, { callback: (err, msg) => { if (!err) this.#message(toBuffer(msg.data)); } }),
-    );
+    // drain() in close() ends these subscriptions.
+    nc.subscribe(this.#subjects.heartbeat, { callback: (err, msg) => { if (!err) this.#heard(toBuffer(msg.data)); } });
+    nc.subscribe(this.#subjects.prefix + this.idHex, { callback: (err, msg) => { if (!err) this.#message(toBuffer(msg.data)); } });
+    nc.subscribe(this.#subjects.admin, { callback: (err, msg) => { if (!err && msg.reply) this.#asked(msg.string(), msg.reply); } });
     nc.publish(this.#subjects.heartbeat, this.#heartbeat(JOINING));
     void (async () => {
       for await (const s of nc.status()) {
@@ -181,9 +235,26 @@ export class NatsMesh {
     })();
   }
 
+  /** Another instance's admin question: answered on its reply subject (null when it cannot be). */
+  #asked(text: string, reply: string): void {
+    let question: AdminQuestion;
+    try {
+      question = JSON.parse(text) as AdminQuestion;
+    } catch {
+      this.malformed++;
+      return;
+    }
+    const known = ['observe', 'sessions', 'kick'].includes(question?.what) && (question.key === undefined || /^[0-9a-f]{64}$/.test(question.key));
+    const answering = this.#answer === null || !known ? Promise.resolve(null) : this.#answer(question).catch(() => null);
+    void answering.then((value) => {
+      if (this.#connected) this.#nc!.publish(reply, JSON.stringify({ instance: this.idHex, value }));
+    });
+  }
+
   #beat(): void {
     const now = Date.now();
     const deadAfter = this.#options.heartbeatMs * MISSED_HEARTBEATS;
+    for (const [id, heard] of this.#members) if (now - heard > deadAfter) this.#members.delete(id);
     for (const [id, i] of this.#instances) {
       if (now - i.lastHeard <= deadAfter) continue;
       this.#options.log.warn({ event: 'cluster_instance_lost', instance: id }, 'no heartbeat from an instance: dropped with its keys');
@@ -205,9 +276,11 @@ export class NatsMesh {
     if (this.#closed || b.length !== HEARTBEAT_LENGTH || b[0] !== HEARTBEAT) return;
     const id = b.toString('hex', 1, 1 + INSTANCE_ID_LENGTH);
     if (id === this.idHex) return;
+    const flags = b[HEARTBEAT_LENGTH - 1];
+    if (flags & LEAVING) this.#members.delete(id);
+    else this.#members.set(id, Date.now());
     // The workers of this host: the Unix-socket mesh links them.
     if (b.compare(this.#options.group, 0, INSTANCE_ID_LENGTH, 1 + INSTANCE_ID_LENGTH, 1 + 2 * INSTANCE_ID_LENGTH) === 0) return;
-    const flags = b[HEARTBEAT_LENGTH - 1];
     if (flags & LEAVING) {
       this.#drop(id);
       return;
@@ -285,28 +358,21 @@ export class NatsMesh {
     for (const id of [...this.#instances.keys()]) this.#drop(id);
   }
 
-  readonly #events: LinkEvents = {
-    up: (link) => {
-      this.#options.presence.linkUp(link);
-      this.#options.log.info({ event: 'cluster_link_up', peer: link.index }, 'link to an instance up');
-    },
-    presence: (link, add, key, epoch) => {
-      if (add) this.#options.presence.peerAdded(link, key, epoch);
-      else this.#options.presence.peerRemoved(link, key, epoch);
-    },
-    forwarded: (_link, origin, envelope, flags, ttlSeconds, id) => {
-      const router = this.#router;
-      return router === null ? ForwardMiss.GONE : router.routeForwarded(origin, envelope, flags, ttlSeconds, id);
-    },
-    mailboxChanged: (_link, keyId) => this.#router?.mailboxChanged(keyId),
-    senderPaused: () => {
-      if (this.#stats !== null) this.#stats.peerPauses++;
-    },
-    down: (link) => {
-      // Only a link that was up was told to the presence table.
-      if (link.index >= 0) this.#options.presence.linkDown(link);
-    },
-  };
+  readonly #events: LinkEvents;
+
+  #linkEvents(): LinkEvents {
+    return {
+      ...routingEvents(this.#options.presence, () => this.#router),
+      up: (link) => {
+        this.#options.presence.linkUp(link);
+        this.#options.log.info({ event: 'cluster_link_up', peer: link.index }, 'link to an instance up');
+      },
+      down: (link) => {
+        // Only a link that was up was told to the presence table.
+        if (link.index >= 0) this.#options.presence.linkDown(link);
+      },
+    };
+  }
 }
 
 function toBuffer(data: Uint8Array): Buffer {

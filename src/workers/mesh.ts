@@ -6,11 +6,11 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ForwardMiss } from '../server/destinations.js';
 import type { Router } from '../server/router.js';
 import type { RelayStats } from '../server/stats.js';
 import { PeerLink, type LinkEvents, type LinkSettings } from './link.js';
 import { Presence } from './presence.js';
+import { routingEvents } from './routing-events.js';
 
 const REDIAL_MS = 100;
 
@@ -41,6 +41,7 @@ export class Mesh {
   constructor(options: MeshOptions) {
     this.#options = options;
     this.presence = new Presence(options.index, options.forwardDeadlineMs);
+    this.#events = this.#linkEvents();
     this.#server = createServer((socket) => this.#link(socket));
     this.#timer = setInterval(() => {
       const now = Date.now();
@@ -126,40 +127,33 @@ export class Mesh {
     return link;
   }
 
-  readonly #events: LinkEvents = {
-    up: (link) => {
-      const previous = this.#links.get(link.index);
-      // The worker restarted and came back before its old link closed: the new one counts.
-      if (previous !== undefined && previous !== link) previous.close();
-      this.#links.set(link.index, link);
-      this.presence.linkUp(link);
-      this.#options.log.info({ event: 'worker_link_up', peer: link.index }, 'link to worker up');
-    },
-    presence: (link, add, key, epoch) => {
-      if (add) this.presence.peerAdded(link, key, epoch);
-      else this.presence.peerRemoved(link, key, epoch);
-    },
-    forwarded: (_link, origin, envelope, flags, ttlSeconds, id) => {
-      const router = this.#router;
-      return router === null ? ForwardMiss.GONE : router.routeForwarded(origin, envelope, flags, ttlSeconds, id);
-    },
-    mailboxChanged: (_link, keyId) => this.#router?.mailboxChanged(keyId),
-    senderPaused: () => {
-      if (this.presence.stats !== null) this.presence.stats.peerPauses++;
-    },
-    down: (link) => {
-      this.#all.delete(link);
-      if (link.index < 0) {
-        // Closed before its HELLO: dial that worker again.
-        if (link.dialedIndex > 0) this.#redialLater(link.dialedIndex);
-        return;
-      }
-      if (this.#links.get(link.index) === link) {
-        this.#links.delete(link.index);
-        this.presence.linkDown(link);
-        this.#options.log.warn({ event: 'worker_link_down', peer: link.index }, 'link to worker down');
-        if (link.index > this.#options.index) this.#redialLater(link.index);
-      }
-    },
-  };
+  readonly #events: LinkEvents;
+
+  #linkEvents(): LinkEvents {
+    return {
+      ...routingEvents(this.presence, () => this.#router),
+      up: (link) => {
+        const previous = this.#links.get(link.index);
+        // The worker restarted and came back before its old link closed: the new one counts.
+        if (previous !== undefined && previous !== link) previous.close();
+        this.#links.set(link.index, link);
+        this.presence.linkUp(link);
+        this.#options.log.info({ event: 'worker_link_up', peer: link.index }, 'link to worker up');
+      },
+      down: (link) => {
+        this.#all.delete(link);
+        if (link.index < 0) {
+          // Closed before its HELLO: dial that worker again.
+          if (link.dialedIndex > 0) this.#redialLater(link.dialedIndex);
+          return;
+        }
+        if (this.#links.get(link.index) === link) {
+          this.#links.delete(link.index);
+          this.presence.linkDown(link);
+          this.#options.log.warn({ event: 'worker_link_down', peer: link.index }, 'link to worker down');
+          if (link.index > this.#options.index) this.#redialLater(link.index);
+        }
+      },
+    };
+  }
 }

@@ -29,7 +29,10 @@ export type ToWorker =
   /** The relay-wide answer to the worker's 'ask'. */
   | { type: 'answer'; id: number; value: unknown };
 export type ToPrimary =
-  | { type: 'ready'; port: number; address: string }
+  /** synchronized: in a cluster of hosts, whether its presence is synchronised (see 'synchronized'). */
+  | { type: 'ready'; port: number; address: string; synchronized: boolean }
+  /** In a cluster of hosts: its presence became synchronised, or stopped being (NATS lost, say). */
+  | { type: 'synchronized'; value: boolean }
   | { type: 'failed'; message: string }
   | { type: 'local-answer'; id: number; value: unknown }
   /** An admin command on this worker needs the whole relay: every worker's sessions, a kick everywhere, the stats. */
@@ -64,6 +67,8 @@ interface Slot {
   index: number;
   worker: ClusterWorker | null;
   up: boolean;
+  /** In a cluster of hosts: its presence is synchronised (always true outside one). */
+  synchronized: boolean;
   restarts: number;
   startedAt: number;
   backoffMs: number;
@@ -147,10 +152,13 @@ export async function startPrimary(config: RelayConfig, log: Logger): Promise<Pr
     worker.on('message', (message: ToPrimary) => {
       if (message.type === 'ready') {
         slot.up = true;
+        slot.synchronized = message.synchronized;
         port = message.port;
         address ||= message.address;
         log.info({ event: 'worker_started', worker: slot.index, pid: worker.process.pid }, 'worker started');
         resolve();
+      } else if (message.type === 'synchronized') {
+        slot.synchronized = message.value;
       } else if (message.type === 'local-answer') {
         localAnswers.get(message.id)?.(message.value);
       } else if (message.type === 'ask') {
@@ -189,7 +197,7 @@ export async function startPrimary(config: RelayConfig, log: Logger): Promise<Pr
 
   try {
     for (let index = 1; index <= count; index++) {
-      const slot: Slot = { index, worker: null, up: false, restarts: 0, startedAt: 0, backoffMs: RESTART_MIN_MS / 2 };
+      const slot: Slot = { index, worker: null, up: false, synchronized: true, restarts: 0, startedAt: 0, backoffMs: RESTART_MIN_MS / 2 };
       slots.push(slot);
       await fork(slot);
     }
@@ -218,7 +226,7 @@ export async function startPrimary(config: RelayConfig, log: Logger): Promise<Pr
   if (config.metricsPort >= 0) {
     try {
       metrics = await startMetricsServer({ host: config.metricsHost, port: config.metricsPort,
-        source: { observe, ready: () => !stopping && slots.every((s) => s.up) && (owner?.store.status().writable ?? true) } });
+        source: { observe, ready: () => !stopping && slots.every((s) => s.up && s.synchronized) && (owner?.store.status().writable ?? true) } });
     } catch (err) {
       await stopWorkers();
       await owner?.close();

@@ -8,6 +8,9 @@ import { WORKER_ENV, type ToWorker } from './primary.js';
 import { answerLocal, PrimaryChannel, relayWideConnections, tell } from './relay-wide.js';
 import { startWorker, type WorkerPlan } from './worker.js';
 
+/** How often a worker in a cluster of hosts looks whether its presence is still synchronised. */
+const SYNC_REPORT_MS = 250;
+
 function planFromEnv(env: NodeJS.ProcessEnv): WorkerPlan & { port: number } {
   const index = Number(env[WORKER_ENV.index]);
   const count = Number(env[WORKER_ENV.count]);
@@ -43,8 +46,17 @@ export async function runWorkerProcess(load: () => RelayConfig, baseLog: Logger)
     tell({ type: 'failed', message: (err as Error).message });
     throw err;
   }
-  const { relay } = worker;
-  tell({ type: 'ready', port: relay.port, address: relay.address });
+  const { relay, cluster } = worker;
+  tell({ type: 'ready', port: relay.port, address: relay.address, synchronized: cluster?.synchronized ?? true });
+  if (cluster !== null) {
+    // The primary's /readyz is not ready while any worker's cluster presence is not synchronised.
+    let said = cluster.synchronized;
+    setInterval(() => {
+      if (cluster.synchronized === said) return;
+      said = cluster.synchronized;
+      tell({ type: 'synchronized', value: said });
+    }, SYNC_REPORT_MS).unref();
+  }
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = () => {

@@ -12,6 +12,7 @@ import { Relay, type RelayOptions } from '../server/relay.js';
 import { Mesh } from './mesh.js';
 import { joinCluster } from '../cluster/join.js';
 import type { NatsMesh } from '../cluster/nats-mesh.js';
+import { answerAsInstance, clusterStats, clusterWideConnections, instanceSessions } from '../cluster/cluster-admin.js';
 
 export interface WorkerPlan {
   /** 1..count */
@@ -41,6 +42,8 @@ const WORKER_POLICY_POLL_MS = 100;
 export interface Worker {
   relay: Relay;
   mesh: Mesh;
+  /** Its membership of a cluster of hosts (null outside one). */
+  cluster: NatsMesh | null;
   /** Stops the relay (GOING_AWAY to its clients), then the mesh and the store link. */
   close(options?: { retryAfterMs?: number; graceMs?: number }): Promise<void>;
 }
@@ -77,6 +80,9 @@ export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Lo
   try {
     relay = await Relay.start({ ...config, metricsPort: -1 }, {
       ...extra,
+      // In a cluster of hosts the admin commands answer for every instance (this host's workers
+      // are instances too); while NATS is down, for this host (extra: the primary's view).
+      ...(cluster !== null ? clusterAdmin(cluster, () => relay!, plan.index, extra) : {}),
       logger: log,
       peers: mesh.presence,
       ...(cluster !== null ? { cluster } : {}),
@@ -98,14 +104,23 @@ export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Lo
   const started = relay;
   mesh.attach(started.router, started.stats);
   cluster?.attach(started.router, started.stats);
+  cluster?.answerWith((question) => answerAsInstance(started, cluster!, plan.index, question));
   return {
     relay: started,
     mesh,
+    cluster,
     close: async (options) => {
       await started.close(options);
       mesh.close();
       await cluster?.close();
       link?.close();
     },
+  };
+}
+
+function clusterAdmin(cluster: NatsMesh, relay: () => Relay, index: number, host: WorkerRelayOptions): WorkerRelayOptions {
+  return {
+    adminConnections: (local) => clusterWideConnections(cluster, () => instanceSessions(relay(), cluster, index), local, host.adminConnections?.(local) ?? local),
+    stats: () => clusterStats(cluster, () => relay().observe(), host.stats ?? (() => relay().observe())),
   };
 }
