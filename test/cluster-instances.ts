@@ -58,6 +58,12 @@ export interface StartedInstances {
   dataDir: string;
 }
 
+/** Every instance started here and not yet exited: killed if this process exits first. */
+const running = new Set<SpawnedRelay>();
+process.once('exit', () => {
+  for (const relay of running) relay.proc.kill('SIGKILL');
+});
+
 /** The defaults of the cluster's tests: a lost instance is dropped within a second. */
 export const FAST_CLUSTER = { clusterHeartbeatMs: 200, forwardDeadlineMs: 1000 };
 
@@ -78,8 +84,11 @@ export async function startInstances(n: number, plan: InstancesPlan = {}): Promi
         mkdirSync(dir, { recursive: true });
         copyFileSync(join(dataDir, 'relay-identity.json'), join(dir, 'relay-identity.json'));
       }
-      relays.push(await spawnRelay(dir, ['--port', String(plan.ports?.[i - 1] ?? 0), '--store', store, '--cluster', nats.url,
-        '--cluster-name', name, '--config', configFile, ...(plan.args ?? []), ...(plan.argsFor?.(i) ?? [])]));
+      const relay = await spawnRelay(dir, ['--port', String(plan.ports?.[i - 1] ?? 0), '--store', store, '--cluster', nats.url,
+        '--cluster-name', name, '--config', configFile, ...(plan.args ?? []), ...(plan.argsFor?.(i) ?? [])]);
+      running.add(relay);
+      relay.proc.once('exit', () => running.delete(relay));
+      relays.push(relay);
     }
   } catch (err) {
     await Promise.all(relays.map((r) => killRelay(r, 'SIGKILL')));

@@ -27,6 +27,8 @@ t.test('a message crosses from an instance to another, both ways, live', { skip 
   t.equal(await relayMetric(two, 'pulltab_forwards_received_total'), 1);
   t.equal(await relayMetric(one, 'pulltab_cluster_connected'), 1);
   t.equal(await relayMetric(one, 'pulltab_cluster_instances'), 1);
+  t.ok((await relayMetric(one, 'pulltab_cluster_link_messages_total{direction="out"}')) >= 1, 'batches counted going out');
+  t.ok((await relayMetric(two, 'pulltab_cluster_link_bytes_total{direction="in"}')) > 'over nats'.length, 'and their bytes coming in');
 });
 
 t.test('10 clients on 3 instances × 101 random messages: every one delivered', { skip }, async (t) => {

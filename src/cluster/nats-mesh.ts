@@ -24,7 +24,7 @@ import type { RelayStats } from '../server/stats.js';
 import { PeerLink, type LinkEvents, type LinkSettings } from '../workers/link.js';
 import type { Presence } from '../workers/presence.js';
 import { routingEvents } from '../workers/routing-events.js';
-import { INSTANCE_ID_LENGTH, LINK_HEADER, LinkMessage, NatsStream, readLinkHeader } from './nats-stream.js';
+import { INSTANCE_ID_LENGTH, LINK_HEADER, LinkMessage, NatsStream, newLinkCounters, readLinkHeader } from './nats-stream.js';
 
 const HEARTBEAT = 3;
 const HEARTBEAT_LENGTH = 1 + 2 * INSTANCE_ID_LENGTH + 1;
@@ -81,6 +81,8 @@ export class NatsMesh {
   /** Link messages that could not be read (too short, unknown kind), and links broken by a gap. */
   malformed = 0;
   gaps = 0;
+  /** What every link of this instance has carried (its streams count into it). */
+  readonly counters = newLinkCounters();
 
   constructor(options: NatsMeshOptions) {
     this.#options = options;
@@ -108,7 +110,10 @@ export class NatsMesh {
   }
 
   observe(): ClusterObservation {
-    return { connected: this.#connected ? 1 : 0, instances: this.instancesLinked, remoteKeys: this.#options.presence.remoteCount, linkGaps: this.gaps };
+    return {
+      connected: this.#connected ? 1 : 0, instances: this.instancesLinked, remoteKeys: this.#options.presence.remoteCount, linkGaps: this.gaps,
+      link: { ...this.counters },
+    };
   }
 
   /** Instances heard from in the last three heartbeats (other workers of this host included). */
@@ -341,6 +346,7 @@ export class NatsMesh {
       self: this.id,
       windowBytes: Math.max(64 * 1024, Math.floor(o.forwardBudgetBytes / 2)),
       maxMessageBytes: () => nc.info?.max_payload ?? 1024 * 1024,
+      counters: this.counters,
     });
     instance.stream = stream;
     instance.link = new PeerLink(stream, o, this.#events);

@@ -57,6 +57,22 @@ export interface NatsStreamOptions {
   windowBytes: number;
   /** The largest NATS message the server takes (its max_payload). */
   maxMessageBytes: () => number;
+  /** Counted into (shared by every link of an instance, for /metrics). */
+  counters: LinkCounters;
+}
+
+/** What the links of an instance have carried: DATA messages (batches) and their bytes, each way. */
+export interface LinkCounters {
+  messagesOut: number;
+  bytesOut: number;
+  messagesIn: number;
+  bytesIn: number;
+  /** Writes that waited for the peer's acknowledgements (the window was full). */
+  windowWaits: number;
+}
+
+export function newLinkCounters(): LinkCounters {
+  return { messagesOut: 0, bytesOut: 0, messagesIn: 0, bytesIn: 0, windowWaits: 0 };
 }
 
 export class NatsStream extends Duplex {
@@ -101,6 +117,9 @@ export class NatsStream extends Duplex {
     if (gen !== this.inGen || seq !== this.#expected) return false;
     this.#expected = (seq + 1) >>> 0;
     this.#ackToSend = seq;
+    const counters = this.#options.counters;
+    counters.messagesIn++;
+    counters.bytesIn += data.length;
     if (data.length > 0) this.push(data);
     this.#scheduleAck();
     return true;
@@ -174,10 +193,15 @@ export class NatsStream extends Duplex {
       this.#inFlight += n;
       this.#nextSeq = (this.#nextSeq + 1) >>> 0;
       bytes -= n;
+      this.#options.counters.messagesOut++;
+      this.#options.counters.bytesOut += n;
       this.#options.publish(message);
     }
     if (this.#inFlight < this.#options.windowBytes) callback();
-    else this.#waiting = callback;
+    else {
+      this.#options.counters.windowWaits++;
+      this.#waiting = callback;
+    }
   }
 
   /** A message of `kind` with room for n data bytes, its header written (the ack it carries is sent). */

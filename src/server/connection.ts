@@ -312,11 +312,18 @@ export class Connection {
     // instances (its output holds until then, deliveries queued behind the welcome): a client
     // told it is in can be reached from anywhere.
     session.out.writeFrame(welcome);
+    let registered = false;
     if (sendOnly) {
       ctx.router.registerSendOnly(session);
     } else {
       session.out.hold();
-      const previous = ctx.router.register(session, () => session.out.release());
+      session.mailboxOpen = false;
+      const previous = ctx.router.register(session, () => {
+        session.out.release();
+        session.mailboxOpen = true;
+        if (registered) ctx.router.drain(session);
+      });
+      registered = true;
       if (previous) {
         ctx.stats.replaced++;
         previous.closeConnection(Code.REPLACED, codeMessage(Code.REPLACED));
@@ -325,7 +332,8 @@ export class Connection {
     session.onLimitsChanged = (limits) => this.#armRateLimits(limits);
     this.#armRateLimits(session.limits);
     ctx.log.debug({ event: 'session_started', key: session.keyText, sendOnly }, 'session started');
-    // A send-only session gets neither the mailbox nor QUEUE_EMPTY.
+    // A send-only session gets neither the mailbox nor QUEUE_EMPTY. The others' is read once
+    // the relay's other instances know the connection (at once without any: register's callback).
     if (!sendOnly) ctx.router.drain(session);
   }
 

@@ -31,7 +31,7 @@ export class MailboxDrain {
   /** Writes what the session can take now; called again on an ACK, a drained socket, or a settled store. */
   drain(session: Session): void {
     const backlog = session.backlog;
-    if (session.closed || !backlog.active) return;
+    if (session.closed || !backlog.active || !session.mailboxOpen) return;
     if (backlog.reading) {
       backlog.changedWhileReading = true;
       return;

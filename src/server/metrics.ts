@@ -105,6 +105,13 @@ export function createRegistry(source: MetricsSource): Registry {
   gauge('pulltab_cluster_connected', 'Instances of this relay here connected to NATS (a cluster of hosts; 0 when not in one)', (o) => o.cluster?.connected ?? 0);
   gauge('pulltab_cluster_instances', 'Instances on other hosts linked to (their presence snapshot read), per instance here', (o) => o.cluster?.instances ?? 0);
   gauge('pulltab_presence_remote_keys', 'Keys held by other instances of the relay, as each instance here knows them', (o) => o.cluster?.remoteKeys ?? 0);
+  labelled('pulltab_cluster_link_messages_total', 'NATS messages between instances on links to other hosts (each a batch of one turn\'s frames), by direction', 'direction', (o): Record<string, number> => (
+    o.cluster ? { out: o.cluster.link.messagesOut, in: o.cluster.link.messagesIn } : {}
+  ));
+  labelled('pulltab_cluster_link_bytes_total', 'Bytes of frames carried on links to other hosts, by direction', 'direction', (o): Record<string, number> => (
+    o.cluster ? { out: o.cluster.link.bytesOut, in: o.cluster.link.bytesIn } : {}
+  ));
+  counter('pulltab_cluster_window_waits_total', 'Writes on a link to another host that waited for its acknowledgements (half of forwardBudgetBytes in flight)', (o) => o.cluster?.link.windowWaits ?? 0);
   counter('pulltab_cluster_link_gaps_total', 'Links between instances started afresh because a NATS message between them was lost', (o) => o.cluster?.linkGaps ?? 0);
   counter('pulltab_presence_unconfirmed_total', 'Connections welcomed before every other instance confirmed it knew them (one was slower than forwardDeadlineMs)', (o) => o.forwards.presenceUnconfirmed);
   labelled('pulltab_forward_misses_total', 'Forwards that missed (stored here when storable, else refused), by reason', 'reason', (o) => ({ ...o.forwards.missed }));

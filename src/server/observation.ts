@@ -49,6 +49,8 @@ export interface ClusterObservation {
   remoteKeys: number;
   /** Links started afresh because a message between instances was lost. */
   linkGaps: number;
+  /** What the links to other hosts carried (src/cluster/nats-stream.ts LinkCounters). */
+  link: { messagesOut: number; bytesOut: number; messagesIn: number; bytesIn: number; windowWaits: number };
 }
 
 export interface WorkerShare {

@@ -551,6 +551,11 @@ export class Router {
   }
 
   /** Writes mailbox entries to a session while its window and budget allow (./mailbox-drain.ts). */
+  /** Resolves once the acknowledgements this process took for key are committed (null: none waits). */
+  acksCommitted(key: Uint8Array): Promise<unknown> | null {
+    return this.#store.acksCommitted?.(key) ?? null;
+  }
+
   drain(session: Session): void {
     this.#drain.drain(session);
   }

@@ -56,6 +56,12 @@ export class Session {
   /** The mailbox backlog and what waits behind it (a send-only session has none: never active). */
   readonly backlog = new MailboxBacklog();
   closed = false;
+  /**
+   * Its mailbox may be read: from the start on one process; with other instances of the relay,
+   * once they all know this connection (src/workers/presence.ts): any ACK one of them read for
+   * this key is committed by then, so what it acknowledged never comes again here.
+   */
+  mailboxOpen = true;
   /** Sends CLOSE with this code and closes the connection (set by the connection). */
   closeConnection: (code: number, reason: string, retryAfterMs?: number) => void = () => {};
   messagesIn = 0;

@@ -202,6 +202,13 @@ export interface MailboxStore {
    * closes first (then they were not deleted).
    */
   ack(recipient: Uint8Array, seqs: number[]): Promise<void>;
+
+  /**
+   * Resolves once every acknowledgement this process has taken for recipient is committed, or null
+   * when none is waiting. Only a store other processes read directly needs it (PostgreSQL: another
+   * instance must not read, and deliver again, what an ACK here removed): see Session.mailboxOpen.
+   */
+  acksCommitted?(recipient: Uint8Array): Promise<unknown> | null;
   usage(recipient: Uint8Array): Promise<Usage>;
   totals(): Promise<Totals>;
   /** The n recipients with the most bytes (ties: lower key first), for the admin `usage --top N`. */

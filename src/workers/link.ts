@@ -15,7 +15,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { keyIdAt } from '../crypto/key-id.js';
 import { encodeKey } from '../crypto/keys.js';
-import { KEY_LENGTH, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
+import { KEY_LENGTH, SendFlags, STORAGE_KEY_LENGTH } from '../protocol/constants.js';
 import { copyBytes } from '../protocol/frames.js';
 import { Outbound } from '../protocol/outbound.js';
 import { FrameReader } from '../protocol/reader.js';
@@ -41,7 +41,11 @@ export interface LinkSettings {
 export interface LinkEvents {
   /** HELLO arrived: the link is up and knows the peer's index. */
   up(link: PeerLink): void;
-  presence(link: PeerLink, add: boolean, key: Buffer, epoch: number): void;
+  /**
+   * A key held, or no longer held, there. A promise returned for an add holds back this end's
+   * PRESENCE_APPLIED until it settles (the ACKs this instance took for the key, committed).
+   */
+  presence(link: PeerLink, add: boolean, key: Buffer, epoch: number): Promise<unknown> | void;
   /**
    * An envelope to route here: returns its outcome, or ANSWER_LATER and then origin.answer(id, code)
    * once (src/server/router.ts routeForwarded).
@@ -52,6 +56,14 @@ export interface LinkEvents {
   senderPaused(): void;
   down(link: PeerLink): void;
 }
+
+/**
+ * A storable forward misses only after this many forward deadlines while its link is up. The other
+ * instance has it and answers once its store commits; missed sooner, it would be stored here too
+ * while that commit is merely slow, and the recipient would get it twice. (A link that goes down
+ * misses it at once: stored here, unless that instance committed it first.)
+ */
+const STORABLE_DEADLINES = 15;
 
 /** Arrays of settled forwards ahead of the oldest unanswered one are cut once this long (and half the arrays). */
 const COMPACT_AFTER = 4096;
@@ -93,6 +105,10 @@ export class PeerLink implements Peer {
   #presenceApplied = 0;
   /** Told once the peer has applied the PRESENCE frames up to upTo (or the link is gone). */
   #presenceWaiters: Array<{ upTo: number; done: () => void }> = [];
+  /** Storable forwards not answered yet: id → when sent (in id order). See STORABLE_DEADLINES. */
+  readonly #storable = new Map<number, number>();
+  /** The PRESENCE_APPLIED held back until an add's wait settles (null: none held, answer at once). */
+  #appliedAfter: Promise<void> | null = null;
   /** Reasons not to read (store-bound forwards waiting on their commits). */
   #pauses = 0;
   readonly #envelope = new Envelope();
@@ -177,6 +193,7 @@ export class PeerLink implements Peer {
     copyBytes(from, envelope.wrappedStart, envelope.wrappedEnd, b, o + 1);
     this.#waiters.push(waiter);
     this.#tags.push(tag);
+    if ((flags & SendFlags.STORE) !== 0) this.#storable.set(id, Date.now());
     this.#unanswered++;
     return FORWARDED;
   }
@@ -211,7 +228,8 @@ export class PeerLink implements Peer {
 
   /**
    * The mesh's timer (every 1/8 of the deadline): forwards sent before a tick at least a deadline
-   * ago miss GONE, so a forward waits from one deadline to one deadline and a tick.
+   * ago miss GONE, so a forward waits from one deadline to one deadline and a tick; a storable one
+   * STORABLE_DEADLINES deadlines.
    */
   expire(now: number): void {
     const ticks = this.#ticks;
@@ -225,8 +243,21 @@ export class PeerLink implements Peer {
     if (t > 0) ticks.splice(0, t);
     if (before >= 0) {
       const waiters = this.#waiters;
-      for (let i = this.#head; i < waiters.length && this.#firstId + i < before && !this.#closed; i++) this.#settle(i, ForwardMiss.GONE);
+      const storable = this.#storable;
+      for (let i = this.#head; i < waiters.length && this.#firstId + i < before && !this.#closed; i++) {
+        if (!storable.has(this.#firstId + i)) this.#settle(i, ForwardMiss.GONE);
+      }
       this.#trim();
+    }
+    if (this.#storable.size > 0) {
+      const storableBy = now - this.#settings.forwardDeadlineMs * STORABLE_DEADLINES;
+      let missed = false;
+      for (const [id, sentAt] of this.#storable) {
+        if (sentAt > storableBy || this.#closed) break;
+        this.#settle(id - this.#firstId, ForwardMiss.GONE);
+        missed = true;
+      }
+      if (missed) this.#trim();
     }
     if (this.#unanswered > 0 && (ticks.length === 0 || ticks[ticks.length - 2] < this.#nextId)) ticks.push(this.#nextId, now);
     // A link whose queue never passed the socket's high-water mark sends no 'drain'.
@@ -236,6 +267,7 @@ export class PeerLink implements Peer {
   /** Settles forward #firstId + i with code, unless settled already. */
   #settle(i: number, code: number): void {
     const waiter = this.#waiters[i];
+    if (this.#storable.size > 0) this.#storable.delete(this.#firstId + i);
     if (waiter === undefined) return;
     this.#waiters[i] = undefined;
     this.#unanswered--;
@@ -312,6 +344,7 @@ export class PeerLink implements Peer {
     this.#firstId = this.#nextId;
     this.#unanswered = 0;
     this.#ticks = [];
+    this.#storable.clear();
     for (let i = head; i < waiters.length; i++) waiters[i]?.forwardSettled(ForwardMiss.GONE, tags[i]);
     this.#resumeSenders();
     const presenceWaiters = this.#presenceWaiters;
@@ -341,14 +374,26 @@ export class PeerLink implements Peer {
   }
 
   #presence(buf: Buffer, start: number, end: number): void {
+    let waits: Array<Promise<unknown>> | null = null;
     for (let o = start; o + PRESENCE_RECORD <= end; o += PRESENCE_RECORD) {
-      this.#events.presence(this, buf[o] === 1, buf.subarray(o + 1, o + 1 + KEY_LENGTH), readU64(buf, o + 1 + KEY_LENGTH));
+      const wait = this.#events.presence(this, buf[o] === 1, buf.subarray(o + 1, o + 1 + KEY_LENGTH), readU64(buf, o + 1 + KEY_LENGTH));
+      if (wait) (waits ??= []).push(wait);
     }
-    this.#presenceApplied++;
+    const applied = ++this.#presenceApplied;
+    if (waits === null && this.#appliedAfter === null) return this.#writePresenceApplied(applied);
+    // In order: this frame's count goes out after the ones before it, once its waits have settled.
+    const after: Promise<void> = (this.#appliedAfter ?? Promise.resolve()).then(() => Promise.allSettled(waits ?? [])).then(() => {
+      if (this.#appliedAfter === after) this.#appliedAfter = null;
+      if (!this.#closed) this.#writePresenceApplied(applied);
+    });
+    this.#appliedAfter = after;
+  }
+
+  #writePresenceApplied(applied: number): void {
     const out = this.#out;
     const offset = out.reserve(5 + PRESENCE_APPLIED_LENGTH);
     writeFrameHeader(out.buffer, offset, MeshFrame.PRESENCE_APPLIED, PRESENCE_APPLIED_LENGTH);
-    out.buffer.writeUInt32BE(this.#presenceApplied >>> 0, offset + 5);
+    out.buffer.writeUInt32BE(applied >>> 0, offset + 5);
   }
 
   #presenceAppliedThere(buf: Buffer, start: number, end: number): void {

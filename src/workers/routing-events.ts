@@ -12,8 +12,10 @@ export type RoutingEvents = Omit<LinkEvents, 'up' | 'down'>;
 export function routingEvents(presence: Presence, router: () => Router | null): RoutingEvents {
   return {
     presence: (link, add, key, epoch) => {
-      if (add) presence.peerAdded(link, key, epoch);
-      else presence.peerRemoved(link, key, epoch);
+      if (!add) return presence.peerRemoved(link, key, epoch);
+      presence.peerAdded(link, key, epoch);
+      // The key connected there: it reads its mailbox once this instance's ACKs for it are committed.
+      return router()?.acksCommitted(key) ?? undefined;
     },
     forwarded: (_link, origin, envelope, flags, ttlSeconds, id) => {
       const r = router();

@@ -247,6 +247,12 @@ export class PostgresEngine implements MailboxStore {
     return done;
   }
 
+  acksCommitted(recipient: Uint8Array): Promise<unknown> | null {
+    const hidden = this.#acked.get(keyIdOf(recipient));
+    // Every ack in flight, not only this key's: they commit in order, and there are few.
+    return hidden === undefined || hidden.size === 0 ? null : Promise.allSettled([...this.#acksInFlight]);
+  }
+
   /** Runs a write until it commits: while the database is away it waits for the probe and retries; rejects only once the store closes. */
   async #untilCommitted(write: () => Promise<unknown>): Promise<void> {
     for (;;) {
