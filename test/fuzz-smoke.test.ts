@@ -4,6 +4,8 @@ import t from 'tap';
 import { formatFuzzReport, runFuzz } from '../scripts/lib/fuzz.js';
 import { formatSoakReport, runSoak } from '../scripts/lib/soak.js';
 import { ABUSE_BOUNDS } from '../scripts/lib/abusers.js';
+import { natsSkipReason } from './nats-server.js';
+import { postgresSkipReason } from './postgres-cluster.js';
 
 t.test('fuzz for 3 s: the relay stays up, answers as documented, and the good pair loses nothing', async (t) => {
   const r = await runFuzz({ seconds: 3, connections: 50 });
@@ -57,4 +59,28 @@ t.test('soak for 3 s against 2 workers: every acknowledged storable message is a
   t.equal(r.duplicatesUnexplained, 0, 'duplicates only after a disconnect before ack');
   t.equal(r.receivedUnknown, 0, 'no message received that was never sent');
   t.same(r.relayErrors, [], 'no error in the relay log');
+});
+
+// Against a cluster of 3 instances over a private nats-server and PostgreSQL (`--instances 3`):
+// each connection goes to an instance at random, so clients move between instances as they come
+// and go, and the final drain reads every mailbox through one of them. The ledger's rules are the
+// single relay's. Memory is bounded per instance (the abusers are on instance 1). Open files are
+// reported, not bounded: each instance's PostgreSQL pool opens connections as the load asks.
+const clusterSkip = postgresSkipReason() ?? natsSkipReason() ?? false;
+t.test('soak for 3 s against 3 instances over NATS: every acknowledged storable message is accounted for', { skip: clusterSkip }, async (t) => {
+  const r = await runSoak({ seconds: 3, identities: 20, late: 4, instances: 3 });
+  t.comment(formatSoakReport(r));
+  t.equal(r.instances, 3, 'three instances');
+  t.equal(r.crashes, 0, 'no instance crashed');
+  t.ok(r.storableAcknowledged > 0, 'storable messages were acknowledged');
+  t.equal(r.storableMissing - r.storableMissingStale, 0, 'every acknowledged storable message delivered or still stored');
+  t.equal(r.storableMissingStale, 0, 'no stored message replaced by an older one with the same storage key');
+  t.equal(r.duplicatesUnexplained, 0, 'duplicates only after a disconnect before ack');
+  t.equal(r.receivedUnknown, 0, 'no message received that was never sent');
+  t.equal(r.drainTimedOut, 0, 'the final drain emptied every mailbox');
+  t.ok(r.perInstance.every((p) => (p.counters?.forwards ?? 0) > 0), 'messages crossed from every instance to another');
+  t.same(r.relayErrors, [], 'no error in any instance\'s log');
+  for (const p of r.perInstance) {
+    t.ok(p.anonPeak - p.start.anonBytes <= ABUSE_BOUNDS.anonGrowthBytes, `instance ${p.instance}: memory bounded beside the abusers`);
+  }
 });

@@ -1,8 +1,8 @@
 // The relay under test as a child process (`node dist/cli/main.js serve` on loopback, its data
-// in a fresh temporary directory), rebuilt first when dist/ is older than src/, plus /proc
-// readings of its memory and open files.
+// in a fresh temporary directory, or one the caller prepared), rebuilt first when dist/ is older
+// than src/, plus /proc readings of its memory and open files.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -39,34 +39,57 @@ export interface RelayProcess {
   exit: { code: number | null; signal: string | null } | null;
   /** Log lines at level error (50) or above, and anything not JSON (a stack trace, say). */
   errors: string[];
+  /** Log lines at level warn (40), counted by their `event` field. */
+  warnings: Map<string, number>;
+  /** The port of its /metrics (null: a free one the relay chose and did not say, PULLTAB_METRICS_PORT=0). */
+  metricsPort: number | null;
   /** The last lines the relay wrote, for a crash report. */
   tail(): string[];
   /** SIGTERM, then SIGKILL after graceMs; removes the data directory. */
   stop(graceMs?: number): Promise<void>;
 }
 
+export interface RelayProcessOptions {
+  /** More `serve` arguments (--store, --cluster, --config...). */
+  args?: string[];
+  /** The data directory (removed at stop like a fresh one); default a fresh temporary directory. */
+  dataDir?: string;
+  /** Serve /metrics on this port (default: a free one the relay picks, which it does not say at level warn). */
+  metricsPort?: number;
+  /** Write every line the relay prints to this file too (evidence for a report). */
+  logFile?: string;
+}
+
 /** Starts the relay with PULLTAB_* settings from env and resolves once it prints its address. */
-export async function startRelayProcess(env: Record<string, string> = {}): Promise<RelayProcess> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'pulltab-fuzz-'));
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--data', dataDir], {
+export async function startRelayProcess(env: Record<string, string> = {}, options: RelayProcessOptions = {}): Promise<RelayProcess> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'pulltab-fuzz-'));
+  const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--data', dataDir, ...(options.args ?? [])], {
     cwd: ROOT,
     // Metrics on a free port, so a relay already on the default 9652 does not stop this one.
-    env: { ...process.env, PULLTAB_LOG_LEVEL: 'warn', PULLTAB_METRICS_PORT: '0', ...env },
+    env: { ...process.env, PULLTAB_LOG_LEVEL: 'warn', PULLTAB_METRICS_PORT: String(options.metricsPort ?? 0), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const tail: string[] = [];
   const errors: string[] = [];
+  const warnings = new Map<string, number>();
+  const logFile = options.logFile === undefined ? null : createWriteStream(options.logFile, { flags: 'a' });
+  logFile?.on('error', () => {}); // evidence only: a failing file does not stop the run
   let stopping = false;
   const onLine = (line: string) => {
+    logFile?.write(`${line}\n`);
     tail.push(line);
     if (tail.length > 50) tail.shift();
     let level = 0;
+    let event = '';
     try {
-      level = (JSON.parse(line) as { level?: number }).level ?? 0;
+      const parsed = JSON.parse(line) as { level?: number; event?: string; msg?: string };
+      level = parsed.level ?? 0;
+      event = parsed.event ?? parsed.msg ?? '';
     } catch {
       level = /^pulltabs?:\/\//.test(line) ? 0 : 50;
     }
     if (level >= 50 && errors.length < 100) errors.push(line);
+    else if (level >= 40) warnings.set(event, (warnings.get(event) ?? 0) + 1);
   };
   // If this process goes, the relay goes with it.
   const killOnExit = () => {
@@ -79,6 +102,7 @@ export async function startRelayProcess(env: Record<string, string> = {}): Promi
     const out = createInterface({ input: child.stdout! });
     out.on('line', (line) => {
       if (/^pulltabs?:\/\//.test(line)) {
+        logFile?.write(`${line}\n`);
         clearTimeout(timer);
         resolvePromise(line.trim());
       } else {
@@ -101,6 +125,8 @@ export async function startRelayProcess(env: Record<string, string> = {}): Promi
     port: Number(address.split(':').pop()),
     exit: null,
     errors,
+    warnings,
+    metricsPort: options.metricsPort ?? null,
     tail: () => [...tail],
     stop: async (graceMs = 10_000) => {
       stopping = true;
@@ -113,6 +139,7 @@ export async function startRelayProcess(env: Record<string, string> = {}): Promi
       }
       process.off('exit', killOnExit);
       rmSync(dataDir, { recursive: true, force: true });
+      await new Promise<void>((done) => (logFile === null ? done() : logFile.end(done)));
     },
   };
   child.on('exit', (code, signal) => {
@@ -140,5 +167,6 @@ export function openFds(pid: number): number {
     return NaN;
   }
 }
+
 
 export const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;

@@ -1,13 +1,16 @@
 // One identity of the soak population: it comes online, sends live and storable messages with
 // receipts to random others, acknowledges what it receives after a short delay, and goes
-// offline (sometimes with acknowledgements still owed), again and again.
+// offline (sometimes with acknowledgements still owed), again and again. Against a cluster, each
+// connection picks an instance at random when it is made, so an identity moves between instances
+// as it comes and goes (and a connection that replaces another is often on another instance).
 import { RelayClient } from '../../src/client/client.js';
 import type { Identity } from '../../src/crypto/keys.js';
 import { chance, int, pick } from './random.js';
 import { newEpoch, type Epoch, type Ledger } from './soak-ledger.js';
 
 export interface Population {
-  address: string;
+  /** The relay's address; against a cluster, one per instance (instance i + 1 is addresses[i]). */
+  addresses: string[];
   identities: Identity[];
   ledger: Ledger;
   /** Indexes of identities that never come online before the final drain. */
@@ -21,10 +24,16 @@ export interface Population {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const STORAGE_KEYS = ['status', 'presence'];
 
-/** One connection of identity `me`: connects, receives into the ledger, acknowledges after ackDelayMs. */
+/** The instance a new connection goes to: 1..N at random against a cluster, 0 for a single relay. */
+function chooseInstance(pop: Population): number {
+  return pop.addresses.length === 1 ? 0 : 1 + int(pop.addresses.length);
+}
+
+/** One connection of identity `me`: connects (to an instance chosen now), receives into the ledger, acknowledges after ackDelayMs. */
 export class SoakConnection {
   readonly client: RelayClient;
-  readonly epoch: Epoch = newEpoch();
+  readonly instance: number;
+  readonly epoch: Epoch;
   /** Highest delivery id received; the relay answered QUEUE_EMPTY. */
   highest = 0;
   received = 0;
@@ -32,10 +41,12 @@ export class SoakConnection {
   #closing = false;
 
   constructor(readonly pop: Population, readonly me: number, ackDelayMs: () => number) {
-    this.client = new RelayClient({ relay: pop.address, identity: pop.identities[me], raw: true, reconnect: false, autoAck: false, receiptTimeoutMs: 30_000 });
+    this.instance = chooseInstance(pop);
+    this.epoch = newEpoch(this.instance);
+    this.client = new RelayClient({ relay: pop.addresses[Math.max(0, this.instance - 1)], identity: pop.identities[me], raw: true, reconnect: false, autoAck: false, receiptTimeoutMs: 30_000 });
     this.client.on('message', (m) => {
       const text = Buffer.from(m.body.subarray(0, 40)).toString('latin1');
-      pop.ledger.received(text.slice(0, text.indexOf(';')), me, this.epoch, m.deliveryId);
+      pop.ledger.received(text.slice(0, text.indexOf(';')), me, this.epoch, m.deliveryId, m.fromMailbox);
       this.highest = Math.max(this.highest, m.deliveryId);
       this.received++;
       const delay = ackDelayMs();
@@ -46,6 +57,7 @@ export class SoakConnection {
     this.client.on('disconnected', () => {
       if (!this.#closing) this.epoch.endedByRelay = true;
       this.epoch.closed = true;
+      this.epoch.closedAt ??= Date.now();
     });
     this.client.on('error', () => {});
   }
@@ -68,6 +80,7 @@ export class SoakConnection {
     this.#closing = true;
     await this.client.close();
     this.epoch.closed = true;
+    this.epoch.closedAt ??= Date.now();
   }
 
   /** Sends one message to 1..3 random identities and records the receipt. */
@@ -79,8 +92,9 @@ export class SoakConnection {
     const recipients = [...to];
     const storable = chance(0.65);
     const storageKey = storable && chance(0.25) ? pick(STORAGE_KEYS) : null;
-    const id = ledger.sent(this.me, recipients, storable, storageKey);
-    const body = Buffer.concat([Buffer.from(`${id};`), Buffer.alloc(chance(0.9) ? int(200) : int(20_000), 0x61)]);
+    const padding = chance(0.9) ? int(200) : int(20_000);
+    const id = ledger.sent(this.me, recipients, storable, storageKey, this.instance, padding);
+    const body = Buffer.concat([Buffer.from(`${id};`), Buffer.alloc(padding, 0x61)]);
     // RelayClient writes ACKs from a setImmediate: after one turn, every ACK handed to it so far
     // is on the wire ahead of this SEND, so its receipt proves the relay has read them.
     const acked = this.epoch.acked;
@@ -89,6 +103,7 @@ export class SoakConnection {
       const result = await this.client.send(recipients.map((r) => identities[r].publicKey), body, { store: storable, storageKey: storageKey ?? undefined });
       ledger.answered(id, recipients, result.outcomes.map((o) => o.code), result.code);
       this.epoch.confirmed = Math.max(this.epoch.confirmed, acked);
+      if (storable) this.epoch.confirmedStored = Math.max(this.epoch.confirmedStored, acked);
     } catch {
       ledger.unanswered();
     }

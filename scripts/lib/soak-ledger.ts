@@ -16,15 +16,24 @@ export interface Epoch {
   /** The relay (not the client) ended it: acks sent just before may not have been read. */
   endedByRelay: boolean;
   closed: boolean;
+  /** Evidence only (no rule reads them): the instance it connected to (1..N; 0 for a single relay), when it opened and closed. */
+  instance: number;
+  /** Evidence only: the part of `confirmed` that a storable SEND's receipt confirmed (whose recipients may have been stored on another instance). */
+  confirmedStored: number;
+  openedAt: number;
+  closedAt: number | null;
 }
 
-export function newEpoch(): Epoch {
-  return { acked: 0, confirmed: 0, endedByRelay: false, closed: false };
+export function newEpoch(instance = 0): Epoch {
+  return { acked: 0, confirmed: 0, endedByRelay: false, closed: false, instance, confirmedStored: 0, openedAt: Date.now(), closedAt: null };
 }
 
 interface Copy {
   epoch: Epoch;
   deliveryId: number;
+  /** Evidence only: when it arrived, and whether the relay flagged it FROM_MAILBOX. */
+  at: number;
+  fromMailbox: boolean;
 }
 
 /** One message as one recipient sees it. */
@@ -40,6 +49,10 @@ interface Entry {
   copies: Copy[];
   /** With a storage key: every entry of the same sender, recipient and key, in sending order. */
   group: Entry[] | null;
+  /** Evidence only: the instance the sender was connected to (0 for a single relay), the body's length, when it was sent. */
+  via: number;
+  bytes: number;
+  sentAt: number;
 }
 
 export interface LedgerReport {
@@ -82,10 +95,12 @@ export class Ledger {
   #unanswered = 0;
   #unknown = 0;
 
-  /** A message about to be sent; returns its id (to put in the body). */
-  sent(sender: number, recipients: number[], storable: boolean, storageKey: string | null): string {
+  /** A message about to be sent; returns its id (to put in the body, before `padding` bytes). */
+  sent(sender: number, recipients: number[], storable: boolean, storageKey: string | null, via = 0, padding = 0): string {
     const order = this.#order++;
     const id = `${sender}.${order}`;
+    // The body is `${id};` and the padding.
+    const bytes = id.length + 1 + padding;
     this.#messages.add(id);
     for (const recipient of recipients) {
       let group: Entry[] | null = null;
@@ -94,7 +109,7 @@ export class Ledger {
         group = this.#groups.get(k) ?? [];
         this.#groups.set(k, group);
       }
-      const entry: Entry = { id, sender, recipient, order, storable, storageKey, outcome: null, copies: [], group };
+      const entry: Entry = { id, sender, recipient, order, storable, storageKey, outcome: null, copies: [], group, via, bytes, sentAt: Date.now() };
       group?.push(entry);
       this.#entries.set(`${id}>${recipient}`, entry);
     }
@@ -119,10 +134,10 @@ export class Ledger {
     this.#unanswered++;
   }
 
-  received(id: string, recipient: number, epoch: Epoch, deliveryId: number): void {
+  received(id: string, recipient: number, epoch: Epoch, deliveryId: number, fromMailbox = false): void {
     const entry = this.#entries.get(`${id}>${recipient}`);
     if (entry === undefined) this.#unknown++;
-    else entry.copies.push({ epoch, deliveryId });
+    else entry.copies.push({ epoch, deliveryId, at: Date.now(), fromMailbox });
   }
 
   /** Storable (message, recipient) pairs acknowledged and not received yet, by recipient. */
@@ -148,7 +163,7 @@ export class Ledger {
   }
 
   #describeMissing(key: string, e: Entry): string {
-    let text = `message ${key.replace('>', ' to recipient ')} (sender.order), outcome ${e.outcome === Code.STORED ? 'STORED' : 'DELIVERED'}`;
+    let text = `message ${key.replace('>', ' to recipient ')} (sender.order), outcome ${e.outcome === Code.STORED ? 'STORED' : 'DELIVERED'}${e.via > 0 ? `, sent through instance ${e.via}` : ''}`;
     if (e.storageKey === null) return text;
     text += `, storage key "${e.storageKey}"`;
     const older = this.#olderArrived(e);
@@ -191,7 +206,7 @@ export class Ledger {
         else if (verdict === 'ack-unconfirmed') r.duplicatesAckUnconfirmed++;
         else {
           r.duplicatesUnexplained++;
-          if (r.duplicateSamples.length < 10) r.duplicateSamples.push(`${key}: copy ${i + 1} ${verdict}`);
+          if (r.duplicateSamples.length < 10) r.duplicateSamples.push(`${key}: copy ${i + 1} ${verdict}; ${describeCopies(e, e.copies[i - 1], e.copies[i])}`);
         }
       }
     }
@@ -202,6 +217,17 @@ export class Ledger {
 /** Why a message came again after copy `before`: allowed, after an ACK that may not have arrived, or what is wrong. */
 function isAcknowledged(e: Entry): boolean {
   return e.outcome !== null && ACKNOWLEDGED.has(e.outcome);
+}
+
+/** Where and when the message went and the two copies came: which instance, which connection, how far apart (the evidence for a report). */
+function describeCopies(e: Entry, before: Copy, after: Copy): string {
+  const where = (c: Copy) => (c.epoch.instance > 0 ? `instance ${c.epoch.instance}, ` : '');
+  const how = (c: Copy) => `delivery ${c.deliveryId}${c.fromMailbox ? ' FROM_MAILBOX' : ''}, ${c.at - e.sentAt} ms after the SEND`;
+  const sent = `${e.storable ? 'storable' : 'live'}${e.storageKey === null ? '' : ` (storage key "${e.storageKey}")`}, ${e.bytes}-byte body, sent${e.via > 0 ? ` through instance ${e.via}` : ''}, outcome ${e.outcome}`;
+  const b = before.epoch;
+  const closed = before.epoch === after.epoch ? 'the same connection'
+    : `acked ${b.acked}, confirmed ${b.confirmed} (${b.confirmedStored} by a storable receipt)${b.endedByRelay ? ', ended by the relay' : ''}, ${b.closedAt === null ? 'still open' : `closed ${after.epoch.openedAt - b.closedAt} ms before the next one opened`}`;
+  return `${sent}; earlier copy: ${where(before)}${how(before)} (${closed}); this copy: ${where(after)}${how(after)}`;
 }
 
 function classifyDuplicate(before: Copy, after: Copy): 'allowed' | 'ack-unconfirmed' | string {
