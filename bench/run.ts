@@ -21,14 +21,15 @@ import { encodeAck, encodeSend, parseDeliver, parseResult } from '../src/protoco
 import { PulltabPeer } from './lib/pulltab-peer.js';
 import { databaseCpuSeconds, runBaselines } from './postgres-bench.js';
 import { postgresSkipReason, startCluster } from '../test/postgres-cluster.js';
-import { formatSummary, summarizeProfile } from './lib/profile-summary.js';
+import { formatSummary, stackShares, summarizeProfile, type ProfileWindow, type StackRule } from './lib/profile-summary.js';
 import {
   evaluateTargets, markdownTable, sizeLabel, targetsMarkdown, targetsText, textTable, throughputSvg, type BenchRecord,
 } from './lib/report.js';
 import { Slot, sharedCounters, type SystemName, type WorkerConfig, type WorkerResult } from './lib/shared.js';
 import {
-  ensureNatsServer, freePort, procStatusBytes, procTreeCpuSeconds, startNats, startPipe, startRelay, type RunningSystem,
+  ensureNatsServer, procCpuSeconds, procMinorFaults, procStatusBytes, procTreeCpuSeconds, startNats, startPipe, startRelay, startRelayCluster, type RunningSystem,
 } from './lib/systems.js';
+import { freePort } from '../test/free-port.js';
 
 // The load generator's own memory allocator, fixed before anything runs. glibc's malloc moves
 // its trim and mmap thresholds as a process allocates and frees; in this process, after the
@@ -77,7 +78,7 @@ const sized = (sizes: number[]): number[] => (onlySizes.size ? sizes.filter((s) 
 const SIZES = sized([64, 1024, 16 * 1024, 64 * 1024]);
 const RATES = [10_000, 20_000, 50_000];
 
-const SCENARIOS = ['one-to-one', 'library', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'postgres', 'seal', 'healthz', 'tls', 'workers'] as const;
+const SCENARIOS = ['one-to-one', 'library', 'storable-one-to-one', 'pairs-100', 'fanout-8', 'latency', 'handshakes', 'idle-connections', 'store', 'postgres', 'seal', 'healthz', 'tls', 'workers', 'cluster'] as const;
 if (argv.includes('--help') || argv.includes('-h')) {
   process.stdout.write(`usage: npm run bench -- [--quick] [--scenario NAME]... [--size BYTES]... [--profile]\nscenarios: ${SCENARIOS.join(', ')}\n`);
   process.exit(0);
@@ -139,10 +140,17 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const MiB = 1024 * 1024;
 const fmtRate = (n: number | null) => (n == null ? '-' : Math.round(n).toLocaleString('en-US'));
 
-/** pid → label of the run, to name relay CPU profiles. */
-const profiledRuns: Array<{ pid: number; label: string }> = [];
+/** pid → label of the run, to name relay CPU profiles, and the measured window (monotonic µs) once there is one. */
+const profiledRuns: Array<{ pid: number; label: string; window?: ProfileWindow }> = [];
+const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
-async function startSystem(system: SystemName, label: string, env?: Record<string, string>): Promise<RunningSystem> {
+async function startSystem(system: SystemName, label: string, env?: Record<string, string>, clusterStore?: string): Promise<RunningSystem> {
+  if (system === 'pulltab' && clusterStore !== undefined) {
+    return startRelayCluster({
+      root: ROOT, natsBin: NATS!, storeUrl: clusterStore, profileDir: PROFILE ? PROFILES : undefined, env,
+      started: (pid, i) => { if (PROFILE) profiledRuns.push({ pid, label: `${label}-instance${i}` }); },
+    });
+  }
   if (system === 'pulltab') {
     const s = await startRelay({ root: ROOT, profileDir: PROFILE ? PROFILES : undefined, env });
     if (PROFILE) profiledRuns.push({ pid: s.pid, label });
@@ -155,19 +163,35 @@ async function startSystem(system: SystemName, label: string, env?: Record<strin
 interface Meter {
   t: number;
   cpu: number;
+  /** CPU seconds of each of the system's processes (the instances of a cluster). */
+  each: number[];
+  /** A cluster: its nats-server's CPU seconds (0 otherwise). */
+  nats: number;
+  /** Minor page faults of the system's processes (their own, not their children's). */
+  faults: number;
   lg: NodeJS.CpuUsage;
 }
 
-function meter(pid: number): Meter {
+/** A pid, or a running system: every one of its processes (a cluster: both instances, and its nats-server apart). */
+function meter(of: number | RunningSystem): Meter {
+  const pids = typeof of === 'number' ? [of] : of.pids ?? [of.pid];
+  const natsPid = typeof of === 'number' ? undefined : of.natsPid;
   // A relay of workers is the primary and its children: all of their CPU counts.
-  return { t: performance.now(), cpu: procTreeCpuSeconds(pid), lg: process.cpuUsage() };
+  const each = pids.map(procTreeCpuSeconds);
+  return {
+    t: performance.now(), cpu: each.reduce((a, b) => a + b, 0), each,
+    nats: natsPid === undefined ? 0 : procCpuSeconds(natsPid), lg: process.cpuUsage(),
+    faults: pids.reduce((sum, pid) => sum + procMinorFaults(pid), 0),
+  };
 }
 
-function usage(a: Meter, b: Meter): { sec: number; serverPct: number; loadgenPct: number } {
+function usage(a: Meter, b: Meter): { sec: number; serverPct: number; eachPct: number[]; natsPct: number; faults: number; loadgenPct: number } {
   const sec = (b.t - a.t) / 1000;
   return {
-    sec,
+    sec, faults: b.faults - a.faults,
     serverPct: ((b.cpu - a.cpu) / sec) * 100,
+    eachPct: b.each.map((c, i) => ((c - a.each[i]!) / sec) * 100),
+    natsPct: ((b.nats - a.nats) / sec) * 100,
     loadgenPct: ((b.lg.user - a.lg.user + b.lg.system - a.lg.system) / 1e6 / sec) * 100,
   };
 }
@@ -228,6 +252,11 @@ interface FlowSpec {
   workers?: number | 'auto';
   /** With workers, 1:1: the sender lands on the receiver's worker (same) or on the next one (cross). */
   placement?: 'same' | 'cross';
+  /**
+   * The relay as two instances of a cluster (pulltab), mailboxes in this PostgreSQL database (an
+   * empty one): the sender connects to instance 1, the receivers to instance 2.
+   */
+  clusterStore?: string;
 }
 
 /** What a relay needs in its environment to run TLS with a certificate it makes itself. */
@@ -251,7 +280,8 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     // Round-robin hands connections out in turn, so that a scenario can place a pair on one worker or across two.
     ...(withWorkers ? { PULLTAB_WORKERS: String(spec.workers), PULLTAB_WORKER_ACCEPT: 'round-robin' } : {}),
   };
-  const server = await startSystem(system, label.replace(/[^a-zA-Z0-9.-]+/g, '_'), Object.keys(env).length ? env : undefined);
+  const server = await startSystem(system, label.replace(/[^a-zA-Z0-9.-]+/g, '_'), Object.keys(env).length ? env : undefined, spec.clusterStore);
+  const inCluster = server.metricsPorts !== undefined;
   let workers: Array<ReturnType<typeof startWorker>> = [];
   const fillers: Socket[] = [];
   try {
@@ -275,9 +305,11 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
       base.receiverSecrets = receivers.map((r) => hex(r.secretKey));
       base.receiverKeys = receivers.map((r) => hex(r.publicKey));
     }
-    const rx = startWorker({ ...base, role: 'receiver' }, workerFile);
+    const rx = startWorker({ ...base, role: 'receiver', port: server.receiverPort ?? server.port }, workerFile);
     workers.push(rx);
     await withTimeout(rx.ready, 30_000, 'receivers connecting');
+    // The sender's instance must know where the receivers are, or it refuses RECIPIENT_OFFLINE.
+    if (inCluster) await withTimeout(remoteKeys(server.metricsPorts![0]!, R), 10_000, 'instance 1 learning the receivers');
     // Round-robin gives the next connection to the next worker: one that only connects moves the
     // sender onto the receiver's worker (2 workers).
     if (spec.placement === 'same') fillers.push(await placeholderConnection(server.port));
@@ -301,7 +333,8 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     Atomics.store(i32, Slot.CONTROL, 1);
     Atomics.notify(i32, Slot.CONTROL);
     await sleep(warmMs);
-    const m1 = meter(server.pid);
+    const m1 = meter(server);
+    const window0 = monotonicUs();
     const elu1 = [tx.worker.performance.eventLoopUtilization(), rx.worker.performance.eventLoopUtilization()];
     const r1 = received();
     Atomics.store(i32, Slot.RECORDING, 1);
@@ -309,7 +342,8 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     await sleep(measureMs);
     const healthzResult = healthz ? await healthz : null;
     const r2 = received();
-    const m2 = meter(server.pid);
+    const m2 = meter(server);
+    for (const run of profiledRuns) if ((server.pids ?? [server.pid]).includes(run.pid)) run.window = [window0, monotonicUs()];
     // How busy each side's event loop was (the senders' thread, the receivers' thread): which side bounds the rate.
     const [senderBusy, receiverBusy] = [tx, rx].map((w, k) => w.worker.performance.eventLoopUtilization(elu1[k]).utilization * 100);
     Atomics.store(i32, Slot.RECORDING, 0);
@@ -320,7 +354,8 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     const expected = (senderResult.sent ?? sentTotal()) * spec.fanout;
     const drainDeadline = Date.now() + 5000;
     while (received() < expected && Date.now() < drainDeadline) await sleep(20);
-    const peakRss = procStatusBytes(server.pid, 'VmHWM');
+    // A cluster: both instances' peaks together.
+    const peakRss = (server.pids ?? [server.pid]).reduce((sum, pid) => sum + procStatusBytes(pid, 'VmHWM'), 0);
     tx.worker.postMessage({ type: 'finish' });
     rx.worker.postMessage({ type: 'finish' });
     const rxResult = await withTimeout(rx.done, 10_000, 'receivers finishing');
@@ -328,7 +363,7 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     const u = usage(m1, m2);
     const msgs = r2 - r1;
     const msgsPerSec = msgs / u.sec;
-    const crossed = withWorkers ? await crossedShare(metricsPort) : null;
+    const crossed = withWorkers ? await crossedShare(metricsPort) : inCluster ? await crossedShare(server.metricsPorts![0]!) : null;
     const refused = Atomics.load(i32, Slot.DROPS);
     const lost = Math.max(0, expected - received());
     const skippedByOpenLoop = Atomics.load(i32, Slot.SKIPPED);
@@ -336,6 +371,8 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     if (skippedByOpenLoop > 0) notes.push(`offered rate not sustained: ${skippedByOpenLoop.toLocaleString('en-US')} sends skipped`);
     if (u.loadgenPct > 180) notes.push('load generator near saturation');
     if (server.log.length > 0) notes.push(`server logged ${server.log.length} warning line(s)`);
+    if (inCluster) notes.push(`instances ${u.eachPct.map((p) => p.toFixed(0)).join(' + ')}% CPU, their nats-server ${u.natsPct.toFixed(0)}%; crossed ${crossed === null ? '?' : (crossed * 100).toFixed(0)}%`);
+    if (spec.scenario === 'cluster') notes.push(`relay ${usPerMsg(u.serverPct, msgsPerSec) ?? '-'} µs/msg of CPU`);
     const record: BenchRecord = {
       scenario: spec.scenario, system, messageBytes: spec.bodyBytes, variant: spec.variant,
       msgsPerSec, MBps: (msgsPerSec * spec.bodyBytes) / 1e6,
@@ -346,7 +383,16 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
         senders: P, recipientsPerSender: spec.fanout, offeredRate: spec.rate ?? null, refused, lostInFlight: lost,
         senderThreadBusyPct: Math.round(senderBusy!), receiverThreadBusyPct: Math.round(receiverBusy!),
         ...(withWorkers ? { workers: spec.workers!, crossedPct: crossed === null ? null : Math.round(crossed * 1000) / 10,
-          relayCpuUsPerMsg: msgsPerSec > 0 ? Math.round((u.serverPct / 100 / msgsPerSec) * 1e6 * 100) / 100 : null } : {}),
+          relayCpuUsPerMsg: usPerMsg(u.serverPct, msgsPerSec) } : {}),
+        // The cluster scenario compares CPU per message of every row (single instance, nats-server, both instances).
+        ...(spec.scenario === 'cluster' ? {
+          relayCpuUsPerMsg: usPerMsg(u.serverPct, msgsPerSec), minorFaultsPerKMsg: msgs > 0 ? Math.round((u.faults / msgs) * 1000) : null,
+        } : {}),
+        ...(inCluster ? {
+          crossedPct: crossed === null ? null : Math.round(crossed * 1000) / 10,
+          instance1CpuPct: Math.round(u.eachPct[0]! * 10) / 10, instance2CpuPct: Math.round(u.eachPct[1]! * 10) / 10,
+          natsCpuPct: Math.round(u.natsPct * 10) / 10, natsCpuUsPerMsg: usPerMsg(u.natsPct, msgsPerSec),
+        } : {}),
       },
       note: notes.join('; ') || undefined,
     };
@@ -367,6 +413,22 @@ async function runFlow(system: SystemName, spec: FlowSpec): Promise<BenchRecord>
     for (const f of fillers) f.destroy();
     await server.stop();
   }
+}
+
+/** µs of CPU per message, from a CPU % of one core and a rate. */
+function usPerMsg(cpuPct: number, msgsPerSec: number): number | null {
+  return msgsPerSec > 0 ? Math.round((cpuPct / 100 / msgsPerSec) * 1e6 * 100) / 100 : null;
+}
+
+/** Waits (bounded by the caller's timeout) until an instance's /metrics counts n keys held by other instances. */
+async function remoteKeys(metricsPort: number, n: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    const body = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
+    const line = body.split('\n').find((l) => l.startsWith('pulltab_presence_remote_keys '));
+    if (Number(line?.split(' ').pop()) >= n) return;
+    await sleep(20);
+  }
+  throw new Error(`instance never learned ${n} remote key(s)`);
 }
 
 /** A TCP connection to the relay that never says anything (it only takes a turn of round-robin). */
@@ -763,6 +825,38 @@ async function runPostgres(): Promise<BenchRecord[]> {
   return records;
 }
 
+/**
+ * Cross-instance 1:1 (issue 19): the relay as two instances of a cluster, the sender on one and
+ * the receiver on the other, beside the single instance and beside nats-server's own 1:1 pub/sub
+ * (the floor under any design routed through NATS), size by size in the same run; then the open
+ * loop at 10k msgs/s of 1 KiB, single instance against across instances.
+ */
+async function runClusterScenario(): Promise<BenchRecord[]> {
+  const why = !NATS ? 'nats-server not on PATH' : postgresSkipReason();
+  if (why !== null) return [skipped('cluster', 'pulltab', 0, why)];
+  const pg = await startCluster();
+  const records: BenchRecord[] = [];
+  try {
+    // A fresh database per cluster record: nothing of an earlier one's mailboxes left.
+    const across = async (spec: Omit<FlowSpec, 'clusterStore'>): Promise<BenchRecord> =>
+      safeFlow('pulltab', { ...spec, clusterStore: await pg.createDatabase() });
+    for (const size of sized([64, 1024, 16 * 1024])) {
+      const spec = { scenario: 'cluster', senders: 1, fanout: 1, bodyBytes: size, mode: 'throughput' } as const;
+      records.push(await safeFlow('pulltab', { ...spec, variant: '1:1, single instance' }));
+      records.push(await safeFlow('nats', { ...spec, variant: '1:1, nats-server pub/sub' }));
+      records.push(await across({ ...spec, variant: '1:1, across instances' }));
+    }
+    if (onlySizes.size === 0 || onlySizes.has(1024)) {
+      const spec = { scenario: 'cluster', senders: 1, fanout: 1, bodyBytes: 1024, mode: 'latency', rate: 10_000 } as const;
+      records.push(await safeFlow('pulltab', { ...spec, variant: 'offered 10,000/s, single instance' }));
+      records.push(await across({ ...spec, variant: 'offered 10,000/s, across instances' }));
+    }
+  } finally {
+    await pg.destroy();
+  }
+  return records;
+}
+
 async function runStoreEngine(): Promise<BenchRecord[]> {
   const path = join(HERE, 'store-bench.js');
   if (!existsSync(path)) return [skipped('store-engine', 'pulltab-store', 0, 'bench/store-bench.ts does not exist')];
@@ -882,6 +976,7 @@ async function main(): Promise<void> {
     records.push(await safeFlow('pulltab', { ...pairs, variant: '100 pairs, single process' }));
     records.push(await safeFlow('pulltab', { ...pairs, variant: `100 pairs, ${many} workers`, workers: many }));
   }
+  if (runs('cluster')) records.push(...await runClusterScenario());
   const guarded = async (scenario: string, fn: () => Promise<BenchRecord | BenchRecord[]>): Promise<void> => {
     try {
       const r = await fn();
@@ -953,11 +1048,31 @@ async function main(): Promise<void> {
       if (!run) continue;
       const target = join(PROFILES, `${run.label}.cpuprofile`);
       renameSync(join(PROFILES, file), target);
-      const summary = formatSummary(summarizeProfile(target, 15));
+      const summary = [formatSummary(summarizeProfile(target, 15)), ...(run.window ? measuredWindow(target, run.window) : [])].join('\n');
       writeFileSync(join(PROFILES, `${run.label}.txt`), summary + '\n');
       console.log(`\nrelay profile ${run.label}:\n${summary}`);
     }
   }
+}
+
+/** What the link between instances copies (src/cluster/nats-stream.ts and the NATS client), wherever it is called from. */
+const COPY_RULES: StackRule[] = [
+  { label: 'NatsStream #send: the batch copied behind the link header', under: { name: /^#send$/, url: /nats-stream/ }, leaf: { name: /copy/i }, notUnder: { name: /^publish$/ } },
+  { label: 'nats.js publish: PUB line + payload + CRLF packed into one buffer', under: { name: /^pack$/, url: /databuffer/ } },
+  { label: "nats.js: the NATS connection's socket writes (the kernel's copy, loopback TCP)", under: { name: /^_send$/, url: /node_transport/ } },
+  { label: 'nats.js receive: a message spanning socket reads gathered', under: { name: /.*/, url: /denobuffer/ } },
+  { label: 'garbage collector', under: { name: /^\(garbage collector\)$/ } },
+];
+
+/** The measured window's top self times and the link's copies, as lines for a profile's summary. */
+function measuredWindow(file: string, window: ProfileWindow): string[] {
+  const top = summarizeProfile(file, 15, window);
+  const copies = stackShares(file, COPY_RULES, window);
+  return [
+    '', `the measured window only (monotonic µs ${window[0]} ${window[1]}): ${formatSummary(top)}`,
+    `  of its ${copies.busyMs.toFixed(0)} ms busy, under (inclusive):`,
+    ...copies.shares.map((c) => `  ${c.pct.toFixed(1).padStart(5)}%  ${c.ms.toFixed(0).padStart(7)} ms  ${c.label}`),
+  ];
 }
 
 main().then(() => process.exit(0), (err: Error) => {

@@ -204,6 +204,8 @@ export function evaluateTargets(records: BenchRecord[]): TargetResult[] {
       observed: r === null ? 'not measured' : `${fmtInt(cross!.msgsPerSec)} vs ${fmtInt(same!.msgsPerSec)} msgs/s = ${(r * 100).toFixed(0)}%`,
     });
   }
+  // Issue 19: one relay on two instances routed over NATS, measured in the same run (scenario cluster).
+  out.push(...clusterTargets(records));
   // The PostgreSQL engine against the database's own limits, measured in the same run (scenario postgres).
   for (const [variant, baseline, what] of [
     ['store to offline on PostgreSQL (STORE|RECEIPT, end to end)', 'baseline: bare INSERT ... SELECT FROM unnest, 500 rows per transaction', 'stores with receipts after commit'],
@@ -216,6 +218,51 @@ export function evaluateTargets(records: BenchRecord[]): TargetResult[] {
       target: `PostgreSQL 1 KiB: the engine ${what} at ≥ 70% of the ${baseline.replace('baseline: ', '')}`,
       met: r === null ? null : r >= 0.7,
       observed: r === null ? 'not measured' : `${fmtInt(engine!.msgsPerSec)} vs ${fmtInt(bare!.msgsPerSec)} rows/s = ${(r * 100).toFixed(0)}%`,
+    });
+  }
+  return out;
+}
+
+/** Cross-instance 1:1 against nats-server's own 1:1 and against the single instance, in one run. */
+function clusterTargets(records: BenchRecord[]): TargetResult[] {
+  const out: TargetResult[] = [];
+  const ratio = (a: number | null | undefined, b: number | null | undefined) => (a != null && b != null && b > 0 ? a / b : null);
+  const at = (bytes: number, variant: string) => find(records, 'cluster', variant.includes('nats') ? 'nats' : 'pulltab', bytes, variant);
+  {
+    const cross = at(1024, '1:1, across instances');
+    const nats = at(1024, '1:1, nats-server pub/sub');
+    const single = at(1024, '1:1, single instance');
+    const r = ratio(cross?.msgsPerSec, nats?.msgsPerSec);
+    out.push({
+      target: "cluster 1:1 1 KiB: across instances msgs/s ≥ nats-server's own 1:1",
+      met: r === null ? null : r >= 1,
+      observed: r === null ? 'not measured' : `${fmtInt(cross!.msgsPerSec)} vs ${fmtInt(nats!.msgsPerSec)} msgs/s = ${r.toFixed(2)}×`,
+    });
+    const s = ratio(cross?.msgsPerSec, single?.msgsPerSec);
+    out.push({
+      target: 'cluster 1:1 1 KiB: across instances msgs/s ≥ 50% of the single instance',
+      met: s === null ? null : s >= 0.5,
+      observed: s === null ? 'not measured' : `${fmtInt(cross!.msgsPerSec)} vs ${fmtInt(single!.msgsPerSec)} msgs/s = ${(s * 100).toFixed(0)}%`,
+    });
+  }
+  for (const bytes of [64, 1024, 16384]) {
+    const cpu = (r: BenchRecord | undefined) => (r?.extra?.['relayCpuUsPerMsg'] as number | null | undefined) ?? null;
+    const cross = at(bytes, '1:1, across instances');
+    const single = at(bytes, '1:1, single instance');
+    const c = ratio(cpu(cross), cpu(single));
+    out.push({
+      target: `cluster 1:1 ${sizeLabel(bytes)}: relay CPU per crossing message (both instances) ≤ 2× a single instance's`,
+      met: c === null ? null : c <= 2,
+      observed: c === null ? 'not measured' : `${cpu(cross)} vs ${cpu(single)} µs/msg = ${c.toFixed(2)}× (nats-server ${cross!.extra?.['natsCpuUsPerMsg'] ?? '-'} µs/msg more)`,
+    });
+  }
+  {
+    const cross = at(1024, 'offered 10,000/s, across instances')?.latencyUs?.p99;
+    const single = at(1024, 'offered 10,000/s, single instance')?.latencyUs?.p99;
+    out.push({
+      target: "cluster p99 at 10k msgs/s of 1 KiB: across instances within 2 ms of the single instance's",
+      met: cross == null || single == null ? null : cross - single <= 2000,
+      observed: cross == null || single == null ? 'not measured' : `p99 ${fmtInt(cross)} vs ${fmtInt(single)} µs (+${fmtInt(cross - single)} µs)`,
     });
   }
   return out;

@@ -1,12 +1,13 @@
 // The systems under test, each in a process of its own: the Pulltab relay (from dist/), the
 // bare node:net pipe, and nats-server. Plus /proc readings of a process's CPU and memory.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseRelayAddress } from '../../src/protocol/address.js';
+import { freePort } from '../../test/free-port.js';
 
 export interface RunningSystem {
   name: string;
@@ -17,6 +18,14 @@ export interface RunningSystem {
   /** Lines the process wrote to stderr or, for the relay, its warn/error logs. */
   log: string[];
   stop(): Promise<void>;
+  /** A relay of several instances: where receivers connect (another instance than `port`'s). */
+  receiverPort?: number;
+  /** Every process whose CPU is the system's (the instances of a cluster); by default `pid` and its children. */
+  pids?: number[];
+  /** A cluster: the nats-server its instances route through (its CPU is reported apart from theirs). */
+  natsPid?: number;
+  /** A cluster: each instance's /metrics port, in instance order. */
+  metricsPorts?: number[];
 }
 
 const CLK_TCK = (() => {
@@ -32,6 +41,17 @@ export function procCpuSeconds(pid: number): number {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // After "pid (comm) ": state is field 3, utime 14, stime 15 → indexes 11, 12 here.
     return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Minor page faults a process has taken (fresh pages: large buffers allocated and freed show here). */
+export function procMinorFaults(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // minflt is field 10 → index 7 after "pid (comm) ".
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
   } catch {
     return NaN;
   }
@@ -114,6 +134,12 @@ export interface RelayStartOptions {
   root: string;
   profileDir?: string;
   env?: Record<string, string>;
+  /** A data directory made beforehand (an instance of a cluster holds the relay's identity file in it). */
+  dataDir?: string;
+  /** More `serve` arguments (--store, --cluster ...). */
+  args?: string[];
+  /** Where its warnings go (the instances of a cluster share one). */
+  log?: string[];
 }
 
 /**
@@ -122,8 +148,8 @@ export interface RelayStartOptions {
  * the pid the node process's pid.
  */
 export async function startRelay(opts: RelayStartOptions): Promise<RunningSystem> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'pulltab-bench-'));
-  const nodeArgs = [...(opts.profileDir ? ['--cpu-prof', '--cpu-prof-dir', opts.profileDir] : []), join(opts.root, 'dist/cli/main.js'), 'serve', '--host', '127.0.0.1', '--port', '0', '--data', dataDir];
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'pulltab-bench-'));
+  const nodeArgs = [...(opts.profileDir ? ['--cpu-prof', '--cpu-prof-dir', opts.profileDir] : []), join(opts.root, 'dist/cli/main.js'), 'serve', '--host', '127.0.0.1', '--port', '0', '--data', dataDir, ...(opts.args ?? [])];
   const quoted = [process.execPath, ...nodeArgs].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const child = spawn('sh', ['-c', `ulimit -n 65536 2>/dev/null || true; exec ${quoted}`], {
     cwd: opts.root,
@@ -142,7 +168,7 @@ export async function startRelay(opts: RelayStartOptions): Promise<RunningSystem
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const log: string[] = [];
+  const log: string[] = opts.log ?? [];
   collectLines(child.stderr, log);
   const line = await firstLine(child, 'relay');
   // Logs (JSON lines at warn and above) follow the address on stdout.
@@ -192,23 +218,10 @@ export function ensureNatsServer(): string | null {
   return natsServerPath();
 }
 
-/** A TCP port free on loopback right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
-export async function startNats(bin: string): Promise<RunningSystem> {
+export async function startNats(bin: string, log: string[] = []): Promise<RunningSystem> {
   const port = await freePort();
   const child = spawn(bin, ['-a', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const log: string[] = [];
   collectLines(child.stdout, log, (l) => /\[(ERR|WRN|FTL)\]/.test(l));
   collectLines(child.stderr, log, (l) => /\[(ERR|WRN|FTL)\]/.test(l));
   // Wait until it accepts connections.
@@ -223,4 +236,61 @@ export async function startNats(bin: string): Promise<RunningSystem> {
     await new Promise((r) => setTimeout(r, 50));
   }
   return { name: 'nats', pid: child.pid!, port, log, stop: () => stopChild(child) };
+}
+
+export interface RelayClusterOptions {
+  root: string;
+  natsBin: string;
+  /** postgres://... : the mailboxes every instance shares (an empty database). */
+  storeUrl: string;
+  profileDir?: string;
+  env?: Record<string, string>;
+  /** Told each instance's pid as it starts (to name its profile). */
+  started?: (pid: number, instance: number) => void;
+}
+
+/**
+ * One relay as two instances on loopback, routed through a private nats-server, mailboxes in
+ * PostgreSQL, as test/cluster.test.ts `instances()` starts them: the second instance's data
+ * directory gets a copy of the relay identity the first one made, so both hold one relay key.
+ * Senders connect to `port` (instance 1), receivers to `receiverPort` (instance 2).
+ */
+export async function startRelayCluster(opts: RelayClusterOptions): Promise<RunningSystem> {
+  // The instances' warnings and nats-server's, in the one log a record reads.
+  const log: string[] = [];
+  const nats = await startNats(opts.natsBin, log);
+  const name = `bench${process.pid}x${Math.floor(Math.random() * 1e9)}`;
+  const instances: RunningSystem[] = [];
+  const metricsPorts: number[] = [];
+  let firstDir = '';
+  try {
+    for (let i = 1; i <= 2; i++) {
+      const dataDir = mkdtempSync(join(tmpdir(), `pulltab-bench-i${i}-`));
+      if (i === 1) firstDir = dataDir;
+      else copyFileSync(join(firstDir, 'relay-identity.json'), join(dataDir, 'relay-identity.json'));
+      const metricsPort = await freePort();
+      const relay = await startRelay({
+        root: opts.root, profileDir: opts.profileDir, dataDir, log,
+        env: { ...opts.env, PULLTAB_METRICS_PORT: String(metricsPort) },
+        args: ['--store', opts.storeUrl, '--cluster', `nats://127.0.0.1:${nats.port}`, '--cluster-name', name],
+      });
+      opts.started?.(relay.pid, i);
+      instances.push(relay);
+      metricsPorts.push(metricsPort);
+    }
+  } catch (err) {
+    for (const r of instances) await r.stop();
+    await nats.stop();
+    throw err;
+  }
+  const [one, two] = instances as [RunningSystem, RunningSystem];
+  return {
+    name: 'pulltab-cluster', pid: one.pid, port: one.port, receiverPort: two.port, relayKey: one.relayKey, log,
+    pids: [one.pid, two.pid], natsPid: nats.pid, metricsPorts,
+    stop: async () => {
+      // The instances first (each tells the other it leaves), then the server they met through.
+      await Promise.all([one.stop(), two.stop()]);
+      await nats.stop();
+    },
+  };
 }
