@@ -1,8 +1,8 @@
 // The fuzz and soak tools, run briefly against a relay process, so `npm test` keeps them (and
 // what they check) working. The real runs are `npm run fuzz` and `npm run soak`.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { formatFuzzReport, runFuzz } from '../scripts/lib/fuzz.js';
-import { formatSoakReport, runSoak } from '../scripts/lib/soak.js';
+import { formatSoakReport, runSoak, type SoakReport } from '../scripts/lib/soak.js';
 import { ABUSE_BOUNDS } from '../scripts/lib/abusers.js';
 import { natsSkipReason } from './nats-server.js';
 import { postgresSkipReason } from './postgres-cluster.js';
@@ -21,16 +21,21 @@ t.test('fuzz for 3 s: the relay stays up, answers as documented, and the good pa
   t.ok(r.pairRateUnderAttack >= r.pairRateCalm * ABUSE_BOUNDS.pairRateShare, 'the good pair kept its share beside a flooder');
 });
 
-t.test('soak for 3 s: every acknowledged storable message is accounted for', async (t) => {
-  const r = await runSoak({ seconds: 3, identities: 20, late: 4 });
-  t.comment(formatSoakReport(r));
-  t.equal(r.crashes, 0, 'no relay crash');
+/** The soak's ledger rules, the same for one process, workers and a cluster. */
+function accountedFor(t: Test, r: SoakReport): void {
+  t.equal(r.crashes, 0, 'no relay process crashed');
   t.ok(r.storableAcknowledged > 0, 'storable messages were acknowledged');
   t.equal(r.storableMissing - r.storableMissingStale, 0, 'every acknowledged storable message delivered or still stored');
   // Messages put back after a lost connection never replace a newer one with the same storage key.
   t.equal(r.storableMissingStale, 0, 'no stored message replaced by an older one with the same storage key');
   t.equal(r.duplicatesUnexplained, 0, 'duplicates only after a disconnect before ack');
   t.equal(r.receivedUnknown, 0, 'no message received that was never sent');
+}
+
+t.test('soak for 3 s: every acknowledged storable message is accounted for', async (t) => {
+  const r = await runSoak({ seconds: 3, identities: 20, late: 4 });
+  t.comment(formatSoakReport(r));
+  accountedFor(t, r);
   t.ok(r.end.fds <= r.start.fds, `the relay holds no more files at the end (${r.end.fds}) than after warm-up (${r.start.fds})`);
   t.same(r.relayErrors, [], 'no error in the relay log');
   t.ok(r.anonPeak - r.start.anonBytes <= ABUSE_BOUNDS.anonGrowthBytes, 'relay memory bounded beside the abusers');
@@ -52,12 +57,7 @@ t.test('fuzz for 3 s against 2 workers: up, as documented, nothing lost', async 
 t.test('soak for 3 s against 2 workers: every acknowledged storable message is accounted for', async (t) => {
   const r = await runSoak({ seconds: 3, identities: 20, late: 4, workers: 2 });
   t.comment(formatSoakReport(r));
-  t.equal(r.crashes, 0, 'no relay crash');
-  t.ok(r.storableAcknowledged > 0, 'storable messages were acknowledged');
-  t.equal(r.storableMissing - r.storableMissingStale, 0, 'every acknowledged storable message delivered or still stored');
-  t.equal(r.storableMissingStale, 0, 'no stored message replaced by an older one with the same storage key');
-  t.equal(r.duplicatesUnexplained, 0, 'duplicates only after a disconnect before ack');
-  t.equal(r.receivedUnknown, 0, 'no message received that was never sent');
+  accountedFor(t, r);
   t.same(r.relayErrors, [], 'no error in the relay log');
 });
 
@@ -71,12 +71,7 @@ t.test('soak for 3 s against 3 instances over NATS: every acknowledged storable 
   const r = await runSoak({ seconds: 3, identities: 20, late: 4, instances: 3 });
   t.comment(formatSoakReport(r));
   t.equal(r.instances, 3, 'three instances');
-  t.equal(r.crashes, 0, 'no instance crashed');
-  t.ok(r.storableAcknowledged > 0, 'storable messages were acknowledged');
-  t.equal(r.storableMissing - r.storableMissingStale, 0, 'every acknowledged storable message delivered or still stored');
-  t.equal(r.storableMissingStale, 0, 'no stored message replaced by an older one with the same storage key');
-  t.equal(r.duplicatesUnexplained, 0, 'duplicates only after a disconnect before ack');
-  t.equal(r.receivedUnknown, 0, 'no message received that was never sent');
+  accountedFor(t, r);
   t.equal(r.drainTimedOut, 0, 'the final drain emptied every mailbox');
   t.ok(r.perInstance.every((p) => (p.counters?.forwards ?? 0) > 0), 'messages crossed from every instance to another');
   t.same(r.relayErrors, [], 'no error in any instance\'s log');
