@@ -104,6 +104,30 @@ t.test('a welcome waits until the other worker knows the connection: a message s
   t.equal(w2.relay.stats.presenceUnconfirmed, 1, 'that one was confirmed');
 });
 
+t.test('a storable forward slower than forwardDeadlineMs is not a miss: answered by the holder, stored and delivered once', async (t) => {
+  const { workers: [w1, w2] } = await twoWorkers(t, { forwardDeadlineMs: 200 });
+  const alice = await connectClient(w1.relay);
+  const { client: bob, messages } = await connectCollecting(w2.relay);
+  t.teardown(() => Promise.all([alice.close(), bob.close()]));
+  await knows(w1, 1);
+  // Worker 2 reads nothing from worker 1 for three deadlines (as if its store were slow).
+  const link = w2.mesh.links.get(1)!;
+  link.pauseReading();
+  const live = alice.send([bob.identity.publicKey], 'not storable', { receipt: true });
+  const kept = alice.send([bob.identity.publicKey], 'storable', { store: true, receipt: true });
+  await sleep(600);
+  link.resumeReading();
+  t.same((await live).outcomes.map((o) => o.codeName), ['RECIPIENT_OFFLINE'], 'the live one missed at the deadline');
+  t.same((await kept).outcomes.map((o) => o.codeName), ['STORED'], 'the storable one answered by worker 2, after the deadline');
+  await waitForCount(messages, 1);
+  await sleep(300);
+  t.same(messages.map((m) => Buffer.from(m.body).toString()).filter((b) => b === 'storable'), ['storable'], 'delivered once');
+  const deadline = Date.now() + 5000;
+  while ((await w1.relay.store.totals()).count !== 0 && Date.now() < deadline) await sleep(20);
+  t.equal((await w1.relay.store.totals()).count, 0, 'stored once: the ACK emptied the mailbox');
+  t.equal(w1.relay.stats.forwardMisses.gone, 1, 'one miss: the live one');
+});
+
 t.test('a worker started after another serves once linked to it: the pair reach each other at once, both ways', async (t) => {
   const dataDir = tempDir();
   const runDir = mkdtempSync(join(tmpdir(), 'pt-run-'));
