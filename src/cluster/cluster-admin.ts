@@ -14,8 +14,8 @@ import type { Relay } from '../server/relay.js';
 import type { AdminQuestion, NatsMesh } from './nats-mesh.js';
 
 /** This instance's connections, as the others see them (tagged with its id and worker index). */
-export function instanceSessions(relay: Relay, mesh: NatsMesh, worker: number | undefined): AdminSession[] {
-  return relay.connectedSessions.live().map((s) => ({
+function instanceSessions(sessions: ConnectedSessions, mesh: NatsMesh, worker: number | undefined): AdminSession[] {
+  return sessions.live().map((s) => ({
     keyText: s.keyText, connectedAt: s.connectedAt, messagesIn: s.messagesIn, messagesOut: s.messagesOut,
     instance: mesh.idHex, ...(worker !== undefined ? { worker } : {}),
   }));
@@ -25,20 +25,21 @@ export function instanceSessions(relay: Relay, mesh: NatsMesh, worker: number | 
 export async function answerAsInstance(relay: Relay, mesh: NatsMesh, worker: number | undefined, question: AdminQuestion): Promise<unknown> {
   switch (question.what) {
     case 'observe': return relay.observe();
-    case 'sessions': return instanceSessions(relay, mesh, worker);
+    case 'sessions': return instanceSessions(relay.connectedSessions, mesh, worker);
     case 'kick': return question.key === undefined ? 0 : relay.connectedSessions.kick(Buffer.from(question.key, 'hex'));
   }
 }
 
 /**
- * The admin commands' view of every instance's connections. `local` is this instance's (what it
- * answers the others); `hostWide` what it says while NATS is down (its host's workers, or itself).
+ * The admin commands' view of every instance's connections, given this instance's own sessions
+ * (its worker index, in a relay of workers); `hostWide` is what it says while NATS is down (its
+ * host's workers, or itself).
  */
-export function clusterWideConnections(mesh: NatsMesh, local: () => AdminSession[], localSessions: ConnectedSessions, hostWide: AdminConnections): AdminConnections {
+export function clusterWideConnections(mesh: NatsMesh, localSessions: ConnectedSessions, worker: number | undefined, hostWide: AdminConnections): AdminConnections {
   const everyone = async (): Promise<AdminSession[] | null> => {
     if (!mesh.connected) return null;
     const { answers } = await mesh.askAll({ what: 'sessions' });
-    return [...local(), ...answers.flatMap((a) => (Array.isArray(a) ? (a as AdminSession[]) : []))];
+    return [...instanceSessions(localSessions, mesh, worker), ...answers.flatMap((a) => (Array.isArray(a) ? (a as AdminSession[]) : []))];
   };
   return {
     live: async () => (await everyone()) ?? hostWide.live(),

@@ -10,7 +10,7 @@ import { Relay, type RelayOptions } from '../server/relay.js';
 import { Presence } from '../workers/presence.js';
 import { INSTANCE_ID_LENGTH } from './nats-stream.js';
 import { NatsMesh } from './nats-mesh.js';
-import { answerAsInstance, clusterStats, clusterWideConnections, instanceSessions } from './cluster-admin.js';
+import { answerAsInstance, clusterStats, clusterWideConnections } from './cluster-admin.js';
 
 /** How long an instance waits, at start, for NATS and the other instances' snapshots. */
 export const CLUSTER_WAIT_MS = 5_000;
@@ -69,7 +69,7 @@ export async function startClusterRelay(config: RelayConfig, options: RelayOptio
     // The admin commands answer for every instance (./cluster-admin.ts).
     relay = await Relay.start(config, {
       ...options, peers: presence, cluster: mesh,
-      adminConnections: (local) => clusterWideConnections(mesh, () => instanceSessions(relay!, mesh, undefined), local, local),
+      adminConnections: (local) => clusterWideConnections(mesh, local, undefined, local),
       stats: () => clusterStats(mesh, () => relay!.observe(), () => relay!.observe()),
     });
   } catch (err) {

@@ -111,7 +111,7 @@ export class NatsMesh {
 
   observe(): ClusterObservation {
     return {
-      connected: this.#connected ? 1 : 0, instances: this.instancesLinked, remoteKeys: this.#options.presence.remoteCount, linkGaps: this.gaps,
+      connected: this.#connected ? 1 : 0, instances: this.instancesLinked, remoteKeys: this.#options.presence.remoteCount, linkGaps: this.gaps, malformed: this.malformed,
       link: { ...this.counters },
     };
   }

@@ -100,11 +100,6 @@ export class NatsStream extends Duplex {
     this.gen = (Math.floor(Math.random() * 0xffff_fffe) + 1) >>> 0;
   }
 
-  /** Bytes sent and not yet acknowledged by the peer. */
-  get inFlightBytes(): number {
-    return this.#inFlight;
-  }
-
   /**
    * A DATA message from the peer (gen and seq from its header): false when it is not the next one
    * (the link is broken: the caller closes it). Its first message must be seq 0.

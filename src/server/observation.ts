@@ -49,6 +49,8 @@ export interface ClusterObservation {
   remoteKeys: number;
   /** Links started afresh because a message between instances was lost. */
   linkGaps: number;
+  /** NATS messages on the cluster's subjects that could not be read (too short, unknown kind, bad JSON). */
+  malformed: number;
   /** What the links to other hosts carried (src/cluster/nats-stream.ts LinkCounters). */
   link: { messagesOut: number; bytesOut: number; messagesIn: number; bytesIn: number; windowWaits: number };
 }

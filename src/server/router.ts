@@ -550,12 +550,12 @@ export class Router {
     return ANSWER_LATER;
   }
 
-  /** Writes mailbox entries to a session while its window and budget allow (./mailbox-drain.ts). */
   /** Resolves once the acknowledgements this process took for key are committed (null: none waits). */
   acksCommitted(key: Uint8Array): Promise<unknown> | null {
     return this.#store.acksCommitted?.(key) ?? null;
   }
 
+  /** Writes mailbox entries to a session while its window and budget allow (./mailbox-drain.ts). */
   drain(session: Session): void {
     this.#drain.drain(session);
   }

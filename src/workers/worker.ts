@@ -12,7 +12,7 @@ import { Relay, type RelayOptions } from '../server/relay.js';
 import { Mesh } from './mesh.js';
 import { joinCluster } from '../cluster/join.js';
 import type { NatsMesh } from '../cluster/nats-mesh.js';
-import { answerAsInstance, clusterStats, clusterWideConnections, instanceSessions } from '../cluster/cluster-admin.js';
+import { answerAsInstance, clusterStats, clusterWideConnections } from '../cluster/cluster-admin.js';
 
 export interface WorkerPlan {
   /** 1..count */
@@ -120,7 +120,7 @@ export async function startWorker(config: RelayConfig, plan: WorkerPlan, log: Lo
 
 function clusterAdmin(cluster: NatsMesh, relay: () => Relay, index: number, host: WorkerRelayOptions): WorkerRelayOptions {
   return {
-    adminConnections: (local) => clusterWideConnections(cluster, () => instanceSessions(relay(), cluster, index), local, host.adminConnections?.(local) ?? local),
+    adminConnections: (local) => clusterWideConnections(cluster, local, index, host.adminConnections?.(local) ?? local),
     stats: () => clusterStats(cluster, () => relay().observe(), host.stats ?? (() => relay().observe())),
   };
 }
