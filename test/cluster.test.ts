@@ -144,8 +144,12 @@ t.test('kill -9 of the recipient\'s instance while a sender on another streams s
     return answered.every((b) => got.has(b));
   }, 20_000);
   t.pass('every message answered STORED or DELIVERED arrived');
+  // A forward instance 2 had committed but not yet answered when it died is stored again by
+  // instance 1 (docs/OPERATIONS.md, "Running a cluster"): such a message may come twice. Only one
+  // sent before the kill can; one sent after it is stored once.
   const after = again.messages.map((m) => Buffer.from(m.body).toString());
-  t.equal(new Set(after).size, after.length, 'none twice on one connection');
+  const twice = after.filter((b, i) => after.indexOf(b) !== i);
+  t.same(twice.filter((b) => Number(b.slice(1)) >= atKill.sent), [], `none sent after the kill came twice (${twice.length} sent before it did)`);
   // Its ACKs committed, a new connection of bob's gets nothing again.
   await sleep(1000);
   await again.client.close();
