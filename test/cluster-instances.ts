@@ -61,8 +61,16 @@ export interface StartedInstances {
 /** Every instance started here and not yet exited: killed if this process exits first. */
 const running = new Set<SpawnedRelay>();
 process.once('exit', () => {
+  // Still running at exit: the test did not end (tap's timeout): what they logged shows why.
+  for (const relay of running) printTail(relay, 'still running when the test process exited');
   for (const relay of running) relay.proc.kill('SIGKILL');
 });
+
+/** The end of what an instance printed, on stderr (which tap shows), for a test that failed or hung. */
+function printTail(relay: SpawnedRelay, why: string): void {
+  const out = relay.output();
+  process.stderr.write(`--- instance ${relay.address} (pid ${relay.proc.pid}), ${why}; its last output:\n${out.slice(-6000)}\n---\n`);
+}
 
 /** The defaults of the cluster's tests: a lost instance is dropped within a second. */
 export const FAST_CLUSTER = { clusterHeartbeatMs: 200, forwardDeadlineMs: 1000 };
@@ -97,10 +105,11 @@ export async function startInstances(n: number, plan: InstancesPlan = {}): Promi
   return { relays, store, name, dataDir };
 }
 
-/** n instances for one test: killed, and their data removed, when it ends. */
-export async function instances(t: { teardown(fn: () => unknown): void }, n: number, plan: InstancesPlan = {}): Promise<SpawnedRelay[]> {
+/** n instances for one test: killed, and their data removed, when it ends (their output printed if it failed). */
+export async function instances(t: { teardown(fn: () => unknown): void; passing(): boolean }, n: number, plan: InstancesPlan = {}): Promise<SpawnedRelay[]> {
   const started = await startInstances(n, plan);
   t.teardown(async () => {
+    if (!t.passing()) for (const relay of started.relays) printTail(relay, 'the test failed');
     await Promise.all(started.relays.map((r) => killRelay(r, 'SIGKILL')));
     if (plan.dataDir === undefined) removeDir(started.dataDir);
   });

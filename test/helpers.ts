@@ -1,7 +1,7 @@
 // Shared test fixtures: a relay on loopback with its data in a temporary directory, clients,
 // and a raw protocol peer for sending frames a well-behaved client never would.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
@@ -47,8 +47,27 @@ export function makeClient(relay: { readonly address: string } | string, options
 
 export async function connectClient(relay: { readonly address: string } | string, options: Partial<RelayClientOptions> = {}): Promise<RelayClient> {
   const client = makeClient(relay, options);
-  await client.connect();
+  await connectWithin(client, relay);
   return client;
+}
+
+/**
+ * client.connect(), failing after timeoutMs: a client reconnects until the relay lets it in, so
+ * a relay that never does would otherwise hang the test until the file's timeout, saying nothing.
+ */
+export async function connectWithin(client: RelayClient, relay: { readonly address: string } | string, timeoutMs = 30_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      void client.close();
+      reject(new Error(`not connected to ${typeof relay === 'string' ? relay : relay.address} within ${timeoutMs} ms`));
+    }, timeoutMs);
+  });
+  try {
+    await Promise.race([client.connect(), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Resolves with the next n messages a client receives (events), or rejects after timeoutMs. */
@@ -239,8 +258,15 @@ export function spawnRelay(dataDir: string, args: string[] = [], env: NodeJS.Pro
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-  proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  // PULLTAB_TEST_RELAY_LOGS=DIR keeps each spawned relay's output in DIR/relay-PID.log as it
+  // comes, for a test that hangs or is killed before it could print it.
+  const logDir = process.env.PULLTAB_TEST_RELAY_LOGS;
+  const keep = (d: Buffer) => {
+    out += d.toString();
+    if (logDir) appendFileSync(join(logDir, `relay-${proc.pid}.log`), d);
+  };
+  proc.stdout!.on('data', keep);
+  proc.stderr!.on('data', keep);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`relay did not start: ${out}`)), 30_000);
     const check = () => {
@@ -292,7 +318,7 @@ export async function connectCollecting(relay: { readonly address: string } | st
   const client = makeClient(relay, options);
   const messages: ReceivedMessage[] = [];
   client.on('message', (m) => messages.push(m));
-  await client.connect();
+  await connectWithin(client, relay);
   return { client, messages };
 }
 
@@ -315,6 +341,8 @@ export function httpGet(port: number, path: string, method = 'GET'): Promise<{ s
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body, type: String(res.headers['content-type'] ?? '') }));
     });
     req.on('error', reject);
+    // A relay that stops answering fails the test here, saying so, rather than at the file's timeout.
+    req.setTimeout(10_000, () => req.destroy(new Error(`no answer to ${method} ${path} on port ${port} within 10 s`)));
     req.end();
   });
 }

@@ -9,7 +9,10 @@
 // forwarding are the workers' protocol (src/workers/link.ts, src/workers/presence.ts) on a link per
 // pair of instances, and every frame of one turn to one instance leaves as one NATS message.
 // A heartbeat from an instance this one has no link to opens one; a link message with seq 0 from
-// one opens one too (or replaces the old one: the peer started afresh). An instance not heard
+// one opens one too (or replaces the old one: the peer started afresh). A link that a lost message
+// broke starts afresh: a gap in its DATA, DATA lost at the tail (seen in the next ACK, one of which
+// goes on every link at every heartbeat), or a first message lost (the link has not synchronised
+// within STALLED_HEARTBEATS heartbeats). An instance not heard
 // from for three heartbeats is dropped with its keys, and so is every instance while this one is
 // disconnected from NATS (it serves its own clients; messages for keys elsewhere are stored if
 // storable, else refused RECIPIENT_OFFLINE). Workers of one host (one `group`) reach each other
@@ -32,6 +35,11 @@ const JOINING = 1;
 const LEAVING = 2;
 /** Heartbeats missed before an instance is dropped. */
 const MISSED_HEARTBEATS = 3;
+/**
+ * Heartbeats after which a link that has not synchronised (its peer's HELLO and snapshot not read)
+ * starts afresh, its peer still heard: a first message of one side or the other was lost.
+ */
+const STALLED_HEARTBEATS = 2 * MISSED_HEARTBEATS;
 /** How long an admin question waits for the instances' answers. */
 const ASK_TIMEOUT_MS = 2_000;
 
@@ -61,6 +69,8 @@ interface Instance {
   link: PeerLink | null;
   stream: NatsStream | null;
   lastHeard: number;
+  /** When its link was opened. */
+  openedAt: number;
 }
 
 export class NatsMesh {
@@ -78,9 +88,11 @@ export class NatsMesh {
   #closed = false;
   #timer: NodeJS.Timeout | null = null;
   #expiry: NodeJS.Timeout | null = null;
-  /** Link messages that could not be read (too short, unknown kind), and links broken by a gap. */
+  /** Link messages that could not be read (too short, unknown kind), and links broken by a lost message. */
   malformed = 0;
   gaps = 0;
+  /** Messages whose handling threw (a bug): logged, and the link they came on starts afresh. */
+  failures = 0;
   /** What every link of this instance has carried (its streams count into it). */
   readonly counters = newLinkCounters();
 
@@ -111,7 +123,7 @@ export class NatsMesh {
 
   observe(): ClusterObservation {
     return {
-      connected: this.#connected ? 1 : 0, instances: this.instancesLinked, remoteKeys: this.#options.presence.remoteCount, linkGaps: this.gaps, malformed: this.malformed,
+      connected: this.#connected ? 1 : 0, instances: this.instancesLinked, remoteKeys: this.#options.presence.remoteCount, linkGaps: this.gaps, malformed: this.malformed, failures: this.failures,
       link: { ...this.counters },
     };
   }
@@ -218,10 +230,11 @@ export class NatsMesh {
     this.#connected = true;
     const log = this.#options.log;
     log.info({ event: 'cluster_connected', server: nc.getServer(), instance: this.idHex }, 'connected to NATS');
-    // drain() in close() ends these subscriptions.
-    nc.subscribe(this.#subjects.heartbeat, { callback: (err, msg) => { if (!err) this.#heard(toBuffer(msg.data)); } });
-    nc.subscribe(this.#subjects.prefix + this.idHex, { callback: (err, msg) => { if (!err) this.#message(toBuffer(msg.data)); } });
-    nc.subscribe(this.#subjects.admin, { callback: (err, msg) => { if (!err && msg.reply) this.#asked(msg.string(), msg.reply); } });
+    // drain() in close() ends these subscriptions. What a callback throws would stop the NATS
+    // client reading at all (it ends its read loop), so each is caught here (#guarded).
+    nc.subscribe(this.#subjects.heartbeat, { callback: (err, msg) => { if (!err) this.#guarded(msg.data, (b) => this.#heard(b)); } });
+    nc.subscribe(this.#subjects.prefix + this.idHex, { callback: (err, msg) => { if (!err) this.#guarded(msg.data, (b) => this.#message(b)); } });
+    nc.subscribe(this.#subjects.admin, { callback: (err, msg) => { if (!err && msg.reply) this.#guarded(msg.data, () => this.#asked(msg.string(), msg.reply!)); } });
     nc.publish(this.#subjects.heartbeat, this.#heartbeat(JOINING));
     void (async () => {
       for await (const s of nc.status()) {
@@ -238,6 +251,23 @@ export class NatsMesh {
         }
       }
     })();
+  }
+
+  /**
+   * Handles one NATS message; if that throws (a bug), logs it and starts the sender's link afresh
+   * (its state may be half-updated), so that the NATS client goes on reading for everyone else.
+   */
+  #guarded(data: Uint8Array, handle: (b: Buffer) => void): void {
+    const b = toBuffer(data);
+    try {
+      handle(b);
+    } catch (err) {
+      this.failures++;
+      const from = b.length >= 1 + INSTANCE_ID_LENGTH ? b.toString('hex', 1, 1 + INSTANCE_ID_LENGTH) : null;
+      this.#options.log.error({ event: 'cluster_message_failed', instance: from, err }, 'handling a message from another instance failed: its link starts afresh');
+      const instance = from === null ? undefined : this.#instances.get(from);
+      if (from !== null && instance !== undefined) this.#open(from, instance);
+    }
   }
 
   /** Another instance's admin question: answered on its reply subject (null when it cannot be). */
@@ -260,12 +290,25 @@ export class NatsMesh {
     const now = Date.now();
     const deadAfter = this.#options.heartbeatMs * MISSED_HEARTBEATS;
     for (const [id, heard] of this.#members) if (now - heard > deadAfter) this.#members.delete(id);
+    const stalledAfter = this.#options.heartbeatMs * STALLED_HEARTBEATS;
     for (const [id, i] of this.#instances) {
-      if (now - i.lastHeard <= deadAfter) continue;
-      this.#options.log.warn({ event: 'cluster_instance_lost', instance: id }, 'no heartbeat from an instance: dropped with its keys');
-      this.#drop(id);
+      if (now - i.lastHeard > deadAfter) {
+        this.#options.log.warn({ event: 'cluster_instance_lost', instance: id }, 'no heartbeat from an instance: dropped with its keys');
+        this.#drop(id);
+      } else if (i.link !== null && !i.link.synced && now - i.openedAt > stalledAfter) {
+        this.#broken(id, i, 'a link between instances did not synchronise (a first message was lost): it starts afresh');
+      } else if (this.#connected) {
+        i.stream?.resendAck();
+      }
     }
     if (this.#connected) this.#nc!.publish(this.#subjects.heartbeat, this.#heartbeat(0));
+  }
+
+  /** A message on the link to instance id was lost: counted, logged, and the link starts afresh. */
+  #broken(id: string, instance: Instance, why: string): void {
+    this.gaps++;
+    this.#options.log.warn({ event: 'cluster_link_gap', instance: id }, why);
+    this.#open(id, instance);
   }
 
   #heartbeat(flags: number): Buffer {
@@ -295,7 +338,7 @@ export class NatsMesh {
       instance.lastHeard = Date.now();
       if (instance.link === null) this.#open(id, instance);
     } else {
-      this.#open(id, { link: null, stream: null, lastHeard: Date.now() });
+      this.#open(id, { link: null, stream: null, lastHeard: Date.now(), openedAt: 0 });
     }
     if (flags & JOINING) this.#nc?.publish(this.#subjects.heartbeat, this.#heartbeat(0));
   }
@@ -311,24 +354,28 @@ export class NatsMesh {
     if (instance === undefined) {
       // The first we hear of it is its link's first message: its heartbeat is on its way.
       if (h.kind !== LinkMessage.DATA || h.seq !== 0) return;
-      instance = { link: null, stream: null, lastHeard: Date.now() };
+      instance = { link: null, stream: null, lastHeard: Date.now(), openedAt: 0 };
       this.#open(h.from, instance);
     }
     instance.lastHeard = Date.now();
-    const stream = instance.stream!;
+    const stream = instance.stream;
+    if (stream === null) return; // not opened: closing
     stream.acknowledged(h.ackGen, h.ack);
-    if (h.kind !== LinkMessage.DATA) return;
+    if (h.kind !== LinkMessage.DATA) {
+      if (!stream.allReceived(h.gen, h.seq)) this.#broken(h.from, instance, 'a message between instances was lost (seen in an ACK): the link starts afresh');
+      return;
+    }
     if (stream.inGen !== 0 && h.gen !== stream.inGen) {
       // A new generation from the peer: it broke its side (a gap, or it restarted the link).
-      if (h.seq !== 0) return; // the rest of one it broke already
+      // The rest of one whose first message was lost is ignored: the peer's link does not
+      // synchronise, and it starts afresh again (#beat).
+      if (h.seq !== 0) return;
       this.#open(h.from, instance);
     } else if (stream.inGen === 0 && h.seq !== 0) {
-      return; // the rest of a generation from before ours
+      return; // the rest of a generation from before ours (or one whose first message was lost: #beat)
     }
     if (!instance.stream!.received(h.gen, h.seq, b.subarray(LINK_HEADER))) {
-      this.gaps++;
-      this.#options.log.warn({ event: 'cluster_link_gap', instance: h.from }, 'a message between instances was lost: the link starts afresh');
-      this.#open(h.from, instance);
+      this.#broken(h.from, instance, 'a message between instances was lost: the link starts afresh');
     }
   }
 
@@ -337,7 +384,8 @@ export class NatsMesh {
     const old = instance.link;
     instance.link = null;
     old?.close();
-    if (!this.#connected) return;
+    // Messages can arrive just before the client's reconnect status does: #nc, not #connected.
+    if (this.#nc === null || this.#closed) return;
     const subject = this.#subjects.prefix + id;
     const nc = this.#nc!;
     const o = this.#options;
@@ -349,6 +397,7 @@ export class NatsMesh {
       counters: this.counters,
     });
     instance.stream = stream;
+    instance.openedAt = Date.now();
     instance.link = new PeerLink(stream, o, this.#events);
     this.#instances.set(id, instance);
   }

@@ -13,9 +13,15 @@
 // what it has read once per turn, on its own next message or an ACK of its own; it does not while
 // its reading is paused, so a paused reader holds the sender back.
 //
+// A lost message that nothing follows would show no gap, so an ACK also says how many DATA
+// messages its sender has sent, and each side sends one on every heartbeat of the mesh besides the
+// ones after reading: a peer sees a lost tail at the next heartbeat, and a lost ACK never leaves
+// the writes waiting on the window for good.
+//
 // A link message (integers big-endian):
 //   kind u8 | from 16 | gen u32 | seq u32 | ackGen u32 | ack u32 | data
-//     kind 1 DATA (data: the next bytes of the stream), 2 ACK (no data, seq 0).
+//     kind 1 DATA (data: the next bytes of the stream), 2 ACK (no data; seq: the seq the sender's
+//     next DATA message will have, so every DATA before it was sent before this ACK).
 //     from: the sending instance's id. gen: the sender's generation of this link (random per link),
 //     seq: numbers its DATA messages from 0. ackGen, ack: the last DATA message read from the other
 //     side (its gen, and seq; ackGen 0 before any).
@@ -98,6 +104,11 @@ export class NatsStream extends Duplex {
     super({ allowHalfOpen: false, writableHighWaterMark: 64 * 1024 });
     this.#options = options;
     this.gen = (Math.floor(Math.random() * 0xffff_fffe) + 1) >>> 0;
+    // Reading again after a pause acknowledges what came meanwhile, letting the peer send more.
+    // Not left to _read: the stream calls that once and not again until the next push.
+    this.on('resume', () => {
+      if (this.#ackToSend !== this.#ackSent) this.#scheduleAck();
+    });
   }
 
   /**
@@ -120,6 +131,24 @@ export class NatsStream extends Duplex {
     return true;
   }
 
+  /**
+   * An ACK from the peer says it had sent its DATA messages before seq `next` of generation gen:
+   * false when one of them never came here (lost at the tail: the caller breaks the link). NATS
+   * keeps one publisher's order, so each one sent before the ACK has arrived before it.
+   */
+  allReceived(gen: number, next: number): boolean {
+    return gen !== this.inGen || next === this.#expected;
+  }
+
+  /**
+   * Sends an ACK now, whether or not anything new was read (the mesh's heartbeat): what this side
+   * has read (while paused, only what it had said before) and how far it has sent.
+   */
+  resendAck(): void {
+    if (this.destroyed) return;
+    this.#options.publish(this.#message(LinkMessage.ACK, this.#nextSeq, 0, this.isPaused() ? this.#ackSent : this.#ackToSend));
+  }
+
   /** The peer has read our DATA messages up to seq `ack` of generation ackGen. */
   acknowledged(ackGen: number, ack: number): void {
     if (ackGen !== this.gen) return;
@@ -140,8 +169,7 @@ export class NatsStream extends Duplex {
   }
 
   override _read(): void {
-    // Pushed as messages arrive; reading again after a pause lets the peer send more.
-    if (this.#ackToSend !== this.#ackSent) this.#scheduleAck();
+    // Pushed as messages arrive (and acknowledged on 'resume' after a pause).
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -199,18 +227,18 @@ export class NatsStream extends Duplex {
     }
   }
 
-  /** A message of `kind` with room for n data bytes, its header written (the ack it carries is sent). */
-  #message(kind: number, seq: number, n: number): Buffer {
+  /** A message of `kind` with room for n data bytes, its header written, carrying `ack` (then sent). */
+  #message(kind: number, seq: number, n: number, ack = this.#ackToSend): Buffer {
     const m = Buffer.allocUnsafe(LINK_HEADER + n);
     m[0] = kind;
     this.#options.self.copy(m, 1);
-    let o = 1 + INSTANCE_ID_LENGTH;
+    const o = 1 + INSTANCE_ID_LENGTH;
     m.writeUInt32BE(this.gen, o);
     m.writeUInt32BE(seq, o + 4);
-    const acking = this.#ackToSend >= 0;
+    const acking = ack >= 0;
     m.writeUInt32BE(acking ? this.inGen : 0, o + 8);
-    m.writeUInt32BE(acking ? this.#ackToSend : 0, o + 12);
-    this.#ackSent = this.#ackToSend;
+    m.writeUInt32BE(acking ? ack : 0, o + 12);
+    this.#ackSent = ack;
     return m;
   }
 
@@ -221,7 +249,7 @@ export class NatsStream extends Duplex {
       this.#ackScheduled = false;
       // Not while paused: the peer waits until this side reads again (_read).
       if (this.destroyed || this.isPaused() || this.#ackToSend === this.#ackSent) return;
-      this.#options.publish(this.#message(LinkMessage.ACK, 0, 0));
+      this.#options.publish(this.#message(LinkMessage.ACK, this.#nextSeq, 0));
     });
   }
 }

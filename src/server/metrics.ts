@@ -114,6 +114,7 @@ export function createRegistry(source: MetricsSource): Registry {
   counter('pulltab_cluster_window_waits_total', 'Writes on a link to another host that waited for its acknowledgements (half of forwardBudgetBytes in flight)', (o) => o.cluster?.link.windowWaits ?? 0);
   counter('pulltab_cluster_malformed_total', 'NATS messages on the cluster\'s subjects that could not be read (ignored)', (o) => o.cluster?.malformed ?? 0);
   counter('pulltab_cluster_link_gaps_total', 'Links between instances started afresh because a NATS message between them was lost', (o) => o.cluster?.linkGaps ?? 0);
+  counter('pulltab_cluster_message_failures_total', 'NATS messages from other instances whose handling failed (a bug: see the cluster_message_failed log line)', (o) => o.cluster?.failures ?? 0);
   counter('pulltab_presence_unconfirmed_total', 'Connections welcomed before every other instance confirmed it knew them (one was slower than forwardDeadlineMs)', (o) => o.forwards.presenceUnconfirmed);
   labelled('pulltab_forward_misses_total', 'Forwards that missed (stored here when storable, else refused), by reason', 'reason', (o) => ({ ...o.forwards.missed }));
 

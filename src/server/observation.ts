@@ -51,6 +51,8 @@ export interface ClusterObservation {
   linkGaps: number;
   /** NATS messages on the cluster's subjects that could not be read (too short, unknown kind, bad JSON). */
   malformed: number;
+  /** NATS messages whose handling threw (a bug, logged as cluster_message_failed). */
+  failures: number;
   /** What the links to other hosts carried (src/cluster/nats-stream.ts LinkCounters). */
   link: { messagesOut: number; bytesOut: number; messagesIn: number; bytesIn: number; windowWaits: number };
 }
