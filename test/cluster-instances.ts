@@ -81,7 +81,9 @@ export async function startInstances(n: number, plan: InstancesPlan = {}): Promi
   const store = plan.store ?? await pg.createDatabase();
   const name = plan.name ?? `t${process.pid}x${Math.floor(Math.random() * 1e9)}`;
   const dataDir = plan.dataDir ?? tempDir();
-  const configFile = join(tempDir('pulltab-config-'), 'config.json');
+  // Beside instance 1's data: removed with it.
+  mkdirSync(dataDir, { recursive: true });
+  const configFile = join(dataDir, 'cluster-config.json');
   writeFileSync(configFile, JSON.stringify(plan.config ?? FAST_CLUSTER));
   const relays: SpawnedRelay[] = [];
   try {

@@ -113,6 +113,17 @@ function uniqueName(): string {
   return `loss${process.pid}x${Math.floor(Math.random() * 1e9)}`;
 }
 
+/** The mesh and a fake instance, linked (generation gen on the fake's side). */
+async function linkedPair(t: Test, gen: number): Promise<{ mesh: NatsMesh; fake: FakeInstance }> {
+  const name = uniqueName();
+  const mesh = await meshUnderTest(t, name);
+  const fake = await FakeInstance.start(t, name);
+  await until('the mesh opened a link', () => fake.opened.length >= 1);
+  fake.link(mesh, gen);
+  await until('the link synchronised', () => mesh.instancesLinked === 1);
+  return { mesh, fake };
+}
+
 t.test('a link whose first message was lost starts afresh, then synchronises', { skip }, async (t) => {
   const name = uniqueName();
   const mesh = await meshUnderTest(t, name);
@@ -132,12 +143,7 @@ t.test('a link whose first message was lost starts afresh, then synchronises', {
 });
 
 t.test('DATA lost at the tail is seen at the next ACK and the link starts afresh', { skip }, async (t) => {
-  const name = uniqueName();
-  const mesh = await meshUnderTest(t, name);
-  const fake = await FakeInstance.start(t, name);
-  await until('the mesh opened a link', () => fake.opened.length >= 1);
-  fake.link(mesh, 0x3333);
-  await until('the link synchronised', () => mesh.instancesLinked === 1);
+  const { mesh, fake } = await linkedPair(t, 0x3333);
   const opened = fake.opened.length;
   // DATA seq 1 (say, a presence change) was lost; nothing follows it but an ACK saying it was sent.
   fake.send(mesh, LinkMessage.ACK, 0x3333, 2, fake.opened.at(-1)!.gen, 0);
@@ -147,12 +153,7 @@ t.test('DATA lost at the tail is seen at the next ACK and the link starts afresh
 });
 
 t.test('the mesh acknowledges on every heartbeat, saying how far it has sent', { skip }, async (t) => {
-  const name = uniqueName();
-  const mesh = await meshUnderTest(t, name);
-  const fake = await FakeInstance.start(t, name);
-  await until('the mesh opened a link', () => fake.opened.length >= 1);
-  fake.link(mesh, 0x4444);
-  await until('the link synchronised', () => mesh.instancesLinked === 1);
+  const { mesh, fake } = await linkedPair(t, 0x4444);
   await sleep(2 * HEARTBEAT_MS);
   const before = fake.received.length;
   const sentData = fake.received.filter((m) => m.kind === LinkMessage.DATA).length;

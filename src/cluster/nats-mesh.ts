@@ -282,7 +282,12 @@ export class NatsMesh {
     const known = ['observe', 'sessions', 'kick'].includes(question?.what) && (question.key === undefined || /^[0-9a-f]{64}$/.test(question.key));
     const answering = this.#answer === null || !known ? Promise.resolve(null) : this.#answer(question).catch(() => null);
     void answering.then((value) => {
-      if (this.#connected) this.#nc!.publish(reply, JSON.stringify({ instance: this.idHex, value }));
+      if (!this.#connected || this.#closed) return;
+      try {
+        this.#nc!.publish(reply, JSON.stringify({ instance: this.idHex, value }));
+      } catch {
+        this.malformed++; // a reply subject NATS refuses (or the connection closing meanwhile)
+      }
     });
   }
 
