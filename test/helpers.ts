@@ -342,7 +342,7 @@ export function httpGet(port: number, path: string, method = 'GET'): Promise<{ s
     });
     req.on('error', reject);
     // A relay that stops answering fails the test here, saying so, rather than at the file's timeout.
-    req.setTimeout(10_000, () => req.destroy(new Error(`no answer to ${method} ${path} on port ${port} within 10 s`)));
+    req.setTimeout(30_000, () => req.destroy(new Error(`no answer to ${method} ${path} on port ${port} within 30 s`)));
     req.end();
   });
 }

@@ -261,10 +261,20 @@ interface Ephemeral {
 /**
  * A fresh ephemeral X25519 key pair from OpenSSL's generator (node:crypto's randomBytes draws
  * from the same one). As fast as importing 32 random bytes, and it needs no import at all.
+ *
+ * The generator encodes the public key (JWK) itself: never export a freshly generated key
+ * afterwards. On Node 20 that export can deadlock the process for good: it holds the key's lock
+ * while it allocates, a garbage collection then may free the generator's job, and the job's
+ * destructor takes the same lock (main thread in ExportJWKEdKey → GC → ~KeyGenJob →
+ * pthread_mutex_lock, seen in CI; a loop of generate-then-export hangs within seconds under
+ * --max-semi-space-size=1, this form does not; Node 24 does not hang either way).
+ * test/seal-gc.test.ts runs the seal under that pressure.
  */
 function newEphemeral(): Ephemeral {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  return { privateKey, publicBytes: x25519PublicBytes(publicKey) };
+  const { privateKey, publicKey } = generateKeyPairSync('x25519', { publicKeyEncoding: { format: 'jwk' } } as never) as unknown as
+    { privateKey: KeyObject; publicKey: { x?: unknown } };
+  if (typeof publicKey.x !== 'string') throw new Error('X25519 key generation gave no public key');
+  return { privateKey, publicBytes: new Uint8Array(Buffer.from(publicKey.x, 'base64url')) };
 }
 
 /** The ephemeral key pair of a given secret (options.random: test vectors). */
