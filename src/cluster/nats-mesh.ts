@@ -232,9 +232,11 @@ export class NatsMesh {
     log.info({ event: 'cluster_connected', server: nc.getServer(), instance: this.idHex }, 'connected to NATS');
     // drain() in close() ends these subscriptions. What a callback throws would stop the NATS
     // client reading at all (it ends its read loop), so each is caught here (#guarded).
-    nc.subscribe(this.#subjects.heartbeat, { callback: (err, msg) => { if (!err) this.#guarded(msg.data, (b) => this.#heard(b)); } });
-    nc.subscribe(this.#subjects.prefix + this.idHex, { callback: (err, msg) => { if (!err) this.#guarded(msg.data, (b) => this.#message(b)); } });
-    nc.subscribe(this.#subjects.admin, { callback: (err, msg) => { if (!err && msg.reply) this.#guarded(msg.data, () => this.#asked(msg.string(), msg.reply!)); } });
+    const heard = (b: Buffer) => this.#heard(b);
+    const message = (b: Buffer) => this.#message(b);
+    nc.subscribe(this.#subjects.heartbeat, { callback: (err, msg) => { if (!err) this.#guarded(msg.data, heard, true); } });
+    nc.subscribe(this.#subjects.prefix + this.idHex, { callback: (err, msg) => { if (!err) this.#guarded(msg.data, message, true); } });
+    nc.subscribe(this.#subjects.admin, { callback: (err, msg) => { if (!err && msg.reply) this.#guarded(msg.data, () => this.#asked(msg.string(), msg.reply!), false); } });
     nc.publish(this.#subjects.heartbeat, this.#heartbeat(JOINING));
     void (async () => {
       for await (const s of nc.status()) {
@@ -256,14 +258,15 @@ export class NatsMesh {
   /**
    * Handles one NATS message; if that throws (a bug), logs it and starts the sender's link afresh
    * (its state may be half-updated), so that the NATS client goes on reading for everyone else.
+   * fromInstance: the message starts with kind and the sender's id (heartbeats, link messages).
    */
-  #guarded(data: Uint8Array, handle: (b: Buffer) => void): void {
+  #guarded(data: Uint8Array, handle: (b: Buffer) => void, fromInstance: boolean): void {
     const b = toBuffer(data);
     try {
       handle(b);
     } catch (err) {
       this.failures++;
-      const from = b.length >= 1 + INSTANCE_ID_LENGTH ? b.toString('hex', 1, 1 + INSTANCE_ID_LENGTH) : null;
+      const from = fromInstance && b.length >= 1 + INSTANCE_ID_LENGTH ? b.toString('hex', 1, 1 + INSTANCE_ID_LENGTH) : null;
       this.#options.log.error({ event: 'cluster_message_failed', instance: from, err }, 'handling a message from another instance failed: its link starts afresh');
       const instance = from === null ? undefined : this.#instances.get(from);
       if (from !== null && instance !== undefined) this.#open(from, instance);

@@ -247,7 +247,7 @@ export class NatsStream extends Duplex {
     this.#ackScheduled = true;
     setImmediate(() => {
       this.#ackScheduled = false;
-      // Not while paused: the peer waits until this side reads again (_read).
+      // Not while paused: the peer waits until this side reads again ('resume').
       if (this.destroyed || this.isPaused() || this.#ackToSend === this.#ackSent) return;
       this.#options.publish(this.#message(LinkMessage.ACK, this.#nextSeq, 0));
     });

@@ -271,8 +271,10 @@ interface Ephemeral {
  * test/seal-gc.test.ts runs the seal under that pressure.
  */
 function newEphemeral(): Ephemeral {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519', { publicKeyEncoding: { format: 'jwk' } } as never) as unknown as
+  // @types/node has no overload for a JWK public key beside a KeyObject private key.
+  const generate = generateKeyPairSync as unknown as (type: 'x25519', options: { publicKeyEncoding: { format: 'jwk' } }) =>
     { privateKey: KeyObject; publicKey: { x?: unknown } };
+  const { privateKey, publicKey } = generate('x25519', { publicKeyEncoding: { format: 'jwk' } });
   if (typeof publicKey.x !== 'string') throw new Error('X25519 key generation gave no public key');
   return { privateKey, publicBytes: new Uint8Array(Buffer.from(publicKey.x, 'base64url')) };
 }
